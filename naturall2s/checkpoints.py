@@ -1,0 +1,141 @@
+"""The one module that reads and writes weight files.
+
+Shipped models: ``checkpoints/<name>.safetensors`` (fp16 weights; the :class:`ModelConfig` and training facts in the
+safetensors metadata, so a file is self-describing and loading never unpickles anything). Training state (optimizer,
+step) is a ``torch.save`` dict of tensors and plain types, read back with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from naturall2s.errors import CheckpointError
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT_DIR = Path(os.environ.get("NATURALL2S_CHECKPOINTS", REPO / "checkpoints"))
+FORMAT = "naturall2s/1"
+
+
+def _atomic_target(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def save_model(model, path: str | Path, *, dtype: torch.dtype = torch.float16, info: dict | None = None) -> Path:
+    """Write ``model`` (a :class:`~naturall2s.model.LipToSpeech`) as safetensors with its config inside; atomic."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.to(dtype)
+        state[k] = v.contiguous().clone()
+    metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "info": json.dumps(info or {})}
+    tmp = _atomic_target(path)
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The config and info stored in a checkpoint, without loading the weights."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises several types for a damaged header
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path} is not a NaturalL2S checkpoint (format {meta.get('format')!r})")
+    return {"config": json.loads(meta["config"]), "info": json.loads(meta.get("info", "{}"))}
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A shipped model name (``naturall2s``) or a path → the checkpoint file; CheckpointError if missing."""
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.is_file():  # a name like "naturall2s" may also be a folder in the cwd
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint not found: {p}")
+        return p
+    p = CHECKPOINT_DIR / f"{name_or_path}.safetensors"
+    if not p.is_file():
+        have = ", ".join(available_models()) or "none"
+        raise CheckpointError(f"no model named {name_or_path!r} in {CHECKPOINT_DIR} (available: {have})")
+    return p
+
+
+def load_tensors(name_or_path: str | Path) -> dict[str, torch.Tensor]:
+    """The raw tensors of a checkpoint (as stored, fp16), e.g. to initialise part of another model."""
+    from safetensors.torch import load_file
+
+    path = resolve(name_or_path)
+    read_metadata(path)  # refuses files that are not ours
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path} is corrupt ({e})") from None
+
+
+def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"):
+    """Load a model by shipped name or path; float32 on ``device``, eval mode."""
+    from naturall2s.model import LipToSpeech, ModelConfig
+
+    path = resolve(name_or_path)
+    meta = read_metadata(path)
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model config does not match this code ({e})") from None
+    model = LipToSpeech(config)
+    state = load_tensors(path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:3]
+        raise CheckpointError(f"{path} does not match the {config.variant} architecture: {' '.join(first)}") from None
+    model.name = Path(path).stem if Path(path).parent == CHECKPOINT_DIR else config.variant
+    model.info = meta["info"]
+    return model.to(device).eval()
+
+
+def available_models() -> list[str]:
+    """Names of the shipped checkpoints in :data:`CHECKPOINT_DIR`, in the order of the variants table."""
+    from naturall2s.model import VARIANTS
+
+    names = [p.stem for p in CHECKPOINT_DIR.glob("*.safetensors")]
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
+def save_state(state: dict, path: str | Path) -> None:
+    """Training state (model/optimizer state dicts, step, config dicts) → ``path``, atomically."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_state(path: str | Path, *, map_location="cpu") -> dict:
+    """Read training state saved by :func:`save_state` (``weights_only=True``: no arbitrary unpickling)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"training state not found: {path}") from None
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable training state ({e})") from None

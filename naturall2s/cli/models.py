@@ -1,0 +1,38 @@
+"""python -m naturall2s models"""
+HELP = "list the shipped models (checkpoints/) with their variant, size and training facts"
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args) -> int:
+    import json
+
+    from naturall2s.checkpoints import available_models, read_metadata, resolve
+
+    rows = []
+    for name in available_models():
+        path = resolve(name)
+        meta = read_metadata(path)
+        info = meta["info"]
+        rows.append(
+            {
+                "name": name,
+                "variant": meta["config"]["variant"],
+                "size_mb": round(path.stat().st_size / 2**20, 1),
+                "step": info.get("step"),
+                "val_score": info.get("val", {}).get("score"),
+                "path": str(path),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no models in checkpoints/ (train one: python -m naturall2s train --help)")
+    else:
+        print(f"{'name':<20} {'variant':<20} {'MB':>6} {'step':>7}  val log-mel L1")
+        for r in rows:
+            score = f"{r['val_score']:.3f}" if r["val_score"] is not None else "-"
+            print(f"{r['name']:<20} {r['variant']:<20} {r['size_mb']:>6} {r['step'] or '-':>7}  {score}")
+    return 0

@@ -1,0 +1,33 @@
+"""python -m naturall2s synthesize VIDEO -o out.wav [--model NAME] [--video-out dubbed.mp4]"""
+HELP = "speech for a silent talking-face video (writes a wav, optionally a dubbed mp4)"
+
+
+def add_arguments(parser):
+    parser.add_argument("video", help="input video (any common container; its own audio is ignored)")
+    parser.add_argument("-o", "--output", default="out.wav", help="output wav (16 kHz mono)")
+    parser.add_argument("--model", default="naturall2s", help="shipped model name or .safetensors path")
+    parser.add_argument("--video-out", default=None, help="also write the video with the new audio (mp4)")
+    parser.add_argument("--detector", default="auto", choices=["auto", "mediapipe", "fan"])
+    parser.add_argument("--max-seconds", type=float, default=None, help="refuse clips longer than this")
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args) -> int:
+    from naturall2s import load_model
+    from naturall2s.audio import save_audio
+    from naturall2s.landmarks import get_detector
+
+    model = load_model(args.model, device=args.device)
+    result = model.synthesize(args.video, detector=get_detector(args.detector), max_seconds=args.max_seconds)
+    save_audio(args.output, result.wav, result.sample_rate)
+    duration = len(result.wav) / result.sample_rate
+    print(f"{args.output}: {duration:.2f} s of speech from {model.name} in {result.seconds:.2f} s "
+          f"(real-time factor {result.seconds / max(duration, 1e-9):.3f})")
+    if result.text:
+        print(f"lip-read text: {result.text}")
+    if args.video_out:
+        from naturall2s.video import mux_audio
+
+        mux_audio(args.video, result.wav, result.sample_rate, args.video_out)
+        print(f"{args.video_out}: dubbed video")
+    return 0

@@ -1,0 +1,354 @@
+"""Score lip-to-speech systems on a GRID split against the real recordings.
+
+For every clip of the split the real audio is the reference and the ``.align`` transcript the text. Each system
+(a shipped model, or any object with ``name`` and ``synthesize(MouthClip) -> Synthesis``) speaks the clip from its
+mouth crops; ``reference=True`` adds the ground-truth audio itself as the system ``"reference"`` — the evaluator's
+own floor (ASR error on real speech; STOI 1, MCD 0 by construction).
+
+Metrics per clip (see :mod:`naturall2s.metrics` for units): STOI, ESTOI, PESQ-nb, PESQ-wb, MCD, F0 RMSE (cents),
+voicing error, WER and CER of the ASR transcript against the true sentence, speaker similarity to the real audio
+of the same clip, and real-time factor. F0/voicing are measured on the output audio (pyworld) for every system
+alike, not taken from a model's own F0 prediction.
+
+Summary: per system and metric the mean over clips with a defined value, and a 95% Student-t confidence interval
+(mean ± t_{0.975, n-1} · s / √n, s the sample standard deviation over clips). With GRID's fixed six-word
+sentences the mean per-clip WER equals the corpus WER.
+
+Outputs in ``out_dir``: ``results.md`` (the table), ``summary.csv`` (one row per system: mean, ci95, n per metric),
+``clips.csv`` (one row per clip and system, with transcripts) and ``results.json`` (all of it plus the settings).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from naturall2s import audio, metrics
+from naturall2s.errors import DataError, NaturalL2SError, NoAudioError
+
+REFERENCE = "reference"  # name of the ground-truth "system"
+CI_LEVEL = 0.95
+# metric key -> (column label, better direction); the order is the order of every table
+METRICS = {
+    "stoi": ("STOI", "↑"),
+    "estoi": ("ESTOI", "↑"),
+    "pesq_nb": ("PESQ-nb", "↑"),
+    "pesq_wb": ("PESQ-wb", "↑"),
+    "mcd": ("MCD dB", "↓"),
+    "f0_rmse_cents": ("F0 RMSE ¢", "↓"),
+    "voicing_error": ("V/UV err", "↓"),
+    "wer": ("WER", "↓"),
+    "cer": ("CER", "↓"),
+    "speaker_similarity": ("Spk sim", "↑"),
+    "rtf": ("RTF", "↓"),
+}
+TEXT_COLUMNS = ("clip", "speaker", "system", "text", "asr_text", "lipread_text")
+
+
+class SpeechSystem(Protocol):
+    """What the evaluator needs from a model: a name and ``synthesize(MouthClip) -> Synthesis``."""
+
+    name: str
+
+    def synthesize(self, clip): ...
+
+
+@dataclass
+class GridClip:
+    """One clip of a split: its speaker folder and name, and where its video and alignment live."""
+
+    speaker: str
+    name: str
+    video: Path
+    align: Path
+
+
+@dataclass
+class Reference:
+    """The real side of one clip, computed once and shared by every system: audio @16 kHz and its features."""
+
+    wav: np.ndarray  # (N,) float32
+    text: str  # the true sentence
+    f0: np.ndarray  # (N // HOP_LENGTH,) Hz, 0 where unvoiced
+    voiced: np.ndarray  # (N // HOP_LENGTH,) bool
+    mcep: np.ndarray  # (N // HOP_LENGTH, MCD_ORDER + 1) mel-cepstrum
+    embedding: np.ndarray  # (D,) unit-norm speaker embedding
+
+
+# --------------------------------------------------------------------------------------------- clips
+def split_clips(data_root: str | Path, split: str, *, limit: int | None = None) -> list[GridClip]:
+    """The clips of ``split`` listed in ``data_root/splits.json`` (every speaker in it), in file order.
+
+    GRID layout: ``<root>/<speaker>/<name>.mp4`` and ``<root>/align/<speaker>/<name>.align``. Raises DataError
+    for a missing splits.json or an unknown split.
+    """
+    from naturall2s.data import _split_entries
+
+    root = Path(data_root)
+    entries = _split_entries(root)
+    if split not in {s for s, _, _ in entries}:
+        raise DataError(f"split {split!r} not in {root / 'splits.json'} (has {sorted({s for s, _, _ in entries})})")
+    clips = [GridClip(speaker, name, root / speaker / f"{name}.mp4", root / "align" / speaker / f"{name}.align")
+             for s, speaker, name in entries if s == split and name is not None]
+    return clips[:limit] if limit is not None else clips
+
+
+def clip_text(clip: GridClip, cached: dict | None = None) -> str:
+    """The true sentence: the ``.align`` file, else the prepared cache's text, else spelled from the clip name."""
+    from naturall2s.data import align_transcript, name_transcript
+
+    if clip.align.is_file():
+        return align_transcript(clip.align)
+    if cached is not None and cached.get("text"):
+        return str(cached["text"])
+    return name_transcript(clip.name)
+
+
+def _cached_record(cache: Path | None, clip: GridClip) -> dict | None:
+    """The prepared cache's record of a clip (``<cache>/clips/<name>.npz``), or None without a cache."""
+    if cache is None:
+        return None
+    from naturall2s.data import load_cached
+
+    path = cache / "clips" / f"{clip.name}.npz"
+    if not path.is_file():
+        raise DataError(f"{clip.name} is not in the cache {cache} (run `python -m naturall2s prepare` first)")
+    return load_cached(path)
+
+
+def _mouth_clip(clip: GridClip, cached: dict | None, detector):
+    """The MouthClip a model speaks from: rebuilt from the cache record, else extracted from the video."""
+    from naturall2s.roi import MouthClip, extract_mouth
+
+    if cached is not None:
+        return MouthClip(roi=cached["roi"], lips=np.asarray(cached["lips"], np.float32), audio=cached["audio"],
+                         fps=25.0, detected=np.asarray(cached["detected"], bool), source=clip.name)
+    return extract_mouth(clip.video, detector=detector)
+
+
+def _reference_audio(clip: GridClip, cached: dict | None, mouth) -> np.ndarray:
+    """The real audio of a clip at 16 kHz: from the cache, the MouthClip, or the video's track. NoAudioError if none."""
+    if cached is not None:
+        wav = cached["audio"]
+    elif mouth is not None:
+        wav = mouth.audio
+    else:
+        from naturall2s.video import read_audio_track
+
+        wav = read_audio_track(clip.video, sample_rate=audio.SAMPLE_RATE)
+    if wav is None or len(wav) == 0:
+        raise NoAudioError(f"{clip.video} has no audio track to compare against")
+    return np.asarray(wav, np.float32)
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def reference_features(wav: np.ndarray, text: str, *, encoder) -> Reference:
+    """Everything of the real side that the per-system scores reuse. wav (N,) float32 @ SAMPLE_RATE."""
+    f0, voiced = audio.f0_voicing(wav)
+    return Reference(wav=wav, text=text, f0=f0, voiced=voiced, mcep=metrics.mel_cepstrum(wav),
+                     embedding=encoder.embed(wav, audio.SAMPLE_RATE))
+
+
+def score(ref: Reference, wav: np.ndarray, *, asr, encoder, seconds: float | None) -> dict:
+    """All metrics of one output (N,) float32 @ SAMPLE_RATE against its clip's reference.
+
+    ``seconds``: the system's compute time (None: not applicable, RTF nan). Returns {metric: float, "asr_text": str}.
+    """
+    r, d = metrics.align_pair(ref.wav, wav)
+    f0, voiced = audio.f0_voicing(d)
+    hyp = asr.transcribe(d, audio.SAMPLE_RATE)
+    return {
+        "stoi": metrics.stoi(r, d),
+        "estoi": metrics.estoi(r, d),
+        "pesq_nb": metrics.pesq_nb(r, d),
+        "pesq_wb": metrics.pesq_wb(r, d),
+        "mcd": metrics.mcd_from_cepstra(ref.mcep, metrics.mel_cepstrum(d)),
+        "f0_rmse_cents": metrics.f0_rmse_cents_from_tracks(ref.f0, f0),
+        "voicing_error": metrics.voicing_error_from_tracks(ref.voiced, voiced),
+        "wer": metrics.wer(ref.text, hyp),
+        "cer": metrics.cer(ref.text, hyp),
+        "speaker_similarity": metrics.speaker_similarity(ref.embedding, encoder.embed(d, audio.SAMPLE_RATE)),
+        "rtf": metrics.rtf(seconds, len(wav)) if seconds is not None else float("nan"),
+        "asr_text": hyp,
+    }
+
+
+def mean_ci(values, *, level: float = CI_LEVEL) -> dict:
+    """Mean and Student-t confidence half-width of the finite values: {"mean", "ci95", "n"} (nan when undefined)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
+    n = int(x.size)
+    mean = float(x.mean()) if n else float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "ci95": half, "n": n}
+
+
+def summarize(rows: list[dict], systems: Sequence[str]) -> dict:
+    """{system: {metric: mean_ci(per-clip values)}} over the per-clip rows."""
+    return {s: {m: mean_ci([r[m] for r in rows if r["system"] == s]) for m in METRICS} for s in systems}
+
+
+# ---------------------------------------------------------------------------------------------- loop
+def _load_systems(models) -> list[SpeechSystem]:
+    """Model names/paths -> loaded models (``naturall2s.load_model``); objects with ``synthesize`` pass as is."""
+    import naturall2s
+
+    out = []
+    for m in models:
+        if isinstance(m, (str, Path)):
+            model = naturall2s.load_model(str(m))
+            if Path(str(m)).suffix == ".safetensors":
+                model.name = Path(str(m)).stem  # a file's stem names the column, not just its variant
+            out.append(model)
+        else:
+            out.append(m)
+    names = [s.name for s in out]
+    dupes = sorted({n for n in names if names.count(n) > 1} | ({REFERENCE} & set(names)))
+    if dupes:
+        raise NaturalL2SError(f"system names must be unique and not {REFERENCE!r}: {', '.join(dupes)}")
+    return out
+
+
+def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, split: str = "test",
+             cache: str | Path | None = None, reference: bool = False, out_dir: str | Path | None = None,
+             limit: int | None = None, asr: str = "auto", grammar: str | None = "grid", speaker: str = "auto",
+             detector=None, progress: bool = True) -> dict:
+    """Score ``models`` (names, paths or SpeechSystem objects) and optionally the reference on a split.
+
+    ``cache``: a prepared cache (``python -m naturall2s prepare``) to take mouth crops and audio from; else they
+    are extracted from the videos (``detector``: reused across clips, default ``get_detector("auto")``).
+    ``asr``/``grammar``/``speaker`` choose the recogniser (:func:`naturall2s.asr.get_asr`) and speaker encoder
+    (:func:`naturall2s.speaker.get_speaker_encoder`). Writes the result files when ``out_dir`` is given.
+
+    Returns a dict: ``settings``, ``summary`` ({system: {metric: {mean, ci95, n}}}), ``clips`` (per-clip rows),
+    ``skipped`` (clips that could not be scored, with the reason), ``seconds`` (wall time).
+    """
+    from tqdm import tqdm
+
+    from naturall2s.asr import get_asr
+    from naturall2s.speaker import get_speaker_encoder
+
+    if not models and not reference:
+        raise NaturalL2SError("nothing to evaluate: name at least one model or ask for --reference")
+    start = time.perf_counter()
+    cache = Path(cache) if cache is not None else None
+    data_root = Path(data_root)
+    listing = data_root if (data_root / "splits.json").is_file() or cache is None else cache
+    clips = split_clips(listing, split, limit=limit)
+    systems = _load_systems(models)
+    recogniser, encoder = get_asr(asr, grammar=grammar), get_speaker_encoder(speaker)
+    if systems and cache is None and detector is None:
+        from naturall2s.landmarks import get_detector
+
+        detector = get_detector("auto")
+
+    rows, skipped = [], []
+    for clip in tqdm(clips, desc=f"evaluate {split}", unit="clip", disable=not progress):
+        try:
+            cached = _cached_record(cache, clip)
+            mouth = _mouth_clip(clip, cached, detector) if systems else None
+            ref = reference_features(_reference_audio(clip, cached, mouth), clip_text(clip, cached), encoder=encoder)
+        except NaturalL2SError as e:  # no face, no audio, not cached: the clip is left out for every system
+            skipped.append({"clip": clip.name, "speaker": clip.speaker, "reason": str(e)})
+            continue
+        base = {"clip": clip.name, "speaker": clip.speaker, "text": ref.text}
+        if reference:
+            rows.append({**base, "system": REFERENCE, "lipread_text": "",
+                         **score(ref, ref.wav, asr=recogniser, encoder=encoder, seconds=None)})
+        for system in systems:
+            out = system.synthesize(mouth)
+            wav = audio.resample(np.asarray(out.wav, np.float32).reshape(-1), int(out.sample_rate), audio.SAMPLE_RATE)
+            scores = score(ref, wav, asr=recogniser, encoder=encoder, seconds=float(out.seconds))
+            rows.append({**base, "system": system.name, "lipread_text": out.text or "", **scores})
+
+    names = ([REFERENCE] if reference else []) + [s.name for s in systems]
+    results = {
+        "settings": {
+            "split": split, "data_root": str(data_root), "cache": str(cache) if cache else None,
+            "n_clips": len(clips), "asr": recogniser.name, "speaker_encoder": encoder.name,
+            "ci": f"{CI_LEVEL:.0%} Student-t interval over clips: mean ± t(0.975, n-1)·s/√n",
+        },
+        "summary": summarize(rows, names),
+        "clips": rows,
+        "skipped": skipped,
+        "seconds": time.perf_counter() - start,
+    }
+    if out_dir is not None:
+        write_results(results, out_dir)
+    return results
+
+
+# -------------------------------------------------------------------------------------------- output
+def _fmt(x: float, digits: int) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+_DIGITS = {"f0_rmse_cents": 1, "mcd": 2, "pesq_nb": 2, "pesq_wb": 2}
+
+
+def markdown_table(results: dict) -> str:
+    """The summary as a markdown table (rows: systems; cells: mean ± 95% CI) with footnotes naming ASR and encoder."""
+    s = results["settings"]
+    header = ["system", "n"] + [f"{label} {arrow}" for label, arrow in METRICS.values()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for system, per_metric in results["summary"].items():
+        n = max((v["n"] for v in per_metric.values()), default=0)
+        cells = []
+        for m, v in per_metric.items():
+            digits = _DIGITS.get(m, 3)
+            cell = _fmt(v["mean"], digits)
+            if math.isfinite(v["ci95"]):
+                cell += f" ± {_fmt(v['ci95'], digits)}"
+            cells.append(cell)
+        lines.append("| " + " | ".join([system, str(n)] + cells) + " |")
+    notes = [
+        "",
+        f"Split `{s['split']}` of {s['data_root']}: {s['n_clips']} clips"
+        + (f" ({len(results['skipped'])} skipped)" if results["skipped"] else "")
+        + f"; {results['seconds']:.0f} s.",
+        f"WER/CER: ASR `{s['asr']}` against the .align transcript. Spk sim: cosine of `{s['speaker_encoder']}` "
+        "embeddings with the real audio of the same clip. F0 RMSE over frames voiced in both (pyworld).",
+        f"± : {s['ci']}. RTF: compute seconds per second of audio (– for the reference).",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write results.md, summary.csv, clips.csv and results.json into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f for k, f in (("markdown", "results.md"), ("summary", "summary.csv"),
+                                      ("clips", "clips.csv"), ("json", "results.json"))}
+    paths["markdown"].write_text(markdown_table(results))
+    with paths["summary"].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["system"] + [f"{m}_{k}" for m in METRICS for k in ("mean", "ci95", "n")])
+        for system, per_metric in results["summary"].items():
+            w.writerow([system] + [per_metric[m][k] for m in METRICS for k in ("mean", "ci95", "n")])
+    with paths["clips"].open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(TEXT_COLUMNS) + list(METRICS))
+        w.writeheader()
+        for row in results["clips"]:
+            w.writerow({k: row.get(k, "") for k in w.fieldnames})
+    paths["json"].write_text(json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n")
+    return paths
+
+
+def _json_safe(x):
+    """nan/inf -> None (strict JSON), recursively; numpy scalars -> Python numbers."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x

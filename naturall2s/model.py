@@ -1,0 +1,266 @@
+"""The assembled lip-to-speech model and its variants (one code path, chosen by ``ModelConfig.variant``).
+
+| variant             | path after the visual front end                                            |
+|---------------------|-----------------------------------------------------------------------------|
+| ``mel-gl``          | MelHead → Griffin-Lim (Lip2Wav-style)                                       |
+| ``mel-vocoder``     | MelHead → ISTFTGenerator trained on real mels (the cascade)                 |
+| ``naturall2s-noddsp``| F0Head + ISTFTGenerator(prior=None)                                        |
+| ``naturall2s``      | F0Head + ControlHead → HarmonicPlusNoise (DDSP prior) → ISTFTGenerator(prior)|
+
+Every variant keeps the lip-reading CTC head: its greedy decoding is the "lip-read text".
+Models take tensors; :meth:`LipToSpeech.synthesize` is the one place a video (or a prepared
+:class:`~naturall2s.roi.MouthClip`) becomes tensors.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from naturall2s import audio
+from naturall2s.data import GRID_VOCAB, tokens_to_text
+from naturall2s.encoders import CTCHead, VisualFrontEnd
+from naturall2s.generator import ISTFTGenerator
+from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
+from naturall2s.synths import HarmonicPlusNoise
+
+VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s")
+MEL_VARIANTS = ("mel-gl", "mel-vocoder")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one model; stored inside every checkpoint (whisper's ModelDimensions)."""
+
+    variant: str = "naturall2s"
+    roi_size: tuple[int, int] = (32, 48)
+    lip_dim: int = 40
+    dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    dropout: float = 0.1
+    vocab_size: int = len(GRID_VOCAB) + 1  # + CTC blank at index 0
+    head_hidden: int = 256
+    n_harmonics: int = 64
+    n_noise_bands: int = 65
+    gen_dim: int = 256
+    gen_intermediate_dim: int = 512
+    gen_layers: int = 6
+    feature_dropout: float = 0.0  # dropout on front-end features before the speech heads
+    sample_rate: int = audio.SAMPLE_RATE
+    hop_length: int = audio.HOP_LENGTH
+    n_fft: int = audio.N_FFT
+    n_mels: int = audio.N_MELS
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        self.roi_size = tuple(self.roi_size)
+
+    @property
+    def uses_ddsp(self) -> bool:
+        return self.variant == "naturall2s"
+
+    @property
+    def predicts_mel(self) -> bool:
+        return self.variant in MEL_VARIANTS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class Synthesis:
+    """What :meth:`LipToSpeech.synthesize` returns (numpy, ready to save or plot)."""
+
+    wav: np.ndarray  # (N,) float32 in [-1, 1]
+    sample_rate: int
+    mel: np.ndarray  # (n_mels, F) log-mel of the output (predicted mel for mel variants)
+    text: str  # greedy CTC lip-reading
+    seconds: float  # model compute time
+    f0: np.ndarray | None = None  # (F,) Hz, 0 where unvoiced
+    voicing: np.ndarray | None = None  # (F,) probability of voicing
+    coarse: np.ndarray | None = None  # (N,) DDSP prior waveform (naturall2s only)
+    extras: dict = field(default_factory=dict)
+
+
+class LipToSpeech(nn.Module):
+    """Visual front end + the speech path of one variant."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = c = config
+        self.name = c.variant
+        self.frontend = VisualFrontEnd(
+            in_size=c.roi_size, lip_dim=c.lip_dim, dim=c.dim, n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout
+        )
+        self.ctc = CTCHead(dim=c.dim, vocab_size=c.vocab_size)
+        self.upsample = FrameUpsampler(dim=c.dim, factor=audio.SAMPLES_PER_VIDEO_FRAME // c.hop_length)
+        self.feature_dropout = nn.Dropout(c.feature_dropout)
+        if c.predicts_mel:
+            self.mel_head = MelHead(in_dim=c.dim, hidden=c.head_hidden, n_mels=c.n_mels)
+            if c.variant == "mel-vocoder":
+                self.vocoder = self._generator(in_dim=c.n_mels, use_prior=False)
+        else:
+            self.f0_head = F0Head(in_dim=c.dim, hidden=c.head_hidden)
+            if c.uses_ddsp:
+                self.control_head = ControlHead(
+                    in_dim=c.dim, hidden=c.head_hidden, n_harmonics=c.n_harmonics, n_noise_bands=c.n_noise_bands
+                )
+                self.synth = HarmonicPlusNoise(
+                    sample_rate=c.sample_rate,
+                    hop_length=c.hop_length,
+                    n_harmonics=c.n_harmonics,
+                    n_noise_bands=c.n_noise_bands,
+                )
+            self.generator = self._generator(in_dim=c.dim, use_prior=c.uses_ddsp)
+
+    def _generator(self, *, in_dim: int, use_prior: bool) -> ISTFTGenerator:
+        c = self.config
+        return ISTFTGenerator(
+            in_dim=in_dim,
+            dim=c.gen_dim,
+            intermediate_dim=c.gen_intermediate_dim,
+            n_layers=c.gen_layers,
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            use_prior=use_prior,
+        )
+
+    # ---- tensors in, tensors out -------------------------------------------------------------
+    def encode(self, roi: torch.Tensor, lips: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """roi (B,T,H,W) uint8 or float in [0,1], lips (B,T,lip_dim), mask (B,T) valid → features (B,T,dim)."""
+        if roi.dtype == torch.uint8:
+            roi = roi.float() / 255.0
+        return self.frontend(roi, lips.float(), mask)
+
+    def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
+
+        Returns a dict with ``ctc_log_probs`` (B,T,V) and, per variant, ``mel`` (B,n_mels,4T) /
+        ``log_f0``, ``voicing_logit``, ``loudness`` (B,4T), ``coarse`` (B,N), ``wav`` (B,N).
+        ``f0_hz`` (B,4T) overrides the predicted F0 that drives the DDSP synthesizer (teacher forcing).
+        """
+        out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
+        h = self.upsample(self.feature_dropout(feats))  # (B,4T,dim) @100 Hz
+        if self.config.predicts_mel:
+            out["mel"] = self.mel_head(h)
+            if self.config.variant == "mel-vocoder":
+                out["wav"] = self.vocoder(out["mel"].transpose(1, 2))
+            return out
+        out.update(self.f0_head(h))
+        prior = None
+        if self.config.uses_ddsp:
+            controls = self.control_head(h)
+            voiced = torch.sigmoid(out["voicing_logit"])
+            f0 = f0_hz if f0_hz is not None else torch.exp(out["log_f0"])
+            synth = self.synth(
+                f0,
+                controls["amplitude"] * voiced,
+                controls["harmonic_distribution"],
+                controls["noise_magnitudes"],
+            )
+            prior = out["coarse"] = synth["signal"]
+        out["wav"] = self.generator(h, prior)
+        return out
+
+    def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, f0_hz=None) -> dict[str, torch.Tensor]:
+        """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs.
+
+        ``mel`` (B,n_mels,F) instead runs only the mel-vocoder on it (how the cascade's vocoder trains on real mels).
+        One entry point, so DistributedDataParallel sees every training path.
+        """
+        if mel is not None:
+            return {"wav": self.vocoder(mel.transpose(1, 2))}
+        if feats is None:
+            feats = self.encode(roi, lips, mask)
+        return self.decode(feats, f0_hz=f0_hz)
+
+    # ---- video in, audio out -----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.inference_mode()
+    def synthesize(self, video, *, detector=None, max_seconds: float | None = None) -> Synthesis:
+        """Speech for a silent talking-face video.
+
+        ``video``: a path, :class:`~naturall2s.video.VideoData` or a prepared :class:`~naturall2s.roi.MouthClip`
+        (the studio and the evaluator prepare a clip once and run every model on it).
+        """
+        from naturall2s.roi import MouthClip, extract_mouth
+
+        if not isinstance(video, MouthClip):
+            kwargs = {"detector": detector}
+            if max_seconds is not None:
+                kwargs["max_seconds"] = max_seconds
+            video = extract_mouth(video, **kwargs)
+        was_training = self.training
+        self.eval()
+        start = time.perf_counter()
+        roi = torch.as_tensor(np.asarray(video.roi), device=self.device)[None]
+        lips = torch.as_tensor(np.asarray(video.lips, dtype=np.float32), device=self.device)[None]
+        out = self(roi, lips)
+        if self.config.variant == "mel-gl":
+            wav = audio.griffin_lim(out["mel"][0].float().cpu())
+            wav = torch.as_tensor(wav)
+        else:
+            wav = out["wav"][0].float().cpu()
+        wav = wav.clamp(-1.0, 1.0)
+        seconds = time.perf_counter() - start
+        self.train(was_training)
+
+        text = tokens_to_text(_ctc_greedy(out["ctc_log_probs"][0]))
+        mel = out["mel"][0] if "mel" in out else audio.log_mel(wav)
+        result = Synthesis(
+            wav=wav.numpy().astype(np.float32),
+            sample_rate=self.config.sample_rate,
+            mel=mel.float().cpu().numpy(),
+            text=text,
+            seconds=seconds,
+        )
+        if "log_f0" in out:
+            voicing = torch.sigmoid(out["voicing_logit"][0]).float().cpu()
+            f0 = torch.exp(out["log_f0"][0]).float().cpu() * (voicing > 0.5)
+            result.f0, result.voicing = f0.numpy(), voicing.numpy()
+        if "coarse" in out:
+            result.coarse = out["coarse"][0].float().cpu().clamp(-1, 1).numpy()
+        return result
+
+
+def _ctc_greedy(log_probs: torch.Tensor) -> list[int]:
+    """(T,V) log-probabilities → token ids: best path, repeats collapsed, blanks (0) removed."""
+    best = log_probs.argmax(-1).tolist()
+    tokens, prev = [], 0
+    for t in best:
+        if t != prev and t != 0:
+            tokens.append(t)
+        prev = t
+    return tokens
+
+
+def ctc_greedy_batch(log_probs: torch.Tensor, lengths: torch.Tensor | None = None) -> list[list[int]]:
+    """(B,T,V) → token ids per item (greedy CTC), honouring valid ``lengths``."""
+    out = []
+    for i in range(log_probs.shape[0]):
+        n = int(lengths[i]) if lengths is not None else log_probs.shape[1]
+        out.append(_ctc_greedy(log_probs[i, :n]))
+    return out
+
+
+def build(variant: str, **overrides) -> LipToSpeech:
+    """A fresh (untrained) model of a variant: ``build("naturall2s", dim=128)``."""
+    return LipToSpeech(ModelConfig(variant=variant, **overrides))
+

@@ -1,0 +1,480 @@
+"""One studio request, without any Gradio: mouth crop once, every selected model, metrics, files.
+
+:class:`Studio` holds what is built once at start-up (models, landmark detector, ASR, speaker encoder) and
+runs requests with :meth:`Studio.run`, reporting progress through a plain ``progress(fraction, message)``
+callback. Each request writes into its own folder under ``cache_dir``; folders older than ``max_age_s``
+are removed when a new request starts. Shared objects that are not thread-safe (the detector, the ASR
+decoder, the speaker encoder) are used under a lock; models run concurrently (inference only).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from naturall2s.audio import SAMPLE_RATE, f0_voicing, load_audio, log_mel, save_audio
+from naturall2s.errors import NaturalL2SError
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "Reference"  # the name of the reference-audio column
+DEFAULT_MAX_AGE_S = 3600.0  # request folders older than this are deleted
+REQUEST_PREFIX = "req-"
+GRID_SOURCE = "GRID file name"
+# metric key → column header of the table, in table order
+METRIC_COLUMNS = {
+    "wer": "WER",
+    "cer": "CER",
+    "stoi": "STOI",
+    "estoi": "ESTOI",
+    "pesq_nb": "PESQ-NB",
+    "pesq_wb": "PESQ-WB",
+    "speaker_similarity": "Speaker sim",
+    "f0_rmse_cents": "F0 RMSE (cents)",
+    "seconds": "Model time (s)",
+    "rtf": "RTF",
+}
+METRIC_DIGITS = {"f0_rmse_cents": 1, "seconds": 2}  # decimals in the table (others: 3)
+TABLE_HEADERS = ["System", "Lip-read text", "ASR transcript", *METRIC_COLUMNS.values()]
+REFERENCE_METRICS = ("stoi", "estoi", "pesq_nb", "pesq_wb", "speaker_similarity", "f0_rmse_cents")
+
+Progress = Callable[[float, str], None]
+
+
+class SpeechModel(Protocol):
+    name: str
+
+    def synthesize(self, clip): ...
+
+
+@dataclass
+class Reference:
+    """What the outputs are compared to; any part may be missing."""
+
+    wav: np.ndarray | None = None  # (N,) float32 @ SAMPLE_RATE
+    audio_source: str = ""  # "uploaded reference audio" | "the clip's own audio track" | ""
+    text: str | None = None
+    text_source: str = ""  # "typed transcript" | "GRID file name" | ""
+    f0: np.ndarray | None = None  # (N // HOP,) Hz, 0 where unvoiced
+    embedding: np.ndarray | None = None  # (D,) speaker embedding of the reference audio
+
+
+@dataclass
+class SystemResult:
+    """One column of the studio: a model's output (or the reference audio) and its scores."""
+
+    name: str
+    wav: np.ndarray  # (N,) float32
+    sample_rate: int
+    mel: np.ndarray  # (n_mels, F) natural-log mel
+    f0: np.ndarray | None  # (F,) Hz, 0 where unvoiced
+    f0_source: str  # "predicted" (the model's F0 output) or "tracked" (pyworld on the waveform)
+    text: str  # lip-read words ("" for the reference)
+    seconds: float | None  # model compute time
+    wav_path: Path
+    transcript: str | None = None  # ASR of the output
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+
+@dataclass
+class StudioResult:
+    """Everything one request produced. ``systems`` keeps the order of the request; the reference is separate."""
+
+    video_path: Path
+    work_dir: Path
+    clip: object  # naturall2s.roi.MouthClip
+    reference: Reference
+    systems: list[SystemResult]
+    reference_result: SystemResult | None
+    roi_video: Path | None
+    notes: list[str]  # things the user should know (reference taken from the clip, metrics skipped, ...)
+
+    def columns(self) -> list[SystemResult]:
+        """Systems, then the reference when there is one."""
+        return self.systems + ([self.reference_result] if self.reference_result else [])
+
+    def table(self) -> tuple[list[str], list[list]]:
+        """Metrics table: ``TABLE_HEADERS`` and one row per column (floats rounded, None where not measured)."""
+        rows = []
+        for r in self.columns():
+            values = [_round(r.metrics.get(k), METRIC_DIGITS.get(k, 3)) for k in METRIC_COLUMNS]
+            rows.append([r.name, r.text or "", r.transcript or "", *values])
+        return TABLE_HEADERS, rows
+
+    def system(self, name: str) -> SystemResult:
+        """The column called ``name`` (a system or ``REFERENCE``); KeyError when it was not run."""
+        for r in self.columns():
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def _round(x: float | None, digits: int = 3) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return round(float(x), digits)
+
+
+def default_cache_dir() -> Path:
+    """``<system temp>/naturall2s-studio``: request folders live here (outside the package)."""
+    return Path(tempfile.gettempdir()) / "naturall2s-studio"
+
+
+def grid_transcript(path: str | Path) -> str | None:
+    """The GRID sentence spelled by a clip's file name (``bbaf2n.mp4``), or None for other names."""
+    from naturall2s.data import name_transcript
+
+    try:
+        return name_transcript(Path(path).stem)
+    except NaturalL2SError:
+        return None
+
+
+def cleanup_cache(cache_dir: Path, *, max_age_s: float, now: float | None = None) -> int:
+    """Delete request folders in ``cache_dir`` last modified more than ``max_age_s`` ago; returns how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    if not cache_dir.is_dir():
+        return 0
+    for d in cache_dir.glob(f"{REQUEST_PREFIX}*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:  # another request removed it first
+            pass
+    return removed
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+class Studio:
+    """Start-up state and the request runner.
+
+    ``models``: name → object with ``.synthesize(MouthClip) -> Synthesis``, in display order.
+    ``detector``: a landmarks Detector (None: extract_mouth's default). ``asr`` (``.transcribe(wav, sr)``, open
+    vocabulary), ``grid_asr`` (the same with the GRID grammar, used when the reference is a GRID sentence) and
+    ``speaker_encoder`` (``.embed(wav, sr)``) are optional: without them those columns stay empty.
+    """
+
+    def __init__(
+        self,
+        models: dict[str, SpeechModel],
+        *,
+        detector=None,
+        asr=None,
+        grid_asr=None,
+        speaker_encoder=None,
+        cache_dir: str | Path | None = None,
+        max_seconds: float | None = None,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        write_videos: bool = True,
+    ):
+        self.models = dict(models)
+        self.detector = detector
+        self.asr = asr
+        self.grid_asr = grid_asr
+        self.speaker_encoder = speaker_encoder
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.max_seconds = max_seconds
+        self.max_age_s = max_age_s
+        self.write_videos = write_videos
+        self._detector_lock = threading.Lock()
+        self._asr_lock = threading.Lock()
+        self._speaker_lock = threading.Lock()
+        self._memo_lock = threading.Lock()
+        self._wav_memo: dict[tuple[str, float, str], Path] = {}  # (video, mtime, system) → wav of an earlier run
+
+    @property
+    def system_names(self) -> list[str]:
+        return list(self.models)
+
+    # ------------------------------------------------------------------------------------ request
+    def new_work_dir(self) -> Path:
+        """A fresh request folder (and age-based cleanup of old ones)."""
+        cleanup_cache(self.cache_dir, max_age_s=self.max_age_s)
+        d = self.cache_dir / f"{REQUEST_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        d.mkdir(parents=True)
+        return d
+
+    def extract(self, video_path: str | Path):
+        """The mouth clip of a video (landmarks + crop); NaturalL2SError subclasses for bad input."""
+        from naturall2s.roi import extract_mouth
+
+        kwargs = {"detector": self.detector}
+        if self.max_seconds is not None:
+            kwargs["max_seconds"] = self.max_seconds
+        with self._detector_lock:  # detectors keep tracking state between frames: one clip at a time
+            return extract_mouth(video_path, **kwargs)
+
+    def run(
+        self,
+        video_path: str | Path,
+        *,
+        systems: list[str] | None = None,
+        reference_audio: str | Path | None = None,
+        reference_text: str | None = None,
+        metrics: bool = True,
+        progress: Progress = _no_progress,
+    ) -> StudioResult:
+        """Synthesize ``video_path`` with each of ``systems`` (default: all) and score the outputs.
+
+        The clip's own audio track (or ``reference_audio``, which wins) is the reference; ``reference_text``
+        (or the GRID sentence of the file name) is the reference transcript.
+        """
+        if not video_path:
+            raise NaturalL2SError("no video given: upload a clip, record one, or pick an example")
+        video_path = Path(video_path)
+        systems = self.system_names if systems is None else [s for s in self.system_names if s in systems]
+        if not systems:
+            raise NaturalL2SError("no system selected: tick at least one model")
+        n_steps = 2 + len(systems) + (1 if metrics else 0)
+        step = 0
+
+        def advance(message: str):
+            nonlocal step
+            progress(step / n_steps, message)
+            step += 1
+
+        advance("finding face landmarks and cropping the mouth")
+        clip = self.extract(video_path)
+        work = self.new_work_dir()
+        notes: list[str] = []
+        advance("preparing the reference")
+        reference = self._reference(clip, video_path, reference_audio, reference_text, notes)
+        roi_video = self._roi_video(clip, work)
+
+        results = []
+        for name in systems:
+            advance(f"synthesizing with {name}")
+            results.append(self._synthesize(name, clip, work))
+            self._remember(video_path, name, results[-1].wav_path)
+        ref_result = None
+        if reference.wav is not None:
+            ref_result = self._reference_result(reference, work)
+        if metrics:
+            advance("scoring (ASR, intelligibility, quality, speaker similarity)")
+            if reference.wav is not None:
+                reference.embedding = self._embed(reference.wav, SAMPLE_RATE)
+            for r in results + ([ref_result] if ref_result else []):
+                self._score(r, reference, is_reference=r is ref_result)
+            if reference.wav is None:
+                notes.append("no reference audio: STOI, ESTOI, PESQ, speaker similarity and F0 error need one")
+            if reference.text is None:
+                notes.append("no reference transcript: WER and CER need one (type it, or use a GRID file name)")
+        progress(1.0, "done")
+        return StudioResult(video_path, work, clip, reference, results, ref_result, roi_video, notes)
+
+    def synthesize_wavs(self, video_path: str | Path, systems: list[str]) -> dict[str, Path]:
+        """Just the wavs of ``systems`` for a video (the A/B tab): reuses earlier outputs for the same file,
+        otherwise one mouth crop and the missing systems; no metrics, no plots."""
+        unknown = [s for s in systems if s not in self.models]
+        if unknown:
+            raise NaturalL2SError(f"unknown system {unknown[0]!r}; available: {', '.join(self.models)}")
+        found = {s: p for s in systems if (p := self._recall(video_path, s)) is not None}
+        missing = [s for s in systems if s not in found]
+        if missing:
+            clip = self.extract(video_path)
+            work = self.new_work_dir()
+            for s in missing:
+                found[s] = self._synthesize(s, clip, work).wav_path
+                self._remember(video_path, s, found[s])
+        return {s: found[s] for s in systems}
+
+    @staticmethod
+    def _memo_key(video_path: str | Path, system: str) -> tuple[str, float, str]:
+        p = Path(video_path).resolve()
+        return str(p), p.stat().st_mtime, system
+
+    def _recall(self, video_path, system: str) -> Path | None:
+        with self._memo_lock:
+            p = self._wav_memo.get(self._memo_key(video_path, system))
+        return p if p is not None and p.exists() else None
+
+    def _remember(self, video_path, system: str, wav_path: Path) -> None:
+        with self._memo_lock:
+            for k in [k for k, v in self._wav_memo.items() if not v.exists()]:  # cleaned-up requests
+                del self._wav_memo[k]
+            self._wav_memo[self._memo_key(video_path, system)] = wav_path
+
+    def dub(self, result: StudioResult, system: str) -> Path:
+        """The request's video with ``system``'s speech as its only sound track (mp4, in the request folder)."""
+        from naturall2s.video import mux_audio
+
+        r = result.system(system)
+        out = result.work_dir / f"{result.video_path.stem}_{_safe_name(system)}.mp4"
+        if not out.exists():
+            mux_audio(result.video_path, r.wav, r.sample_rate, out)
+        return out
+
+    # ------------------------------------------------------------------------------------ steps
+    def _reference(self, clip, video_path: Path, reference_audio, reference_text, notes: list[str]) -> Reference:
+        ref = Reference()
+        if reference_audio:
+            ref.wav = load_audio(reference_audio, sample_rate=SAMPLE_RATE)
+            ref.audio_source = "uploaded reference audio"
+            if clip.audio is not None:
+                notes.append("the clip's own audio track was removed before synthesis; the uploaded audio is the reference")
+        elif clip.audio is not None and np.abs(clip.audio).max(initial=0.0) > 0:
+            ref.wav = np.asarray(clip.audio, dtype=np.float32)
+            ref.audio_source = "the clip's own audio track"
+            notes.append("the clip's own audio track was removed before synthesis and kept as the reference")
+        text = (reference_text or "").strip()
+        if text:
+            ref.text, ref.text_source = text, "typed transcript"
+        else:
+            grid = grid_transcript(video_path)
+            if grid:
+                ref.text, ref.text_source = grid, GRID_SOURCE
+                notes.append(f"reference transcript from the GRID file name: “{grid}”")
+        if ref.wav is not None:
+            ref.f0, _ = f0_voicing(ref.wav)
+        return ref
+
+    def _roi_video(self, clip, work: Path) -> Path | None:
+        if not self.write_videos:
+            return None
+        from naturall2s.video import write_gray_video
+
+        path = work / "mouth_roi.mp4"
+        write_gray_video(path, np.asarray(clip.roi), fps=clip.fps)
+        return path
+
+    def _synthesize(self, name: str, clip, work: Path) -> SystemResult:
+        out = self.models[name].synthesize(clip)
+        wav = np.asarray(out.wav, dtype=np.float32).reshape(-1)
+        wav_path = save_audio(work / f"{_safe_name(name)}.wav", wav, out.sample_rate)
+        mel = out.mel if out.mel is not None else log_mel(wav).numpy()
+        f0, f0_source = (out.f0, "predicted") if out.f0 is not None else (f0_voicing(wav)[0], "tracked")
+        return SystemResult(
+            name=name,
+            wav=wav,
+            sample_rate=int(out.sample_rate),
+            mel=np.asarray(mel, dtype=np.float32),
+            f0=np.asarray(f0, dtype=np.float32),
+            f0_source=f0_source,
+            text=out.text or "",
+            seconds=float(out.seconds),
+            wav_path=wav_path,
+        )
+
+    def _reference_result(self, reference: Reference, work: Path) -> SystemResult:
+        wav = reference.wav
+        return SystemResult(
+            name=REFERENCE,
+            wav=wav,
+            sample_rate=SAMPLE_RATE,
+            mel=log_mel(wav).numpy(),
+            f0=reference.f0,
+            f0_source="tracked",
+            text="",
+            seconds=None,
+            wav_path=save_audio(work / "reference.wav", wav, SAMPLE_RATE),
+        )
+
+    def _score(self, r: SystemResult, reference: Reference, *, is_reference: bool) -> None:
+        """Fill ``r.transcript`` and ``r.metrics``; a metric that fails is logged and left empty."""
+        from naturall2s import metrics as M
+
+        m: dict[str, float | None] = {}
+        if r.seconds is not None:
+            m["seconds"] = r.seconds
+            m["rtf"] = _safe("rtf", M.rtf, r.seconds, len(r.wav), r.sample_rate)
+        asr = self.grid_asr if reference.text_source == GRID_SOURCE and self.grid_asr is not None else self.asr
+        if asr is not None:
+            with self._asr_lock:
+                r.transcript = _safe("asr", asr.transcribe, r.wav, r.sample_rate)
+        if reference.text is not None and r.transcript is not None:
+            m["wer"] = _safe("wer", M.wer, reference.text, r.transcript)
+            m["cer"] = _safe("cer", M.cer, reference.text, r.transcript)
+        if reference.wav is not None and not is_reference:
+            ref = reference.wav
+            for key in ("stoi", "estoi", "pesq_nb", "pesq_wb"):
+                m[key] = _safe(key, getattr(M, key), ref, r.wav, sample_rate=r.sample_rate)
+            if reference.embedding is not None:
+                emb = self._embed(r.wav, r.sample_rate)
+                if emb is not None:
+                    m["speaker_similarity"] = _safe("speaker_similarity", M.speaker_similarity, reference.embedding, emb)
+            # F0 of the output waveform (the same tracker as the reference), so every system is measured alike
+            m["f0_rmse_cents"] = _safe("f0_rmse_cents", M.f0_rmse_cents, ref, r.wav, sample_rate=r.sample_rate)
+        r.metrics = m
+
+    def _embed(self, wav: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        """Speaker embedding (D,) or None when there is no encoder or it fails on this signal."""
+        if self.speaker_encoder is None:
+            return None
+        with self._speaker_lock:
+            return _safe("speaker embedding", self.speaker_encoder.embed, wav, sample_rate)
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe version of a system name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _safe(name: str, fn, *args, **kwargs):
+    """``fn(*args)``, or None (logged) when the metric cannot be computed for this signal."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # e.g. PESQ on a silent output raises; one metric must not sink the request
+        log.warning("metric %s failed: %s: %s", name, type(e).__name__, e)
+        return None
+
+
+def load_studio(
+    model_names: list[str] | None = None,
+    *,
+    detector: str = "auto",
+    asr: str | None = "auto",
+    speaker_encoder: str | None = "auto",
+    device: str = "cpu",
+    **studio_kwargs,
+) -> Studio:
+    """Build everything once at start-up: each model (default: every shipped one), the landmark detector,
+    the ASR systems (open vocabulary, plus the GRID grammar for GRID clips) and the speaker encoder.
+
+    ``asr`` / ``speaker_encoder`` None (or unavailable here) leave those columns empty; a missing model raises
+    CheckpointError.
+    """
+    import naturall2s
+    from naturall2s.landmarks import get_detector
+
+    names = list(model_names) if model_names else naturall2s.available_models()
+    models = {name: naturall2s.load_model(name, device=device) for name in names}
+    asr_open = asr_grid = encoder = None
+    if asr:
+        from naturall2s.asr import get_asr
+
+        asr_open = _optional("ASR", get_asr, asr, grammar=None)
+        asr_grid = _optional("GRID-grammar ASR", get_asr, asr, grammar="grid")
+    if speaker_encoder:
+        from naturall2s.speaker import get_speaker_encoder
+
+        encoder = _optional("speaker encoder", get_speaker_encoder, speaker_encoder)
+    return Studio(models, detector=get_detector(detector), asr=asr_open, grid_asr=asr_grid,
+                  speaker_encoder=encoder, **studio_kwargs)
+
+
+def _optional(what: str, factory, *args, **kwargs):
+    """``factory(...)``, or None with a warning when it cannot be built on this machine."""
+    try:
+        return factory(*args, **kwargs)
+    except Exception as e:  # missing weights / libraries: the studio still runs without this column
+        log.warning("%s unavailable, its columns stay empty: %s: %s", what, type(e).__name__, e)
+        return None

@@ -1,0 +1,448 @@
+"""The one training script: ``python -m naturall2s train --variant NAME --stage STAGE [--key value ...]``.
+
+Stages (each a run folder of its own, resumable):
+- ``lipreader``: the visual front end + CTC lip-reading head (+ the MelHead of ``mel-gl``, whose mel regression is
+  trained jointly): the pre-training every variant starts from. The result *is* the ``mel-gl`` model.
+- ``vocoder``: the ``mel-vocoder`` cascade's neural vocoder, trained on *real* mels (the train/test mismatch NaturalL2S
+  removes); the rest of the model comes from ``--init`` (the lip reader).
+- ``synth``: ``naturall2s`` / ``naturall2s-noddsp``: F0 predictor (+ DDSP controls and synthesizer) and waveform
+  generator trained end to end from the front end (frozen with ``--freeze-frontend``, which caches its features once:
+  the CPU recipe; or fine-tuned jointly, the GPU recipe).
+
+Runs on CPU, one CUDA GPU, or several processes under ``torchrun`` (DistributedDataParallel, gloo on CPU, nccl on GPU).
+Everything the run needs to continue lives in ``<run-dir>/state.pt``; the best model by validation score is exported
+as fp16 safetensors to ``<run-dir>/best.safetensors`` (and to ``--export`` if given).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from naturall2s import audio, losses
+from naturall2s.checkpoints import load_state, save_model, save_state
+from naturall2s.data import CachedGrid, collate, tokens_to_text
+from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from naturall2s.errors import DataError, NaturalL2SError
+from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
+
+STAGES = ("lipreader", "vocoder", "synth")
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "naturall2s"
+    stage: str = "synth"
+    cache: str = "cache/grid"  # output of `python -m naturall2s prepare`
+    run_dir: str = "runs/naturall2s"
+    init: str = ""  # .safetensors (comma-separated: later win) whose matching weights start the model
+    # steps 0 = compose: build from --init and export, no training (e.g. vocoder run + lip reader → mel-vocoder)
+    freeze_frontend: bool = False  # synth/vocoder: keep the front end fixed (features cached once: the CPU recipe)
+    steps: int = 3000
+    batch_size: int = 16
+    segment_frames: int = 0  # train on random crops of this many video frames (0: whole clips)
+    lr: float = 3e-4
+    lr_disc: float = 2e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    grad_clip: float = 1.0
+    adv_start: int = -1  # step from which adversarial + feature-matching losses are on (-1: never)
+    adv_segment: int = 16000  # samples the discriminators see per item
+    feature_noise: float = 0.0  # std of Gaussian noise on cached front-end features (regularises frozen features)
+    lambdas: dict = field(default_factory=dict)  # overrides of losses.DEFAULT_LAMBDAS
+    arch: dict = field(default_factory=dict)  # ModelConfig overrides, e.g. {"dim": 128}
+    eval_every: int = 250
+    log_every: int = 25
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0: all cores / world size)
+    max_minutes: float = 0.0  # stop (resumable) after this much wall time in this invocation; 0: no limit
+    export: str = ""  # also copy the best model here (e.g. checkpoints/naturall2s.safetensors)
+
+
+# loss keys each stage optimises (their weights come from the lambdas table)
+STAGE_KEYS = {
+    "lipreader": ("ctc", "melhead/l1"),
+    "vocoder": ("stft/sc", "stft/mag", "mel/l1"),
+    "synth": ("stft/sc", "stft/mag", "mel/l1", "f0/l1", "vuv/bce", "loud/l1", "prior/sc", "prior/mag"),
+}
+ADV_KEYS = ("adv/gen", "adv/feat")
+
+
+# ------------------------------------------------------------------------------------------------
+# setup
+# ------------------------------------------------------------------------------------------------
+def setup_distributed(cfg: TrainConfig):
+    """→ (rank, world_size, device). Under torchrun, joins the process group (nccl on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if not use_cuda:
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
+    return rank, world, device
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig) -> LipToSpeech:
+    """A fresh model of ``cfg.variant``; ``cfg.init`` (comma-separated checkpoints, later ones win) fills every
+    tensor whose name and shape match, e.g. the lip reader's front end, or a vocoder run plus the lip reader."""
+    model = LipToSpeech(ModelConfig(variant=cfg.variant, **cfg.arch))
+    from naturall2s.checkpoints import load_tensors
+
+    own = model.state_dict()
+    for path in filter(None, (p.strip() for p in cfg.init.split(","))):
+        matched = {k: v.float() for k, v in load_tensors(path).items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(matched, strict=False)
+        print(f"init: {len(matched)}/{len(own)} tensors from {path}")
+    return model
+
+
+def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
+    """Which parameters a stage trains: the vocoder stage only the vocoder; a frozen front end stays fixed."""
+    if cfg.stage == "vocoder":
+        return list(model.vocoder.parameters())
+    frozen = set()
+    if cfg.freeze_frontend:
+        frozen = {id(p) for p in [*model.frontend.parameters(), *model.ctc.parameters()]}
+    return [p for p in model.parameters() if id(p) not in frozen]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 10%."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ------------------------------------------------------------------------------------------------
+# one batch → losses
+# ------------------------------------------------------------------------------------------------
+def masked_mel_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 between log-mels (B,n_mels,F) over valid frames ``mask`` (B,F)."""
+    m = mask[:, None, :].float()
+    return ((pred - target).abs() * m).sum() / (m.sum() * pred.shape[1]).clamp(min=1)
+
+
+def audio_mask(batch: dict, n_frames: int) -> torch.Tensor:
+    """(B,4T) valid audio frames from the video lengths ``batch['frames']``."""
+    steps = torch.arange(n_frames, device=batch["frames"].device)
+    return steps[None, :] < (batch["frames"] * (n_frames // batch["roi"].shape[1]))[:, None]
+
+
+def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | None = None) -> tuple[dict, dict]:
+    """→ (losses dict with namespaced keys, model outputs). ``feats``: cached front-end features, if any."""
+    mask_v = torch.arange(batch["roi"].shape[1], device=batch["roi"].device)[None] < batch["frames"][:, None]
+    out_losses: dict[str, torch.Tensor] = {}
+    if cfg.stage == "vocoder":
+        out = model(mel=batch["mel"])
+    else:
+        if feats is not None and cfg.feature_noise > 0 and model.training:
+            feats = feats + cfg.feature_noise * torch.randn_like(feats)
+        out = model(batch["roi"], batch["lips"], mask_v, feats=feats)
+        if not cfg.freeze_frontend:
+            out_losses.update(
+                losses.ctc_loss(out["ctc_log_probs"], batch["tokens"], batch["frames"], batch["token_lengths"])
+            )
+    mask_a = audio_mask(batch, batch["mel"].shape[-1])
+    if "mel" in out and cfg.stage == "lipreader":
+        out_losses["melhead/l1"] = masked_mel_l1(out["mel"], batch["mel"], mask_a)
+    if "wav" in out:
+        target = batch["audio"]
+        out_losses.update(losses.multi_resolution_stft_loss(out["wav"], target))
+        out_losses.update(losses.mel_loss(out["wav"], target))
+    if "log_f0" in out:
+        out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"], mask=mask_a))
+        out_losses.update(losses.loudness_loss(out["loudness"], batch["loudness"], mask=mask_a))
+    if "coarse" in out:
+        prior = losses.multi_resolution_stft_loss(out["coarse"], batch["audio"])
+        out_losses.update({k.replace("stft/", "prior/"): v for k, v in prior.items()})
+    return out_losses, out
+
+
+def random_crops(real: torch.Tensor, fake: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random ``n``-sample window of each item of real and fake (B,N) waveforms."""
+    if real.shape[-1] <= n:
+        return real, fake
+    starts = torch.randint(0, real.shape[-1] - n + 1, (real.shape[0],)).tolist()
+    idx = torch.stack([torch.arange(s, s + n) for s in starts]).to(real.device)
+    return real.gather(1, idx), fake.gather(1, idx)
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dict[str, float]:
+    """Validation: mean losses, the selection score ``score`` (log-mel L1 of what the variant outputs) and the
+    greedy lip-reading word error rate ``lipread/wer``."""
+    from naturall2s.metrics import wer
+
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    refs, hyps = [], []
+    for batch in loader:
+        batch = to_device(batch, model.device)
+        feats = feats_of(batch) if feats_of else None
+        ls, out = compute_losses(model, batch, cfg, feats)
+        mask_a = audio_mask(batch, batch["mel"].shape[-1])
+        pred_mel = out["mel"] if "mel" in out and "wav" not in out else audio.log_mel(out["wav"])
+        ls["score"] = masked_mel_l1(pred_mel[..., : batch["mel"].shape[-1]], batch["mel"], mask_a)
+        for k, v in ls.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(batch["frames"])
+        n += len(batch["frames"])
+        if "ctc_log_probs" in out:
+            for toks, ref in zip(ctc_greedy_batch(out["ctc_log_probs"], batch["frames"]), batch["text"]):
+                hyps.append(tokens_to_text(toks))
+                refs.append(ref)
+    model.train()
+    result = {k: v / max(1, n) for k, v in sums.items()}
+    if refs:
+        result["lipread/wer"] = float(np.mean([wer(r, h) for r, h in zip(refs, hyps)]))
+    return result
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> dict:
+    if cfg.stage not in STAGES:
+        raise NaturalL2SError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
+    if cfg.stage == "synth" and cfg.variant in MEL_VARIANTS:
+        raise NaturalL2SError(f"variant {cfg.variant} has no synth stage: train it with --stage lipreader / vocoder")
+    if cfg.stage == "vocoder" and cfg.variant != "mel-vocoder":
+        raise NaturalL2SError("the vocoder stage belongs to --variant mel-vocoder")
+    if cfg.stage == "lipreader" and cfg.variant != "mel-gl":
+        raise NaturalL2SError("the lipreader stage trains --variant mel-gl (front end + CTC + mel head)")
+    if not (Path(cfg.cache) / "manifest.json").exists():
+        raise DataError(f"no prepared cache at {cfg.cache}: run `python -m naturall2s prepare --out {cfg.cache}` first")
+
+    if cfg.steps == 0:
+        model = build_model(cfg)
+        info = {"step": 0, "stage": "compose", "init": cfg.init, "train_config": asdict(cfg)}
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        save_model(model, Path(cfg.run_dir) / "best.safetensors", info=info)
+        if cfg.export:
+            save_model(model, cfg.export, info=info)
+        return {"step": 0, "best": float("nan"), "run_dir": cfg.run_dir}
+
+    rank, world, device = setup_distributed(cfg)
+    is_main = rank == 0
+    seed_everything(cfg.seed + rank)
+    run_dir = Path(cfg.run_dir)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    # data: everything in RAM; a DistributedSampler shards it across processes
+    segment = cfg.segment_frames or None
+    train_set = CachedGrid(cfg.cache, "train", segment_frames=segment, train=True)
+    val_set = CachedGrid(cfg.cache, "val")
+    sampler = torch.utils.data.DistributedSampler(train_set, world, rank, seed=cfg.seed) if world > 1 else None
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, collate_fn=collate, drop_last=True
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, collate_fn=collate)
+
+    model = build_model(cfg).to(device)
+    params = trainable_parameters(model, cfg)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
+    use_adv = cfg.adv_start >= 0 and cfg.stage != "lipreader"
+    disc = disc_opt = None
+    if use_adv:
+        disc = torch.nn.ModuleDict({"mpd": MultiPeriodDiscriminator(), "mrd": MultiResolutionDiscriminator()}).to(device)
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
+    lambdas = {**losses.DEFAULT_LAMBDAS, **cfg.lambdas}
+    keys = STAGE_KEYS[cfg.stage] + (("ctc",) if cfg.stage == "synth" and not cfg.freeze_frontend else ())
+    n_params = sum(p.numel() for p in params)
+
+    # resume
+    step, best, start_time = 0, float("inf"), time.time()
+    state_path = run_dir / "state.pt"
+    if state_path.exists():
+        st = load_state(state_path, map_location=device)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        if disc is not None and "disc" in st:
+            disc.load_state_dict(st["disc"])
+            disc_opt.load_state_dict(st["disc_opt"])
+        step, best = st["step"], st["best"]
+        if is_main:
+            print(f"resumed {state_path} at step {step} (best score {best:.4f})")
+
+    # frozen front end: its features are computed once (per clip, eval mode) and reused every step
+    feats_cache = None
+    if cfg.freeze_frontend and cfg.stage == "synth":
+        feats_cache = cache_features(model, [CachedGrid(cfg.cache, "train"), val_set], device, is_main)
+
+    def feats_of(batch):
+        if feats_cache is None:
+            return None
+        t0 = batch.get("start")
+        rows = [feats_cache[name] for name in batch["name"]]
+        t = batch["roi"].shape[1]
+        if t0 is None:
+            t0 = [0] * len(rows)
+        return torch.stack([r[int(s) : int(s) + t] for r, s in zip(rows, t0)]).to(device)
+
+    train_model = DDP(model, find_unused_parameters=True) if world > 1 else model
+    if is_main:
+        print(
+            f"{cfg.variant} / {cfg.stage}: {n_params / 1e6:.2f}M trainable parameters, {len(train_set)} train clips, "
+            f"world {world}, device {device}, losses {keys + (ADV_KEYS if use_adv else ())}"
+        )
+    log_file = open(run_dir / "log.csv", "a", newline="") if is_main else None
+    log = csv.writer(log_file) if log_file else None
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, desc=f"{cfg.variant}/{cfg.stage}", dynamic_ncols=True)
+    epoch = step // max(1, len(train_loader))
+    model.train()
+    stop = False
+    clips_seen, t_last = 0, time.time()
+    while step < cfg.steps and not stop:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch in train_loader:
+            batch = to_device(batch, device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            ls, out = compute_losses(train_model, batch, cfg, feats_of(batch))
+            adv_on = use_adv and step >= cfg.adv_start
+            if adv_on:  # discriminator step, then the generator's adversarial + feature-matching terms
+                real, fake = random_crops(batch["audio"], out["wav"], cfg.adv_segment)
+                d_real = [d(real) for d in disc.values()]
+                d_fake = [d(fake.detach()) for d in disc.values()]
+                d_loss = sum(
+                    losses.discriminator_loss(r[0], f[0])["adv/disc"] for r, f in zip(d_real, d_fake)
+                )
+                disc_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                disc_opt.step()
+                g_fake = [d(fake) for d in disc.values()]
+                ls["adv/gen"] = sum(losses.generator_adv_loss(f[0])["adv/gen"] for f in g_fake)
+                ls["adv/feat"] = sum(
+                    losses.feature_matching_loss([x.detach() for x in _flat(r[1])], _flat(f[1]))["adv/feat"]
+                    for r, f in zip(d_real, g_fake)
+                )
+                ls["adv/disc"] = d_loss.detach()
+            active = {k: v for k, v in ls.items() if k in keys or (adv_on and k in ADV_KEYS)}
+            total = losses.weighted_sum(active, lambdas)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            clips_seen += len(batch["frames"]) * world
+            bar.update(1)
+
+            if is_main and (step % cfg.log_every == 0 or step == 1):
+                rate = clips_seen / max(1e-9, time.time() - t_last)
+                clips_seen, t_last = 0, time.time()
+                row = {k: round(float(v), 4) for k, v in ls.items()}
+                bar.set_postfix(loss=f"{float(total):.3f}", clips_s=f"{rate:.1f}")
+                log.writerow([step, "train", json.dumps({**row, "total": float(total), "clips_per_s": rate})])
+                log_file.flush()
+            timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
+            if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out:
+                if is_main:
+                    val = evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None)
+                    log.writerow([step, "val", json.dumps(val)])
+                    log_file.flush()
+                    msg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in (*keys, "score", "lipread/wer"))
+                    tqdm.write(f"step {step}: val {msg}")
+                    if val["score"] < best:
+                        best = val["score"]
+                        info = {"step": step, "val": val, "stage": cfg.stage, "train_config": asdict(cfg)}
+                        save_model(model, run_dir / "best.safetensors", info=info)
+                        if cfg.export:
+                            save_model(model, cfg.export, info=info)
+                    st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best}
+                    if disc is not None:
+                        st |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
+                    save_state(st, state_path)
+                if world > 1:
+                    dist.barrier()
+            if step >= cfg.steps or timed_out:
+                stop = True
+                break
+        epoch += 1
+    bar.close()
+    if log_file:
+        log_file.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return {"step": step, "best": best, "run_dir": str(run_dir)}
+
+
+def _flat(feature_maps) -> list[torch.Tensor]:
+    """Nested lists of feature maps (per sub-discriminator, per layer) → one flat list."""
+    flat = []
+    for f in feature_maps:
+        flat.extend(_flat(f) if isinstance(f, (list, tuple)) else [f])
+    return flat
+
+
+@torch.no_grad()
+def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[str, torch.Tensor]:
+    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end)."""
+    model.eval()
+    cache = {}
+    items = [(ds, i) for ds in datasets for i in range(len(ds))]
+    for ds, i in tqdm(items, desc="caching front-end features", disable=not verbose):
+        item = ds[i]
+        roi = item["roi"][None].to(device)
+        lips = item["lips"][None].to(device)
+        cache[item["name"]] = model.encode(roi, lips)[0].cpu()
+    model.train()
+    return cache
+
+
+# ------------------------------------------------------------------------------------------------
+# command line: every TrainConfig field is a --flag
+# ------------------------------------------------------------------------------------------------
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif f.type == "dict":
+            parser.add_argument(flag, type=json.loads, default={}, help="JSON object, e.g. '{\"dim\": 128}'")
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})

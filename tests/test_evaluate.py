@@ -1,0 +1,198 @@
+"""The evaluation loop (naturall2s.evaluate) on a small synthetic GRID layout + prepared cache, with test-double
+systems that implement the model contract (``name``, ``synthesize(MouthClip) -> Synthesis``); plus the
+reference floor on two real GRID clips."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from naturall2s import evaluate as ev
+from naturall2s.audio import SAMPLE_RATE, resample
+from naturall2s.data import clip_features, save_npz_atomic
+from naturall2s.model import Synthesis
+from naturall2s.roi import MouthClip
+
+SR = SAMPLE_RATE
+FRAMES = 50  # 2 s clips
+NAMES = ["bbaf2n", "lgwg2n", "sriu5s"]
+TEXTS = ["bin blue at f two now", "lay green with g two now", "set red in u five soon"]
+
+
+def synthetic_speech(seed: int) -> np.ndarray:
+    """(640 * FRAMES,) float32: a gliding harmonic voice with a syllable envelope (a stand-in for a recording)."""
+    t = np.arange(FRAMES * 640) / SR
+    f0 = 110 + 20 * seed + 15 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 25))
+    envelope = 0.2 + 0.4 * (1 - np.cos(2 * np.pi * 3.0 * t))
+    return (0.15 * x * envelope).astype(np.float32)
+
+
+class NoisyCopy:
+    """Test double: 'speaks' the clip's own audio plus white noise, trimmed by ``trim`` samples, at ``rate``."""
+
+    def __init__(self, name: str, *, noise: float, trim: int = 0, rate: int = SR):
+        self.name, self.noise, self.trim, self.rate = name, noise, trim, rate
+        self.calls = 0
+
+    def synthesize(self, clip: MouthClip) -> Synthesis:
+        assert isinstance(clip, MouthClip) and clip.roi.shape == (FRAMES, 48, 72)
+        self.calls += 1
+        rng = np.random.default_rng(self.calls)
+        wav = clip.audio + self.noise * rng.standard_normal(clip.audio.shape).astype(np.float32)
+        wav = resample(wav[: len(wav) - self.trim], SR, self.rate)
+        return Synthesis(wav=wav.astype(np.float32), sample_rate=self.rate, mel=np.zeros((80, 4 * FRAMES)),
+                         text="bin blue", seconds=0.5)
+
+
+class Silent:
+    """Test double: digital silence of the right length (the ASR should hear nothing: WER 1)."""
+
+    name = "silent"
+
+    def synthesize(self, clip: MouthClip) -> Synthesis:
+        return Synthesis(wav=np.zeros(FRAMES * 640, np.float32), sample_rate=SR, mel=np.zeros((80, 4 * FRAMES)),
+                         text="", seconds=0.1)
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """A GRID root (splits.json + .align files, no videos) and a prepared cache holding the test clips."""
+    root = tmp_path_factory.mktemp("grid")
+    cache = tmp_path_factory.mktemp("cache")
+    (root / "splits.json").write_text(json.dumps({"s7": {"train": [], "val": [], "test": NAMES}}))
+    (root / "align" / "s7").mkdir(parents=True)
+    (cache / "clips").mkdir()
+    for i, (name, text) in enumerate(zip(NAMES, TEXTS)):
+        lines = ["0 5000 sil"] + [f"{5000 + 6000 * k} {11000 + 6000 * k} {w}" for k, w in enumerate(text.split())]
+        (root / "align" / "s7" / f"{name}.align").write_text("\n".join(lines + ["41000 50000 sil"]) + "\n")
+        rec = clip_features(np.zeros((FRAMES, 48, 72), np.uint8), np.zeros((FRAMES, 40), np.float32),
+                            np.ones(FRAMES, bool), synthetic_speech(i), text)
+        save_npz_atomic(cache / "clips" / f"{name}.npz", rec)
+    return root, cache
+
+
+@pytest.fixture(scope="module")
+def results(layout, tmp_path_factory):
+    root, cache = layout
+    systems = [NoisyCopy("light-noise", noise=0.003, trim=100), NoisyCopy("heavy-noise", noise=0.1, rate=22050),
+               Silent()]
+    out = tmp_path_factory.mktemp("out")
+    res = ev.evaluate(systems, data_root=root, cache=cache, reference=True, out_dir=out, progress=False)
+    return res, out
+
+
+def test_clips_come_from_every_speaker_in_splits_json(layout):
+    root, _ = layout
+    clips = ev.split_clips(root, "test")
+    assert [c.name for c in clips] == NAMES and {c.speaker for c in clips} == {"s7"}
+    assert clips[0].video == root / "s7" / "bbaf2n.mp4"
+    assert ev.clip_text(clips[1]) == TEXTS[1]
+    assert len(ev.split_clips(root, "test", limit=2)) == 2
+    from naturall2s.errors import DataError
+
+    with pytest.raises(DataError):
+        ev.split_clips(root, "dev")
+
+
+def test_one_row_per_clip_and_system(results):
+    res, _ = results
+    rows = res["clips"]
+    assert len(rows) == len(NAMES) * 4
+    assert list(res["summary"]) == ["reference", "light-noise", "heavy-noise", "silent"]
+    assert res["skipped"] == []
+    assert {r["text"] for r in rows} == set(TEXTS)
+
+
+def test_reference_is_the_floor(results):
+    ref = results[0]["summary"]["reference"]
+    assert ref["stoi"]["mean"] == pytest.approx(1.0, abs=1e-6)
+    assert ref["mcd"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert ref["speaker_similarity"]["mean"] == pytest.approx(1.0, abs=1e-5)
+    assert ref["f0_rmse_cents"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert ref["voicing_error"]["mean"] == 0.0
+    assert ref["rtf"]["n"] == 0 and math.isnan(ref["rtf"]["mean"])
+
+
+def test_scores_order_the_systems(results):
+    s = results[0]["summary"]
+    light, heavy = s["light-noise"], s["heavy-noise"]
+    assert 1.0 > light["stoi"]["mean"] > heavy["stoi"]["mean"]
+    assert 0.0 < light["mcd"]["mean"] < heavy["mcd"]["mean"]
+    assert light["pesq_wb"]["mean"] > heavy["pesq_wb"]["mean"]
+    assert light["rtf"]["mean"] == pytest.approx(0.5 / (FRAMES * 640 - 100) * SR)
+    assert heavy["rtf"]["mean"] == pytest.approx(0.5 / (FRAMES * 640 / SR), rel=1e-3)  # 22.05 kHz output
+    assert s["silent"]["wer"]["mean"] == pytest.approx(1.0)  # the ASR hears nothing in silence
+    assert all(r["asr_text"] == "" for r in results[0]["clips"] if r["system"] == "silent")
+
+
+def test_result_files(results):
+    res, out = results
+    md = (out / "results.md").read_text()
+    assert md.startswith("| system | n | STOI ↑")
+    assert "| light-noise | 3 |" in md and "pocketsphinx+grid" in md and res["settings"]["speaker_encoder"] in md
+    with (out / "summary.csv").open() as f:
+        summary = {r["system"]: r for r in csv.DictReader(f)}
+    assert float(summary["reference"]["stoi_mean"]) == pytest.approx(1.0, abs=1e-6)
+    assert int(summary["heavy-noise"]["wer_n"]) == 3
+    with (out / "clips.csv").open() as f:
+        clip_rows = list(csv.DictReader(f))
+    assert len(clip_rows) == 12 and clip_rows[1]["lipread_text"] == "bin blue"
+    data = json.loads((out / "results.json").read_text())  # strict JSON: nan written as null
+    assert data["summary"]["reference"]["rtf"]["mean"] is None
+    assert data["settings"]["asr"] == "pocketsphinx+grid"
+
+
+def test_clip_missing_from_the_cache_is_skipped_with_a_reason(layout, tmp_path):
+    root, cache = layout
+    (tmp_path / "grid").mkdir()
+    splits = {"s7": {"test": NAMES[:1] + ["pwwx9a"]}}
+    (tmp_path / "grid" / "splits.json").write_text(json.dumps(splits))
+    res = ev.evaluate([], data_root=tmp_path / "grid", cache=cache, reference=True, limit=None, progress=False)
+    assert [s["clip"] for s in res["skipped"]] == ["pwwx9a"] and "prepare" in res["skipped"][0]["reason"]
+    assert len(res["clips"]) == 1
+    assert res["clips"][0]["text"] == TEXTS[0]  # no .align there: the cached text is used
+
+
+def test_mean_ci_is_a_student_t_interval():
+    r = ev.mean_ci([1.0, 2.0, 3.0, float("nan")])
+    assert r["n"] == 3 and r["mean"] == pytest.approx(2.0)
+    assert r["ci95"] == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
+    assert math.isnan(ev.mean_ci([5.0])["ci95"]) and ev.mean_ci([])["n"] == 0
+
+
+def test_system_names_must_be_unique(layout):
+    from naturall2s.errors import NaturalL2SError
+
+    root, cache = layout
+    with pytest.raises(NaturalL2SError):
+        ev.evaluate([Silent(), Silent()], data_root=root, cache=cache, progress=False)
+    with pytest.raises(NaturalL2SError):
+        ev.evaluate([], data_root=root, cache=cache, progress=False)
+
+
+def test_cli_scores_the_reference(layout, tmp_path, capsys):
+    from naturall2s.cli import evaluate as cmd
+
+    root, cache = layout
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    args = parser.parse_args(["--reference", "--data-root", str(root), "--cache", str(cache), "--limit", "1",
+                              "--out", str(tmp_path / "res")])
+    assert cmd.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "| reference | 1 | 1.000" in printed
+    assert (tmp_path / "res" / "results.json").is_file()
+
+
+def test_reference_floor_on_real_grid_clips(grid_root, tmp_path):
+    """Real audio scored against itself: STOI 1, and the ASR's own error on real speech stays small."""
+    res = ev.evaluate([], data_root=grid_root, reference=True, limit=2, progress=False)
+    ref = res["summary"]["reference"]
+    assert ref["stoi"]["n"] == 2 and ref["stoi"]["mean"] == pytest.approx(1.0, abs=1e-6)
+    assert ref["wer"]["mean"] <= 0.25

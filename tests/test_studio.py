@@ -1,0 +1,372 @@
+"""The comparison studio: the request pipeline with test doubles (fast), then end to end through Gradio with
+the shipped models (real data; skipped when no checkpoint or no GRID data is present)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from naturall2s.errors import NaturalL2SError, NoFaceError
+from naturall2s.studio import pipeline
+from naturall2s.studio.ab_store import VoteStore
+from naturall2s.studio.pipeline import REFERENCE, TABLE_HEADERS, Studio, cleanup_cache, grid_transcript
+
+SR = 16000
+T = 25  # video frames of the synthetic clip (1 s)
+
+
+# ------------------------------------------------------------------------------------------ doubles
+@dataclass
+class FakeSynthesis:
+    wav: np.ndarray
+    sample_rate: int
+    mel: np.ndarray | None
+    text: str
+    seconds: float
+    f0: np.ndarray | None = None
+    voicing: np.ndarray | None = None
+    coarse: np.ndarray | None = None
+
+
+class ToneModel:
+    """A stand-in for a lip-to-speech model: a tone whose pitch names the system (tests the studio, not a model)."""
+
+    def __init__(self, name: str, hz: float, *, amplitude: float = 0.3, with_f0: bool = True):
+        self.name, self.hz, self.amplitude, self.with_f0 = name, hz, amplitude, with_f0
+        self.calls = 0
+
+    def synthesize(self, clip):
+        self.calls += 1
+        n = len(clip.roi) * 640
+        t = np.arange(n) / SR
+        wav = (self.amplitude * np.sin(2 * np.pi * self.hz * t)).astype(np.float32)
+        f0 = np.full(n // 160, self.hz, np.float32) if self.with_f0 else None
+        return FakeSynthesis(wav=wav, sample_rate=SR, mel=None, text=f"{self.name} words", seconds=0.01, f0=f0)
+
+
+class FixedASR:
+    name = "fixed"
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def transcribe(self, wav, sample_rate):
+        assert sample_rate == SR and wav.ndim == 1
+        return self.text
+
+
+class SpectrumEncoder:
+    """A stand-in speaker encoder: the normalised magnitude spectrum of the first 4096 samples."""
+
+    name = "spectrum"
+
+    def embed(self, wav, sample_rate):
+        spec = np.abs(np.fft.rfft(np.asarray(wav[:4096], np.float64)))[:256]
+        return spec / (np.linalg.norm(spec) + 1e-12)
+
+
+class FakeStudio(Studio):
+    """The pipeline with the mouth crop replaced by a synthetic clip (landmarks are tested in their own module)."""
+
+    clip_audio: np.ndarray | None = None
+
+    def extract(self, video_path):
+        if "noface" in Path(video_path).name:
+            raise NoFaceError("no face found in the clip")
+        rng = np.random.default_rng(0)
+        return SimpleNamespace(
+            roi=rng.integers(0, 255, (T, 48, 72), dtype=np.uint8),
+            lips=np.zeros((T, 40), np.float32),
+            audio=self.clip_audio,
+            fps=25.0,
+            detected=np.ones(T, bool),
+            source=str(video_path),
+        )
+
+
+@pytest.fixture
+def video_file(tmp_path) -> Path:
+    p = tmp_path / "bbaf2n.mp4"  # a GRID name: the reference transcript comes from it
+    p.write_bytes(b"not decoded by the fake studio")
+    return p
+
+
+@pytest.fixture
+def studio(tmp_path):
+    models = {"low": ToneModel("low", 120.0), "high": ToneModel("high", 220.0, with_f0=False)}
+    s = FakeStudio(models, asr=FixedASR("bin blue at f two now"), speaker_encoder=SpectrumEncoder(),
+                   cache_dir=tmp_path / "cache", write_videos=False)
+    t = np.arange(T * 640) / SR
+    s.clip_audio = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    return s
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+def test_grid_transcript():
+    assert grid_transcript("/x/bbaf2n.mp4") == "bin blue at f two now"
+    assert grid_transcript("sbbw9a.mp4") is None  # w is not a GRID letter
+    assert grid_transcript("holiday.mp4") is None
+
+
+def test_run_compares_every_system_with_the_clip_reference(studio, video_file):
+    seen = []
+    result = studio.run(video_file, progress=lambda f, msg: seen.append((f, msg)))
+    assert [r.name for r in result.systems] == ["low", "high"]
+    assert result.reference_result is not None and result.reference_result.name == REFERENCE
+    assert result.reference.audio_source == "the clip's own audio track"
+    assert result.reference.text == "bin blue at f two now"
+    assert any("removed before synthesis" in n for n in result.notes)
+    for r in result.columns():
+        assert r.wav_path.is_file() and r.wav_path.parent == result.work_dir
+        assert len(r.wav) == T * 640 and r.mel.shape == (80, T * 4)
+        assert r.transcript == "bin blue at f two now"
+    assert result.system("low").f0_source == "predicted" and result.system("high").f0_source == "tracked"
+    high_f0 = result.system("high").f0  # tracked from the 220 Hz tone
+    assert high_f0.shape == (T * 4,) and np.median(high_f0[high_f0 > 0]) == pytest.approx(220, rel=0.05)
+    assert result.reference.f0 is not None and np.median(result.reference.f0[result.reference.f0 > 0]) == (
+        pytest.approx(150, rel=0.05))
+    # progress: increasing, every model named, ends at 1
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("low" in m for _, m in seen) and any("high" in m for _, m in seen)
+    headers, rows = result.table()
+    assert headers == TABLE_HEADERS and [r[0] for r in rows] == ["low", "high", REFERENCE]
+    assert rows[0][1] == "low words" and rows[2][1] == ""
+
+
+def test_run_metrics(studio, video_file):
+    pytest.importorskip("naturall2s.metrics")
+    result = studio.run(video_file)
+    low, ref = result.system("low"), result.system(REFERENCE)
+    assert low.metrics["wer"] == 0.0 and low.metrics["cer"] == 0.0  # the ASR double repeats the reference
+    assert low.metrics["rtf"] == pytest.approx(0.01 / 1.0, rel=1e-3)
+    assert -0.5 <= low.metrics["stoi"] <= 1.0 and low.metrics["pesq_wb"] >= 1.0
+    # tones at 120 / 220 Hz against a 150 Hz reference: the F0 error is known in cents
+    assert low.metrics["f0_rmse_cents"] == pytest.approx(1200 * np.log2(150 / 120), rel=0.05)
+    assert result.system("high").metrics["f0_rmse_cents"] == pytest.approx(1200 * np.log2(220 / 150), rel=0.05)
+    assert "stoi" not in ref.metrics and "seconds" not in ref.metrics  # the reference is not scored against itself
+    # different tones have nearly orthogonal spectra; the reference audio itself would score 1
+    assert -1.0 <= low.metrics["speaker_similarity"] < 0.5
+    assert SpectrumEncoder().embed(ref.wav, SR) @ result.reference.embedding == pytest.approx(1.0)
+
+
+def test_run_without_reference(studio, video_file):
+    studio.clip_audio = None
+    result = studio.run(video_file, systems=["high"], reference_text="  hello world ", metrics=True)
+    assert [r.name for r in result.columns()] == ["high"]
+    assert result.reference.text == "hello world" and result.reference.text_source == "typed transcript"
+    assert any("no reference audio" in n for n in result.notes)
+
+
+def test_uploaded_reference_wins(studio, video_file, tmp_path):
+    from naturall2s.audio import save_audio
+
+    ref = save_audio(tmp_path / "ref.wav", np.zeros(8000, np.float32) + 0.1, SR)
+    result = studio.run(video_file, reference_audio=ref, metrics=False)
+    assert result.reference.audio_source == "uploaded reference audio"
+    assert len(result.reference_result.wav) == 8000
+
+
+def test_bad_requests_raise_user_errors(studio, video_file, tmp_path):
+    with pytest.raises(NaturalL2SError, match="no system selected"):
+        studio.run(video_file, systems=[])
+    with pytest.raises(NaturalL2SError, match="no video"):
+        studio.run(None)
+    with pytest.raises(NoFaceError):
+        studio.run(tmp_path / "noface.mp4")
+    with pytest.raises(NaturalL2SError, match="unknown system"):
+        studio.synthesize_wavs(video_file, ["nope"])
+
+
+def test_a_failing_metric_leaves_a_gap(studio, video_file, monkeypatch):
+    metrics = pytest.importorskip("naturall2s.metrics")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no utterances detected")
+
+    monkeypatch.setattr(metrics, "pesq_wb", broken)
+    result = studio.run(video_file, systems=["low"])
+    assert result.system("low").metrics["pesq_wb"] is None
+    assert result.system("low").metrics["wer"] == 0.0
+
+
+def test_synthesize_wavs_reuses_earlier_outputs(studio, video_file):
+    first = studio.synthesize_wavs(video_file, ["low", "high"])
+    calls = {n: m.calls for n, m in studio.models.items()}
+    again = studio.synthesize_wavs(video_file, ["high", "low"])
+    assert again == first and {n: m.calls for n, m in studio.models.items()} == calls
+    for p in first.values():  # once its request folder is cleaned up, it is synthesized again
+        p.unlink()
+    studio.synthesize_wavs(video_file, ["low"])
+    assert studio.models["low"].calls == calls["low"] + 1
+
+
+def test_cleanup_cache(tmp_path):
+    old, new = tmp_path / "req-old", tmp_path / "req-new"
+    for d in (old, new):
+        d.mkdir()
+        (d / "a.wav").write_bytes(b"x")
+    keep = tmp_path / "not-a-request"
+    keep.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    os.utime(keep, (time.time() - 7200, time.time() - 7200))
+    assert cleanup_cache(tmp_path, max_age_s=3600) == 1
+    assert not old.exists() and new.exists() and keep.exists()
+
+
+def test_dub_writes_an_mp4(studio, tmp_path, grid_clip):
+    from naturall2s.video import probe
+
+    studio.write_videos = True
+    result = studio.run(grid_clip, systems=["low"], metrics=False)
+    assert result.roi_video is not None and result.roi_video.stat().st_size > 0
+    out = studio.dub(result, "low")
+    info = probe(out)
+    assert info.has_audio and out.stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------ ui logic
+def test_ui_render_and_errors(studio, video_file, tmp_path):
+    import gradio as gr
+
+    from naturall2s.studio import ui
+
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
+    demo = app.build()
+    assert demo is not None
+    out = app._render(studio.run(video_file))
+    assert len(out) == 6 * len(app.columns) + 9
+    table = out[6 * len(app.columns) + 4]
+    assert table["headers"] == TABLE_HEADERS and len(table["data"]) == 3
+    with pytest.raises(gr.Error, match="no face"):
+        app.synthesize_ui(str(tmp_path / "noface.mp4"), None, "", ["low"], progress=lambda *a, **k: None)
+    with pytest.raises(gr.Error, match="two different systems"):
+        app.ab_new_trial(ui.LAST_UPLOAD, "low", "low", None, progress=lambda *a, **k: None)
+    with pytest.raises(gr.Error, match="no upload yet"):
+        app.ab_new_trial(ui.LAST_UPLOAD, "low", "high", None, progress=lambda *a, **k: None)
+
+
+def test_ui_ab_round_trip(studio, video_file, tmp_path):
+    import gradio as gr
+
+    from naturall2s.studio import ui
+
+    votes = VoteStore(tmp_path / "v.sqlite")
+    app = ui.StudioApp(studio, examples=[video_file], votes=votes)
+    a_path, b_path, trial, *_ = app.ab_new_trial(video_file.name, "low", "high", None,
+                                                 progress=lambda *a, **k: None)
+    assert {trial["a"], trial["b"]} == {"low", "high"} and Path(a_path).is_file() and a_path != b_path
+    assert "low" not in a_path + b_path and "high" not in a_path + b_path  # blind: neutral file names
+    trial2, reveal, pairs, mos = app.ab_vote(trial, "A", 4, None)
+    assert trial2["voted"] and trial["a"] in reveal
+    (v,) = votes.votes()
+    assert (v.system_a, v.preference, v.score_a, v.score_b) == (trial["a"], "A", 4, None)
+    assert pairs["data"][0][:2] == ["high", "low"] and mos["data"][0][4] == 1
+    with pytest.raises(gr.Error, match="already has your vote"):
+        app.ab_vote(trial2, "B", None, None)
+    assert Path(app.ab_export()).read_text().count("\n") == 2
+
+
+def test_find_examples(tmp_path):
+    from naturall2s.studio.ui import find_examples
+
+    for n in ("b.mp4", "a.webm", "notes.txt"):
+        (tmp_path / n).write_bytes(b"")
+    assert [p.name for p in find_examples(tmp_path)] == ["a.webm", "b.mp4"]
+    assert find_examples(tmp_path / "missing") == [] and find_examples(None) == []
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def real_studio(tmp_path_factory):
+    import naturall2s
+
+    names = naturall2s.available_models()
+    if not names:
+        pytest.skip("no shipped checkpoints in checkpoints/ yet (naturall2s.available_models() is empty)")
+    return pipeline.load_studio(names, cache_dir=tmp_path_factory.mktemp("studio-cache"))
+
+
+@pytest.fixture(scope="session")
+def served(real_studio, grid_root, tmp_path_factory):
+    from naturall2s.studio import ui
+
+    votes_path = tmp_path_factory.mktemp("votes") / "votes.sqlite"
+    examples = ui.find_examples(grid_root, limit=2)
+    demo, url = ui.serve(real_studio, votes=VoteStore(votes_path), examples=examples, port=_free_port(),
+                         prevent_thread_lock=True, quiet=True)
+    yield SimpleNamespace(url=url, votes_path=votes_path, examples=examples, studio=real_studio)
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served.url, verbose=False)
+
+
+def test_e2e_synthesize_grid_clip(served, client, grid_clip):
+    from gradio_client import handle_file
+
+    *audios, table = client.predict(handle_file(str(grid_clip)), "", api_name="/synthesize")
+    names = served.studio.system_names
+    assert len(audios) == len(names)
+    import soundfile as sf
+
+    for path in audios:
+        wav, sr = sf.read(path)
+        assert sr == SR and abs(len(wav) - 3 * SR) <= 640 and np.abs(wav).max() > 0
+    assert table["headers"] == TABLE_HEADERS
+    rows = {r[0]: dict(zip(TABLE_HEADERS, r)) for r in table["data"]}
+    assert set(rows) == {*names, REFERENCE}
+    for name in names:
+        assert rows[name]["RTF"] is not None and rows[name]["Model time (s)"] > 0
+
+
+def test_e2e_no_face_is_an_error_and_the_server_keeps_serving(served, client, tmp_path, grid_clip):
+    from gradio_client import handle_file
+
+    from naturall2s.video import ffmpeg_exe
+
+    noise = tmp_path / "noise.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "nullsrc=s=160x120:d=1:r=25",
+                    "-vf", "geq=random(1)*255:128:128", "-pix_fmt", "yuv420p", str(noise)], check=True)
+    with pytest.raises(Exception) as no_face:
+        client.predict(handle_file(str(noise)), "", api_name="/synthesize")
+    message = str(no_face.value).lower()
+    assert "face" in message and "internal error" not in message  # the NoFaceError's own message
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video")
+    with pytest.raises(Exception) as not_video:
+        client.predict(handle_file(str(text)), "", api_name="/synthesize")
+    assert "video" in str(not_video.value).lower() and "internal error" not in str(not_video.value).lower()
+    assert client.predict(api_name="/ab_results") is not None  # still serving
+
+
+def test_e2e_ab_vote_round_trip(served, client):
+    names = served.studio.system_names
+    if len(names) < 2 or not served.examples:
+        pytest.skip("the A/B test needs two models and an example clip")
+    a_path, b_path, status, *_ = client.predict(served.examples[0].name, names[0], names[-1],
+                                                api_name="/ab_new_pair")
+    assert Path(a_path).is_file() and Path(b_path).is_file()
+    assert not any(n in Path(a_path).name + Path(b_path).name for n in names)  # names stay hidden
+    reveal, pairs, mos = client.predict("B", 3, 4, api_name="/ab_vote")
+    assert "was" in reveal
+    (v,) = VoteStore(served.votes_path).votes()
+    assert v.preference == "B" and (v.score_a, v.score_b) == (3, 4) and {v.system_a, v.system_b} == {names[0], names[-1]}
+    assert pairs["data"][0][4] == 0 and sum(pairs["data"][0][2:4]) == 1
