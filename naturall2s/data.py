@@ -100,7 +100,7 @@ def tokens_to_text(tokens) -> str:
 
 
 # ------------------------------------------------------------------------------------------ splits
-def _split_entries(data_root: Path) -> list[tuple[str, str, str]]:
+def split_entries(data_root: Path) -> list[tuple[str, str, str]]:
     """[(split, speaker, name), ...] from ``data_root/splits.json``, in file order; name None opens a split."""
     path = Path(data_root) / "splits.json"
     if not path.is_file():
@@ -128,7 +128,7 @@ def _split_entries(data_root: Path) -> list[tuple[str, str, str]]:
 def load_splits(data_root: str | Path) -> dict[str, list[str]]:
     """Clip names per split (all speakers merged) from ``data_root/splits.json`` (a GRID root or a cache)."""
     out: dict[str, list[str]] = {}
-    for split, _, name in _split_entries(Path(data_root)):
+    for split, _, name in split_entries(Path(data_root)):
         names = out.setdefault(split, [])
         if name is not None:
             names.append(name)
@@ -246,7 +246,7 @@ def prepare(data_root: str | Path, out: str | Path, *, workers: int = 2, detecto
     unknown = set(wanted) - set(SPLITS)
     if unknown:
         raise DataError(f"unknown split(s) {sorted(unknown)}; choose from {list(SPLITS)}")
-    entries = [e for e in _split_entries(data_root) if e[0] in wanted and e[2] is not None]
+    entries = [e for e in split_entries(data_root) if e[0] in wanted and e[2] is not None]
     if limit is not None:
         entries = entries[: max(0, int(limit))]
     clips_dir = out / "clips"
@@ -417,6 +417,7 @@ class CachedGrid(torch.utils.data.Dataset):
             "tokens": torch.tensor(text_to_tokens(rec["text"]), dtype=torch.long),
             "name": self.names[i],
             "text": rec["text"],
+            "start": t0,
         }
 
 
@@ -439,13 +440,15 @@ def collate(items: list[dict]) -> dict:
     """Batch CachedGrid items, padding to the longest clip.
 
     -> ``roi (B,T,H,W) uint8, lips (B,T,40), audio (B,640T), mel (B,80,4T), f0 / voiced / loudness (B,4T),
-    tokens (B,L) long (0-padded), frames (B,) long video lengths, token_lengths (B,) long, name / text lists``.
+    tokens (B,L) long (0-padded), frames (B,) long video lengths, token_lengths (B,) long, start (B,) long first
+    video frame of each item in its clip (segments), name / text lists``.
     Padding is silence (mel log(LOG_CLAMP), loudness LOUDNESS_FLOOR_DB, zeros elsewhere).
     """
     time_dims = {"roi": 0, "lips": 0, "audio": 0, "mel": 1, "f0": 0, "voiced": 0, "loudness": 0, "tokens": 0}
     batch = {k: _pad_stack([it[k] for it in items], d, _PAD_VALUES.get(k, 0)) for k, d in time_dims.items()}
     batch["frames"] = torch.tensor([it["roi"].shape[0] for it in items], dtype=torch.long)
     batch["token_lengths"] = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
+    batch["start"] = torch.tensor([it.get("start", 0) for it in items], dtype=torch.long)
     batch["name"] = [it["name"] for it in items]
     batch["text"] = [it["text"] for it in items]
     return batch

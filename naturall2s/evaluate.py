@@ -88,10 +88,10 @@ def split_clips(data_root: str | Path, split: str, *, limit: int | None = None) 
     GRID layout: ``<root>/<speaker>/<name>.mp4`` and ``<root>/align/<speaker>/<name>.align``. Raises DataError
     for a missing splits.json or an unknown split.
     """
-    from naturall2s.data import _split_entries
+    from naturall2s.data import split_entries
 
     root = Path(data_root)
-    entries = _split_entries(root)
+    entries = split_entries(root)
     if split not in {s for s, _, _ in entries}:
         raise DataError(f"split {split!r} not in {root / 'splits.json'} (has {sorted({s for s, _, _ in entries})})")
     clips = [GridClip(speaker, name, root / speaker / f"{name}.mp4", root / "align" / speaker / f"{name}.align")

@@ -42,14 +42,19 @@ CENTS_PER_OCTAVE = 1200.0
 def align_pair(ref, deg) -> tuple[np.ndarray, np.ndarray]:
     """Match lengths by trimming both signals (or frame tracks) to the shorter one, from the end.
 
-    No time warping and no padding: every system is asked for exactly the reference's length (640 samples
-    per video frame, DESIGN.md), so a difference is at most a few samples of edge, and trimming keeps the
-    frames compared in step. ref (N,), deg (M,) -> both (min(N, M),) as float64 (bool stays bool).
+    No time warping and no padding: both start at the first video frame and systems produce 640 samples per
+    video frame (DESIGN.md), so lengths differ only at the end (e.g. a video's audio track a few tens of
+    milliseconds shorter than its frames), and trimming keeps samples and 10 ms frames compared in step.
+    ref (N,), deg (M,) -> both (min(N, M),) as float64 (boolean tracks stay bool).
     """
     ref, deg = np.asarray(ref).reshape(-1), np.asarray(deg).reshape(-1)
     n = min(ref.shape[0], deg.shape[0])
-    as_float = lambda x: x if x.dtype == bool else x.astype(np.float64)  # noqa: E731
-    return as_float(ref[:n]), as_float(deg[:n])
+    return _as_float(ref[:n]), _as_float(deg[:n])
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    """float64 copy of a numeric array; boolean arrays are returned as they are."""
+    return x if x.dtype == bool else x.astype(np.float64)
 
 
 def _prepared(ref, deg, sample_rate: int, target_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +78,10 @@ def stoi(ref, deg, *, sample_rate: int = audio.SAMPLE_RATE) -> float:
 
 
 def estoi(ref, deg, *, sample_rate: int = audio.SAMPLE_RATE) -> float:
-    """Extended STOI (Jensen & Taal 2016; pystoi ``extended=True``) on 16 kHz input. Range about 0..1, higher is better."""
+    """Extended STOI (Jensen & Taal 2016; pystoi ``extended=True``) on 16 kHz input.
+
+    Range about 0..1 (it can dip slightly below 0 for unrelated signals); higher is better.
+    """
     from pystoi import stoi as _stoi
 
     r, d = _prepared(ref, deg, sample_rate, STOI_RATE)
@@ -139,8 +147,8 @@ def mel_cepstrum(wav, *, sample_rate: int = audio.SAMPLE_RATE, order: int = MCD_
 
     The envelope is pyworld CheapTrick on :func:`naturall2s.audio.f0_voicing`'s F0 (frames of HOP_LENGTH
     samples); the cepstrum of its log power is warped with SPTK's ``freqt`` (alpha 0.42 ~ mel at 16 kHz),
-    the steps of SPTK/pysptk ``sp2mc`` (on the causal half of the cepstrum). wav (N,) @ ``sample_rate`` -> (N // HOP_LENGTH, order + 1),
-    column 0 being c0 (log energy).
+    the steps of SPTK/pysptk ``sp2mc`` (on the causal half of the cepstrum).
+    wav (N,) @ ``sample_rate`` -> (N // HOP_LENGTH, order + 1), column 0 being c0 (log energy).
     """
     import pyworld
 
@@ -174,7 +182,7 @@ def mcd_from_cepstra(mc_ref: np.ndarray, mc_deg: np.ndarray) -> float:
 def mcd(ref, deg, *, sample_rate: int = audio.SAMPLE_RATE, order: int = MCD_ORDER) -> float:
     """Mel-cepstral distortion (dB, >= 0; lower is better) of c1..c``order`` (:func:`mel_cepstrum`), no DTW.
 
-    Typical values: 0 for identical signals, ~4-6 dB for good vocoders, ~8+ dB for poor generated speech.
+    For scale: 0 for identical signals; two different real sentences of the same GRID speaker score about 8 dB.
     """
     r, d = align_pair(ref, deg)
     kwargs = {"sample_rate": sample_rate, "order": order}
@@ -225,7 +233,10 @@ _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 
 
 def normalize_text(text: str) -> str:
-    """Lower-case, punctuation to spaces (apostrophes kept), whitespace collapsed: ``"Bin, BLUE!"`` -> ``"bin blue"``."""
+    """Lower-case, punctuation to spaces (apostrophes kept), whitespace collapsed.
+
+    ``"Bin, BLUE!"`` -> ``"bin blue"``.
+    """
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 

@@ -87,18 +87,20 @@ def harmonic_synth(f0: torch.Tensor, amplitudes: torch.Tensor, *, sample_rate: i
     ``y[n] = Σ_k a_k[n] · sin(2π·k·φ[n])`` with ``φ[n] = Σ_{m≤n} f0[m] / sample_rate`` (cycles).
 
     The running phase is accumulated in float64 and wrapped to [0, 1) cycles before going back to the
-    amplitudes' dtype, so precision does not degrade over long clips; gradients flow to ``f0`` through it.
+    amplitudes' dtype (at least float32), so precision does not degrade over long clips; gradients flow to ``f0`` through it.
     Harmonics at or above Nyquist are zeroed per sample (no aliasing).
     """
     b, n = f0.shape
     n_amp, n_harm = amplitudes.shape[1], amplitudes.shape[2]
     if n % n_amp:
         raise ValueError(f"amplitudes have {n_amp} steps, which does not divide the {n} samples of f0")
+    dtype = torch.promote_types(amplitudes.dtype, torch.float32)  # never half precision for phases
+    amplitudes = amplitudes.to(dtype)
     cycles = torch.cumsum(f0.double() / sample_rate, dim=-1)
-    cycles = (cycles - torch.floor(cycles.detach())).to(amplitudes.dtype)  # wrap; d/dx = 1
-    k = torch.arange(1, n_harm + 1, device=f0.device, dtype=amplitudes.dtype)
+    cycles = (cycles - torch.floor(cycles.detach())).to(dtype)  # wrap; d/dx = 1
+    k = torch.arange(1, n_harm + 1, device=f0.device, dtype=dtype)
     sines = torch.sin(cycles[..., None] * (2 * math.pi * k))  # (B, N, K)
-    above = k >= (sample_rate / 2) / f0.detach()[..., None].to(amplitudes.dtype)  # k·f0 ≥ Nyquist
+    above = k >= (sample_rate / 2) / f0.detach()[..., None].to(dtype)  # k·f0 ≥ Nyquist
     sines = sines.masked_fill(above, 0.0)
     if n_amp == n:
         return torch.linalg.vecdot(amplitudes, sines)
@@ -106,7 +108,7 @@ def harmonic_synth(f0: torch.Tensor, amplitudes: torch.Tensor, *, sample_rate: i
     prev, cur, nxt = _neighbours(amplitudes)
     pairs = torch.stack([prev, cur - prev, cur, nxt - cur], dim=-1)  # (B, F, K, 4)
     y = torch.matmul(sines.view(b * n_amp, factor, n_harm), pairs.view(b * n_amp, n_harm, 4))  # (B·F, factor, 4)
-    w, first = _block_weights(factor, device=f0.device, dtype=amplitudes.dtype)
+    w, first = _block_weights(factor, device=f0.device, dtype=dtype)
     out = torch.where(first[:, None], y[..., 0:1] + w[:, None] * y[..., 1:2], y[..., 2:3] + w[:, None] * y[..., 3:4])
     return out.reshape(b, n)
 

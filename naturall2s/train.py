@@ -172,13 +172,13 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         out_losses["melhead/l1"] = masked_mel_l1(out["mel"], batch["mel"], mask_a)
     if "wav" in out:
         target = batch["audio"]
-        out_losses.update(losses.multi_resolution_stft_loss(out["wav"], target))
-        out_losses.update(losses.mel_loss(out["wav"], target))
+        out_losses.update(losses.multi_resolution_stft_loss(out["wav"], target, mask=mask_a))
+        out_losses.update(losses.mel_loss(out["wav"], target, mask=mask_a))
     if "log_f0" in out:
         out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"], mask=mask_a))
         out_losses.update(losses.loudness_loss(out["loudness"], batch["loudness"], mask=mask_a))
     if "coarse" in out:
-        prior = losses.multi_resolution_stft_loss(out["coarse"], batch["audio"])
+        prior = losses.multi_resolution_stft_loss(out["coarse"], batch["audio"], mask=mask_a)
         out_losses.update({k.replace("stft/", "prior/"): v for k, v in prior.items()})
     return out_losses, out
 
@@ -310,12 +310,9 @@ def train(cfg: TrainConfig) -> dict:
     def feats_of(batch):
         if feats_cache is None:
             return None
-        t0 = batch.get("start")
-        rows = [feats_cache[name] for name in batch["name"]]
         t = batch["roi"].shape[1]
-        if t0 is None:
-            t0 = [0] * len(rows)
-        return torch.stack([r[int(s) : int(s) + t] for r, s in zip(rows, t0)]).to(device)
+        rows = [feats_cache[name][int(s) : int(s) + t] for name, s in zip(batch["name"], batch["start"])]
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(device)
 
     train_model = DDP(model, find_unused_parameters=True) if world > 1 else model
     if is_main:
@@ -371,9 +368,9 @@ def train(cfg: TrainConfig) -> dict:
             if is_main and (step % cfg.log_every == 0 or step == 1):
                 rate = clips_seen / max(1e-9, time.time() - t_last)
                 clips_seen, t_last = 0, time.time()
-                row = {k: round(float(v), 4) for k, v in ls.items()}
-                bar.set_postfix(loss=f"{float(total):.3f}", clips_s=f"{rate:.1f}")
-                log.writerow([step, "train", json.dumps({**row, "total": float(total), "clips_per_s": rate})])
+                row = {k: round(float(v.detach()), 4) for k, v in ls.items()}
+                bar.set_postfix(loss=f"{float(total.detach()):.3f}", clips_s=f"{rate:.1f}")
+                log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate})])
                 log_file.flush()
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
             if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out:

@@ -9,6 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread: on a loaded 2-core machine OpenMP spin-waiting makes multi-threaded tiny ops 10-100x slower.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NATURALL2S_SHARED_DATA", REPO.parent / "shared" / "data"))

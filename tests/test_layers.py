@@ -128,3 +128,16 @@ def test_discriminator_outputs(make, n_sub):
         assert len(fm) >= 3 and all(f.shape[0] == B for f in fm)
     sum(lg.mean() for lg in logits).backward()
     assert wav.grad is not None and wav.grad.abs().sum() > 0
+
+
+def test_heads_outputs_do_not_depend_on_trailing_padding():
+    """Per-frame norms only: appending padded frames leaves the earlier frames' outputs unchanged
+    (up to the conv receptive field at the very end)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 20, 16)
+    x_padded = torch.cat([x, torch.randn(1, 10, 16) * 5], 1)
+    for head in (F0Head(in_dim=16, hidden=8), MelHead(in_dim=16, hidden=8, n_mels=10)):
+        a, b = head(x), head(x_padded)
+        a = a["log_f0"] if isinstance(a, dict) else a.transpose(1, 2)
+        b = b["log_f0"] if isinstance(b, dict) else b.transpose(1, 2)
+        assert torch.allclose(a[:, :12], b[:, :12], atol=1e-5)
