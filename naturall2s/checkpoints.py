@@ -42,6 +42,7 @@ def save_model(model, path: str | Path, *, dtype: torch.dtype = torch.float16, i
     tmp = _atomic_target(path)
     try:
         save_file(state, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped model is world-readable like any other file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -16,6 +16,17 @@ MPD_CHANNELS = (16, 32, 64, 128)  # HiFi-GAN uses (32, 128, 512, 1024)
 MRD_CHANNELS = 16  # Vocos uses 32
 
 
+def _run_stack(x: torch.Tensor, convs: nn.ModuleList, post: nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack + output conv → (logits (B, L), every layer's feature map)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     """Waveform folded into (N/period, period) columns, 2D convs along time. (B, N) -> ((B, L), [maps])."""
 
@@ -35,13 +46,7 @@ class PeriodDiscriminator(nn.Module):
         if n % self.period:
             wav = F.pad(wav, (0, self.period - n % self.period), mode="reflect")
         x = wav.view(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _run_stack(x, self.convs, self.post)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -80,13 +85,7 @@ class ResolutionDiscriminator(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.spectrogram(wav)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _run_stack(x, self.convs, self.post)
 
 
 class MultiResolutionDiscriminator(nn.Module):

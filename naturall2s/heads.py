@@ -74,10 +74,11 @@ class F0Head(nn.Module):
     voicing_logit (B,F) (sigmoid = probability of voicing); loudness (B,F) dB as in audio.loudness).
     """
 
-    def __init__(self, *, in_dim: int, hidden: int = 256, f0_min: float = F0_MIN, f0_max: float = F0_MAX):
+    def __init__(self, *, in_dim: int, hidden: int = 256, f0_min: float = F0_MIN, f0_max: float = F0_MAX,
+                 kernel_size: int = KERNEL_SIZE):
         super().__init__()
         self.log_f0_min, self.log_f0_max = math.log(f0_min), math.log(f0_max)
-        self.net = ConvStack(in_dim, hidden, 3)
+        self.net = ConvStack(in_dim, hidden, 3, kernel_size=kernel_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raw = self.net(x)
@@ -97,10 +98,10 @@ class ControlHead(nn.Module):
     """
 
     def __init__(self, *, in_dim: int, hidden: int = 256, n_harmonics: int = N_HARMONICS,
-                 n_noise_bands: int = N_NOISE_BANDS):
+                 n_noise_bands: int = N_NOISE_BANDS, kernel_size: int = KERNEL_SIZE):
         super().__init__()
         self.n_harmonics, self.n_noise_bands = n_harmonics, n_noise_bands
-        self.net = ConvStack(in_dim, hidden, 1 + n_harmonics + n_noise_bands)
+        self.net = ConvStack(in_dim, hidden, 1 + n_harmonics + n_noise_bands, kernel_size=kernel_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raw = self.net(x)
@@ -115,9 +116,9 @@ class ControlHead(nn.Module):
 class MelHead(nn.Module):
     """Log-mel spectrogram per audio frame. (B, F, in_dim) -> (B, n_mels, F) natural-log mel magnitude."""
 
-    def __init__(self, *, in_dim: int, hidden: int = 256, n_mels: int = N_MELS):
+    def __init__(self, *, in_dim: int, hidden: int = 256, n_mels: int = N_MELS, kernel_size: int = KERNEL_SIZE):
         super().__init__()
-        self.net = ConvStack(in_dim, hidden, n_mels)
+        self.net = ConvStack(in_dim, hidden, n_mels, kernel_size=kernel_size)
         nn.init.constant_(self.net.out[-1].bias, MEL_INIT_BIAS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,12 +45,16 @@ class ModelConfig:
     dropout: float = 0.1
     vocab_size: int = len(GRID_VOCAB) + 1  # + CTC blank at index 0
     head_hidden: int = 256
+    head_kernel_size: int = 5  # convs of the 100 Hz heads and the upsampler
     n_harmonics: int = 64
     n_noise_bands: int = 65
     gen_dim: int = 256
     gen_intermediate_dim: int = 512
     gen_layers: int = 6
     feature_dropout: float = 0.0  # dropout on front-end features before the speech heads
+    # scale of the gradient from the DDSP synthesizer into the F0 predictor (1: plain end to end). Oscillator-phase
+    # gradients are large and erratic; at 1 they pushed the F0 head into its bounds within 100 steps on GRID.
+    f0_grad_scale: float = 1.0
     sample_rate: int = audio.SAMPLE_RATE
     hop_length: int = audio.HOP_LENGTH
     n_fft: int = audio.N_FFT
@@ -107,17 +111,25 @@ class LipToSpeech(nn.Module):
             in_size=c.roi_size, lip_dim=c.lip_dim, dim=c.dim, n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout
         )
         self.ctc = CTCHead(dim=c.dim, vocab_size=c.vocab_size)
-        self.upsample = FrameUpsampler(dim=c.dim, factor=audio.SAMPLES_PER_VIDEO_FRAME // c.hop_length)
+        self.upsample = FrameUpsampler(
+            dim=c.dim, factor=audio.SAMPLES_PER_VIDEO_FRAME // c.hop_length, kernel_size=c.head_kernel_size
+        )
         self.feature_dropout = nn.Dropout(c.feature_dropout)
         if c.predicts_mel:
-            self.mel_head = MelHead(in_dim=c.dim, hidden=c.head_hidden, n_mels=c.n_mels)
+            self.mel_head = MelHead(
+                in_dim=c.dim, hidden=c.head_hidden, n_mels=c.n_mels, kernel_size=c.head_kernel_size
+            )
             if c.variant == "mel-vocoder":
                 self.vocoder = self._generator(in_dim=c.n_mels, use_prior=False)
         else:
-            self.f0_head = F0Head(in_dim=c.dim, hidden=c.head_hidden)
+            self.f0_head = F0Head(in_dim=c.dim, hidden=c.head_hidden, kernel_size=c.head_kernel_size)
             if c.uses_ddsp:
                 self.control_head = ControlHead(
-                    in_dim=c.dim, hidden=c.head_hidden, n_harmonics=c.n_harmonics, n_noise_bands=c.n_noise_bands
+                    in_dim=c.dim,
+                    hidden=c.head_hidden,
+                    n_harmonics=c.n_harmonics,
+                    n_noise_bands=c.n_noise_bands,
+                    kernel_size=c.head_kernel_size,
                 )
                 self.synth = HarmonicPlusNoise(
                     sample_rate=c.sample_rate,
@@ -165,7 +177,7 @@ class LipToSpeech(nn.Module):
         if self.config.uses_ddsp:
             controls = self.control_head(h)
             voiced = torch.sigmoid(out["voicing_logit"])
-            f0 = f0_hz if f0_hz is not None else torch.exp(out["log_f0"])
+            f0 = f0_hz if f0_hz is not None else _scale_grad(torch.exp(out["log_f0"]), self.config.f0_grad_scale)
             synth = self.synth(
                 f0,
                 controls["amplitude"] * voiced,
@@ -238,6 +250,13 @@ class LipToSpeech(nn.Module):
         if "coarse" in out:
             result.coarse = out["coarse"][0].float().cpu().clamp(-1, 1).numpy()
         return result
+
+
+def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""
+    if scale == 1.0:
+        return x
+    return x * scale + x.detach() * (1.0 - scale)
 
 
 def _ctc_greedy(log_probs: torch.Tensor) -> list[int]:

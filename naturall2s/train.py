@@ -61,6 +61,7 @@ class TrainConfig:
     adv_start: int = -1  # step from which adversarial + feature-matching losses are on (-1: never)
     adv_segment: int = 16000  # samples the discriminators see per item
     feature_noise: float = 0.0  # std of Gaussian noise on cached front-end features (regularises frozen features)
+    teacher_f0: bool = False  # synth: drive the DDSP synthesizer with the real F0 (voiced frames) while training
     lambdas: dict = field(default_factory=dict)  # overrides of losses.DEFAULT_LAMBDAS
     arch: dict = field(default_factory=dict)  # ModelConfig overrides, e.g. {"dim": 128}
     eval_every: int = 250
@@ -162,7 +163,10 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
     else:
         if feats is not None and cfg.feature_noise > 0 and model.training:
             feats = feats + cfg.feature_noise * torch.randn_like(feats)
-        out = model(batch["roi"], batch["lips"], mask_v, feats=feats)
+        f0_hz = None
+        if cfg.teacher_f0 and model.training:  # unvoiced frames: the lowest F0 (their harmonics are gated off)
+            f0_hz = torch.where(batch["voiced"], batch["f0"], torch.full_like(batch["f0"], audio.F0_MIN))
+        out = model(batch["roi"], batch["lips"], mask_v, feats=feats, f0_hz=f0_hz)
         if not cfg.freeze_frontend:
             out_losses.update(
                 losses.ctc_loss(out["ctc_log_probs"], batch["tokens"], batch["frames"], batch["token_lengths"])

@@ -87,7 +87,7 @@ def mel_figure(mel: np.ndarray, *, scale: PlotScale, title: str = "") -> Figure:
     return fig
 
 
-def _voiced_line(f0: np.ndarray) -> np.ndarray:
+def voiced_line(f0: np.ndarray) -> np.ndarray:
     """(F,) Hz with 0 where unvoiced → NaN there, so the line breaks instead of dropping to 0."""
     f0 = np.asarray(f0, dtype=np.float32).copy()
     f0[f0 <= 0] = np.nan
@@ -108,10 +108,10 @@ def f0_figure(
     """
     fig, ax = _figure()
     if reference_f0 is not None:
-        ax.plot(_frame_times(len(reference_f0)), _voiced_line(reference_f0), lw=1.0, color=REFERENCE_COLOUR,
+        ax.plot(_frame_times(len(reference_f0)), voiced_line(reference_f0), lw=1.0, color=REFERENCE_COLOUR,
                 alpha=0.6, label="reference")
     if f0 is not None:
-        ax.plot(_frame_times(len(f0)), _voiced_line(f0), lw=1.2, color=PREDICTED_COLOUR, label=label)
+        ax.plot(_frame_times(len(f0)), voiced_line(f0), lw=1.2, color=PREDICTED_COLOUR, label=label)
     else:
         ax.text(0.5, 0.5, "no F0 output", ha="center", va="center", transform=ax.transAxes, color="gray")
     ax.set_xlim(0, scale.duration)

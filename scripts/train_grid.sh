@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
+# and the two NaturalL2S variants, then export fp16 checkpoints into checkpoints/.
+#
+#   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 2 hours in all)
+#   GPU=1 scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]     # GPU recipe: longer runs, joint fine-tuning, adversarial losses
+#   NPROC=4 GPU=1 scripts/train_grid.sh ...                # several GPUs (torchrun, DistributedDataParallel)
+#
+# Every stage is resumable: rerun the script and finished stages resume at their last step (and stop at once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data/grid}
+WORK=${2:-../naturall2s-work}
+PY=${PY:-.venv/bin/python}
+CACHE=$WORK/cache/grid
+RUNS=$WORK/runs
+mkdir -p "$RUNS"
+
+if [ "${GPU:-0}" = 1 ]; then
+  LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-1}" -m naturall2s train --device cuda)
+  LIP_STEPS=(6000)
+  LIP=(--batch-size 32 --lr 6e-4 --warmup 300)
+  VOC=(--steps 20000 --batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000)
+  SYN=(--steps 20000 --batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000 --no-freeze-frontend)
+else
+  LAUNCH=("$PY" -m naturall2s train --device cpu)
+  LIP_STEPS=(1200 2400)
+  LIP=(--batch-size 8 --lr 6e-4 --warmup 100 --threads 2)
+  VOC=(--steps 2000 --batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1)
+  SYN=(--steps 1600 --batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1
+       --freeze-frontend --feature-noise 0.3)
+fi
+
+"$PY" -m naturall2s prepare --data-root "$DATA" --out "$CACHE" --workers 2
+
+# 1. the lip reader: front end + CTC + mel head, trained jointly; it is also the mel-gl baseline. The CPU recipe
+#    runs the cosine schedule twice (1200 steps, then resumed to 2400: a warm restart), as the shipped model was.
+for steps in "${LIP_STEPS[@]}"; do
+  "${LAUNCH[@]}" --variant mel-gl --stage lipreader --cache "$CACHE" --run-dir "$RUNS/lipreader" "${LIP[@]}" \
+    --steps "$steps" --eval-every 100 --export checkpoints/mel-gl.safetensors
+done
+LIPREADER=$RUNS/lipreader/best.safetensors
+
+# 2. the cascade's vocoder on real mels (independent of the lip reader), then composed with the lip reader's mel head
+"${LAUNCH[@]}" --variant mel-vocoder --stage vocoder --cache "$CACHE" --run-dir "$RUNS/vocoder" "${VOC[@]}" --eval-every 200
+"$PY" -m naturall2s train --variant mel-vocoder --stage vocoder --steps 0 --run-dir "$RUNS/mel-vocoder" \
+  --init "$RUNS/vocoder/best.safetensors,$LIPREADER" --export checkpoints/mel-vocoder.safetensors
+
+# 3. NaturalL2S with and without the DDSP prior, from the lip reader's front end
+#    The oscillator's phase gradients into the F0 predictor are scaled by 0.01: at 1 they drove the F0 head into its
+#    bounds within 100 steps (F0 loss 0.5 -> 1.4); at 0.01 the training stays end to end and the F0 loss keeps falling.
+declare -A ARCH=(
+  [naturall2s-noddsp]='{"feature_dropout": 0.3}'
+  [naturall2s]='{"feature_dropout": 0.3, "f0_grad_scale": 0.01}'
+)
+for v in naturall2s-noddsp naturall2s; do
+  "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v" --init "$LIPREADER" "${SYN[@]}" \
+    --arch "${ARCH[$v]}" --eval-every 100 --export "checkpoints/$v.safetensors"
+done
+
+"$PY" -m naturall2s models
