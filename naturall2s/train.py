@@ -246,9 +246,6 @@ def train(cfg: TrainConfig) -> dict:
         raise NaturalL2SError("the vocoder stage belongs to --variant mel-vocoder")
     if cfg.stage == "lipreader" and cfg.variant != "mel-gl":
         raise NaturalL2SError("the lipreader stage trains --variant mel-gl (front end + CTC + mel head)")
-    if not (Path(cfg.cache) / "manifest.json").exists():
-        raise DataError(f"no prepared cache at {cfg.cache}: run `python -m naturall2s prepare --out {cfg.cache}` first")
-
     if cfg.steps == 0:
         model = build_model(cfg)
         info = {"step": 0, "stage": "compose", "init": cfg.init, "train_config": asdict(cfg)}
@@ -257,6 +254,9 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.export:
             save_model(model, cfg.export, info=info)
         return {"step": 0, "best": float("nan"), "run_dir": cfg.run_dir}
+
+    if not (Path(cfg.cache) / "manifest.json").exists():
+        raise DataError(f"no prepared cache at {cfg.cache}: run `python -m naturall2s prepare --out {cfg.cache}` first")
 
     rank, world, device = setup_distributed(cfg)
     is_main = rank == 0

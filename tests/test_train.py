@@ -125,3 +125,18 @@ def test_torchrun_two_processes_gloo(cache, tmp_path):
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert load_state(tmp_path / "ddp" / "state.pt")["step"] == 2
+
+
+def test_compose_joins_a_vocoder_run_and_the_lip_reader(cache, tmp_path):
+    """--steps 0 trains nothing: later --init checkpoints win, so the lip reader's front end replaces the vocoder
+    run's untrained one while the vocoder comes from its own run."""
+    lip = Path(train(cfg_for(cache, tmp_path / "a", variant="mel-gl", stage="lipreader"))["run_dir"])
+    voc = Path(train(cfg_for(cache, tmp_path / "b", variant="mel-vocoder", stage="vocoder"))["run_dir"])
+    out = tmp_path / "composed.safetensors"
+    train(TrainConfig(variant="mel-vocoder", stage="vocoder", steps=0, arch=TINY, run_dir=str(tmp_path / "c"),
+                      cache=str(tmp_path / "nowhere"), init=f"{voc / 'best.safetensors'},{lip / 'best.safetensors'}",
+                      export=str(out)))
+    composed, lipreader, vocoder = (load_model(p) for p in (out, lip / "best.safetensors", voc / "best.safetensors"))
+    state = composed.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in lipreader.state_dict().items())
+    assert all(torch.equal(v, state[k]) for k, v in vocoder.state_dict().items() if k.startswith("vocoder."))
