@@ -83,6 +83,7 @@ def test_tiny_model_overfits_one_clip(cache, tmp_path, variant, stage):
     ("mel-gl", "lipreader", {}),
     ("naturall2s", "synth", {"freeze_frontend": True, "segment_frames": 6, "adv_start": 0, "adv_segment": 3200}),
     ("naturall2s-noddsp", "synth", {}),
+    ("naturall2s", "synth", {"teacher_f0": True, "arch": {**TINY, "f0_grad_scale": 0.01}}),
 ])
 def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
     cfg = cfg_for(cache, tmp_path, variant=variant, stage=stage, **extra)
