@@ -76,7 +76,7 @@ def main() -> None:
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     base = next((r["rtf"] for r in rows if r["variant"] == "naturall2s"), None)
     print(f"clip {args.seconds:.1f} s, {args.repeats} runs each, {args.threads} threads; model only (no landmarks)")
-    print(f"| variant | weights | params (M) | median s | RTF | RTF / naturall2s | peak RSS (MB) |")
+    print("| variant | weights | params (M) | median s | RTF | RTF / naturall2s | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['rtf'] / base:.2f}" if base else "-"

@@ -10,14 +10,13 @@ The torchaudio transforms are built once per process (and per device / setting) 
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from naturall2s.errors import NoAudioError
+from naturall2s.files import atomic_path
 
 SAMPLE_RATE = 16000  # Hz
 HOP_LENGTH = 160  # samples per audio frame (100 Hz)
@@ -74,16 +73,9 @@ def save_audio(path: str | Path, wav, sample_rate: int = SAMPLE_RATE) -> Path:
     import soundfile as sf
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.clip(_to_numpy(wav).astype(np.float32).reshape(-1), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".wav", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, data, int(sample_rate), format=_sf_format(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

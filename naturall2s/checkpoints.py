@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from naturall2s.errors import CheckpointError
+from naturall2s.files import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = Path(os.environ.get("NATURALL2S_CHECKPOINTS", REPO / "checkpoints"))
 FORMAT = "naturall2s/1"
-
-
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
 
 
 def save_model(model, path: str | Path, *, dtype: torch.dtype = torch.float16, info: dict | None = None) -> Path:
@@ -39,13 +32,8 @@ def save_model(model, path: str | Path, *, dtype: torch.dtype = torch.float16, i
             v = v.to(dtype)
         state[k] = v.contiguous().clone()
     metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "info": json.dumps(info or {})}
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped model is world-readable like any other file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -123,13 +111,8 @@ def available_models() -> list[str]:
 
 def save_state(state: dict, path: str | Path) -> None:
     """Training state (model/optimizer state dicts, step, config dicts) → ``path``, atomically."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_state(path: str | Path, *, map_location="cpu") -> dict:

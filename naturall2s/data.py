@@ -10,15 +10,14 @@ Cache layout made by :func:`prepare`: ``<cache>/manifest.json``, ``<cache>/split
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from naturall2s.files import atomic_path
 from naturall2s.audio import (
     F0_MAX, F0_MIN, F_MAX, F_MIN, HOP_LENGTH, LOG_CLAMP, LOUDNESS_FLOOR_DB, N_FFT, N_MELS, SAMPLE_RATE,
     SAMPLES_PER_VIDEO_FRAME, fit_length, f0_voicing, log_mel, loudness,
@@ -163,27 +162,13 @@ def clip_features(roi, lips, detected, audio_16k, text: str) -> dict[str, np.nda
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez into a temp file in the same folder, then os.replace: a killed run never leaves a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def _is_complete(path: Path) -> bool:
@@ -251,8 +236,8 @@ def prepare(data_root: str | Path, out: str | Path, *, workers: int = 2, detecto
         entries = entries[: max(0, int(limit))]
     clips_dir = out / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(data_root / "splits.json", out / ".splits.json.tmp")
-    os.replace(out / ".splits.json.tmp", out / "splits.json")
+    with atomic_path(out / "splits.json") as tmp:
+        shutil.copyfile(data_root / "splits.json", tmp)
 
     t_start = time.perf_counter()
     jobs, skipped, failures = [], 0, []

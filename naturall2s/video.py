@@ -15,12 +15,12 @@ import os
 import re
 import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from naturall2s.files import atomic_path
 from naturall2s.audio import SAMPLE_RATE
 from naturall2s.errors import ClipTooLongError, NotAVideoError, NoVideoStreamError
 
@@ -270,12 +270,6 @@ def read_audio_track(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE)
     return _decode_audio(p, sample_rate=sample_rate, limit_s=None)
 
 
-def _temp_sibling(path: Path) -> Path:
-    """A fresh temporary file name next to ``path`` with the same suffix (so ffmpeg picks the same format)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.part{path.suffix}")
-
-
 def write_gray_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = FPS, scale: int = 4) -> None:
     """Write (T, h, w) uint8 grayscale frames as an H.264 mp4 a person can watch.
 
@@ -288,19 +282,15 @@ def write_gray_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float 
     scale = max(1, int(scale))
     t, h, w = frames.shape
     out = Path(path)
-    tmp = _temp_sibling(out)
     vf = f"scale={w * scale}:{h * scale}:flags=neighbor,pad=ceil(iw/2)*2:ceil(ih/2)*2"
-    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "gray",
-           "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "pipe:0", "-vf", vf,
-           "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-           "-movflags", "+faststart", str(tmp)]
-    try:
+    with atomic_path(out) as tmp:
+        cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "gray",
+               "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "pipe:0", "-vf", vf,
+               "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+               "-movflags", "+faststart", str(tmp)]
         proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
         if proc.returncode != 0:
             raise RuntimeError(f"ffmpeg failed writing {out}: {_ffmpeg_error_line(proc.stderr.decode(errors='replace'))}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def mux_audio(video_path: str | os.PathLike, wav: np.ndarray, sample_rate: int,
@@ -318,10 +308,9 @@ def mux_audio(video_path: str | os.PathLike, wav: np.ndarray, sample_rate: int,
     wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
     if len(wav) == 0:
         raise ValueError("wav is empty")
-    tmp = _temp_sibling(out)
     video = audio = None
     try:
-        with tempfile.TemporaryDirectory(prefix="naturall2s-mux-") as work:
+        with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="naturall2s-mux-") as work:
             video = VideoFileClip(str(src), audio=False)
             wav = wav[: int(round(video.duration * sample_rate))]  # cut to the picture's length
             # stereo on purpose: moviepy 2.2's AudioArrayClip always returns 2 channels and mislabels mono
@@ -331,9 +320,7 @@ def mux_audio(video_path: str | os.PathLike, wav: np.ndarray, sample_rate: int,
                                  fps=video.fps, preset="veryfast", pixel_format="yuv420p",
                                  temp_audiofile=os.path.join(work, "audio.m4a"), logger=None,
                                  ffmpeg_params=["-movflags", "+faststart"])
-        os.replace(tmp, out)
     finally:
         for c in (audio, video):
             if c is not None:
                 c.close()
-        tmp.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from naturall2s.errors import CheckpointError, NaturalL2SError, NoFaceError
-from naturall2s.landmarks import MEDIAPIPE_TO_IBUG68, Detector, MediaPipeDetector, get_detector
+from naturall2s.landmarks import Detector, MediaPipeDetector, get_detector
 from naturall2s.roi import (
     LIP_DIM,
     MOUTH_WIDTH_FRACTION,

@@ -49,7 +49,7 @@ Speech from a **silent** talking-face video. Upload a clip (or record one), pick
 by side: audio, waveform, mel spectrogram, F0 contour, transcripts and objective scores. If your clip has its own
 sound, it is removed before synthesis and used as the reference."""
 
-ABOUT = f"""## Reading the results
+ABOUT = """## Reading the results
 | metric | meaning | better |
 |---|---|---|
 | WER / CER | word / character error rate of an ASR transcript of the output, against the reference transcript | lower |
