@@ -15,6 +15,7 @@ DEFAULT_EXAMPLES = Path(os.environ.get("NATURALL2S_SHARED_DATA", REPO.parent / "
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from naturall2s.landmarks import DETECTOR_NAMES
     from naturall2s.studio.ab_store import default_votes_path
     from naturall2s.studio.ui import DEFAULT_MAX_SECONDS
 
@@ -31,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="systems to compare (default: every shipped checkpoint)")
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="S",
                    help="refuse longer clips (default: %(default)s)")
-    p.add_argument("--detector", default="auto", choices=["auto", "mediapipe", "fan"],
+    p.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
                    help="face landmark detector (default: %(default)s)")
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help="folder for per-request files, cleaned by age (default: <system temp>/naturall2s-studio)")

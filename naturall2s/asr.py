@@ -49,7 +49,7 @@ class ASRUnavailableError(NaturalL2SError):
 def _to_pcm16(wav, sample_rate: int) -> bytes:
     """(N,) float in [-1, 1] at ``sample_rate`` -> 16 kHz mono 16-bit little-endian PCM bytes."""
     x = audio.resample(np.asarray(wav, np.float32).reshape(-1), int(sample_rate), ASR_RATE)
-    return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    return (np.clip(x, -1.0, 1.0) * audio.PCM16_SCALE).round().astype("<i2").tobytes()
 
 
 def grammar_path(grammar: str) -> Path:
@@ -77,7 +77,6 @@ class PocketSphinxASR:
     """
 
     def __init__(self, grammar: str | None = None):
-        self.grammar = grammar
         self.name = f"pocketsphinx+{grammar}" if grammar else "pocketsphinx"
         self._decoder = _pocketsphinx_decoder(grammar)
         self._aliases = _GRAMMAR_ALIASES.get(grammar, {})
@@ -147,8 +146,8 @@ def _find_whisper() -> tuple[str, str] | None:
 class WhisperASR:
     """OpenAI Whisper (or faster-whisper) on CPU, English, greedy decoding; weights must already be on disk."""
 
-    def __init__(self):
-        found = _find_whisper()
+    def __init__(self, found: tuple[str, str] | None = None):
+        found = found or _find_whisper()
         if found is None:
             raise ASRUnavailableError(
                 "Whisper is not available: install openai-whisper or faster-whisper and put a model's weights in "
@@ -196,6 +195,7 @@ def get_asr(name: str = "auto", *, grammar: str | None = "grid") -> ASR:
         raise ValueError(f"unknown ASR {name!r}; choose one of {', '.join(ASR_NAMES)}")
     if grammar is not None:
         grammar_path(grammar)  # validate early
-    if name == "whisper" or (name == "auto" and grammar is None and _find_whisper() is not None):
-        return WhisperASR()
+    found = _find_whisper() if name == "whisper" or (name == "auto" and grammar is None) else None
+    if name == "whisper" or found is not None:
+        return WhisperASR(found)
     return PocketSphinxASR(grammar)

@@ -34,6 +34,7 @@ LOUDNESS_FLOOR_DB = -100.0  # loudness of digital silence
 MEL_NORM = "slaney"  # mel filter normalisation and scale (librosa / HiFi-GAN convention)
 MEL_SCALE = "slaney"
 GRIFFIN_LIM_ITERS = 32
+PCM16_SCALE = 32767.0  # float [-1, 1] <-> 16-bit PCM (the cache stores audio as int16)
 
 
 # --------------------------------------------------------------------------------------------- I/O

@@ -19,7 +19,7 @@ import torch
 
 from naturall2s.files import atomic_path
 from naturall2s.audio import (
-    F0_MAX, F0_MIN, F_MAX, F_MIN, HOP_LENGTH, LOG_CLAMP, LOUDNESS_FLOOR_DB, N_FFT, N_MELS, SAMPLE_RATE,
+    F0_MAX, F0_MIN, F_MAX, F_MIN, HOP_LENGTH, LOG_CLAMP, LOUDNESS_FLOOR_DB, N_FFT, N_MELS, PCM16_SCALE, SAMPLE_RATE,
     SAMPLES_PER_VIDEO_FRAME, fit_length, f0_voicing, log_mel, loudness,
 )
 from naturall2s.errors import DataError
@@ -150,7 +150,7 @@ def clip_features(roi, lips, detected, audio_16k, text: str) -> dict[str, np.nda
     return {
         "roi": np.asarray(roi, dtype=np.uint8),
         "lips": np.asarray(lips, dtype=np.float16),
-        "audio": np.round(wav * 32767.0).astype(np.int16),
+        "audio": np.round(wav * PCM16_SCALE).astype(np.int16),
         "mel": mel.astype(np.float16),
         "f0": f0.astype(np.float32),
         "voiced": voiced.astype(bool),
@@ -348,7 +348,7 @@ def _load_raw(path: Path) -> dict:
 def load_cached(path: str | Path) -> dict[str, np.ndarray | str]:
     """One cached clip: the NPZ_KEYS arrays as stored, except audio (640T,) float32 in [-1, 1] and text a str."""
     rec = _load_raw(Path(path))
-    rec["audio"] = rec["audio"].astype(np.float32) / 32767.0
+    rec["audio"] = rec["audio"].astype(np.float32) / PCM16_SCALE
     return rec
 
 
@@ -394,7 +394,7 @@ class CachedGrid(torch.utils.data.Dataset):
         return {
             "roi": torch.from_numpy(rec["roi"][t0:t1].copy()),
             "lips": torch.from_numpy(rec["lips"][t0:t1].astype(np.float32)),
-            "audio": torch.from_numpy(rec["audio"][s0:s1].astype(np.float32) / 32767.0),
+            "audio": torch.from_numpy(rec["audio"][s0:s1].astype(np.float32) / PCM16_SCALE),
             "mel": torch.from_numpy(rec["mel"][:, a0:a1].astype(np.float32)),
             "f0": torch.from_numpy(rec["f0"][a0:a1].copy()),
             "voiced": torch.from_numpy(rec["voiced"][a0:a1].copy()),

@@ -151,7 +151,7 @@ def _reference_audio(clip: GridClip, cached: dict | None, mouth) -> np.ndarray:
 def reference_features(wav: np.ndarray, text: str, *, encoder) -> Reference:
     """Everything of the real side that the per-system scores reuse. wav (N,) float32 @ SAMPLE_RATE."""
     f0, voiced = audio.f0_voicing(wav)
-    return Reference(wav=wav, text=text, f0=f0, voiced=voiced, mcep=metrics.mel_cepstrum(wav),
+    return Reference(wav=wav, text=text, f0=f0, voiced=voiced, mcep=metrics.mel_cepstrum(wav, f0=f0),
                      embedding=encoder.embed(wav, audio.SAMPLE_RATE))
 
 
@@ -168,7 +168,7 @@ def score(ref: Reference, wav: np.ndarray, *, asr, encoder, seconds: float | Non
         "estoi": metrics.estoi(r, d),
         "pesq_nb": metrics.pesq_nb(r, d),
         "pesq_wb": metrics.pesq_wb(r, d),
-        "mcd": metrics.mcd_from_cepstra(ref.mcep, metrics.mel_cepstrum(d)),
+        "mcd": metrics.mcd_from_cepstra(ref.mcep, metrics.mel_cepstrum(d, f0=f0)),
         "f0_rmse_cents": metrics.f0_rmse_cents_from_tracks(ref.f0, f0),
         "voicing_error": metrics.voicing_error_from_tracks(ref.voiced, voiced),
         "wer": metrics.wer(ref.text, hyp),

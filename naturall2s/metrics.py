@@ -142,18 +142,20 @@ def _freqt_matrix(n_cepstrum: int, order: int, alpha: float) -> np.ndarray:
 
 
 def mel_cepstrum(wav, *, sample_rate: int = audio.SAMPLE_RATE, order: int = MCD_ORDER,
-                 alpha: float = MCD_ALPHA) -> np.ndarray:
+                 alpha: float = MCD_ALPHA, f0: np.ndarray | None = None) -> np.ndarray:
     """Mel-cepstrum per 10 ms frame: WORLD spectral envelope -> real cepstrum -> all-pass warping.
 
     The envelope is pyworld CheapTrick on :func:`naturall2s.audio.f0_voicing`'s F0 (frames of HOP_LENGTH
     samples); the cepstrum of its log power is warped with SPTK's ``freqt`` (alpha 0.42 ~ mel at 16 kHz),
     the steps of SPTK/pysptk ``sp2mc`` (on the causal half of the cepstrum).
     wav (N,) @ ``sample_rate`` -> (N // HOP_LENGTH, order + 1), column 0 being c0 (log energy).
+    ``f0``: that F0 track of the 16 kHz signal when the caller already has it (saves a second pitch analysis).
     """
     import pyworld
 
     x = audio.resample(np.asarray(wav, np.float32).reshape(-1), sample_rate, audio.SAMPLE_RATE)
-    f0, _ = audio.f0_voicing(x)
+    if f0 is None:
+        f0, _ = audio.f0_voicing(x)
     if f0.shape[0] == 0:
         return np.zeros((0, order + 1))
     t = np.arange(f0.shape[0]) * (audio.HOP_LENGTH / audio.SAMPLE_RATE)

@@ -30,7 +30,7 @@ import numpy as np
 
 from naturall2s.errors import ClipTooLongError, NoFaceError
 from naturall2s.landmarks import Detector, get_detector
-from naturall2s.video import FPS, MAX_SECONDS, VideoData, read_video
+from naturall2s.video import MAX_SECONDS, VideoData, read_video
 
 ROI_HEIGHT = 48
 ROI_WIDTH = 72
@@ -222,5 +222,5 @@ def extract_mouth(video: str | os.PathLike | VideoData, *, detector: Detector | 
     except NoFaceError as e:
         name = Path(data.path).name if data.path else "the clip"
         raise NoFaceError(f"{name}: {e}") from e
-    return MouthClip(roi=roi, lips=lips, audio=data.audio, fps=float(getattr(data, "fps", FPS)),
+    return MouthClip(roi=roi, lips=lips, audio=data.audio, fps=float(data.fps),
                      detected=detected, source=data.path)

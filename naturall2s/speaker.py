@@ -178,6 +178,7 @@ def get_speaker_encoder(name: str = "auto") -> SpeakerEncoder:
     """
     if name not in ENCODER_NAMES:
         raise ValueError(f"unknown speaker encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
-    if name == "ecapa" or (name == "auto" and find_ecapa() is not None):
-        return EcapaEncoder()
+    folder = find_ecapa() if name in ("ecapa", "auto") else None
+    if name == "ecapa" or folder is not None:
+        return EcapaEncoder(folder)
     return ResemblyzerEncoder()

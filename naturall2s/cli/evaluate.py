@@ -14,6 +14,8 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from naturall2s.landmarks import DETECTOR_NAMES
+
     parser.add_argument("--split", default="test", help="split of splits.json to score (default test)")
     parser.add_argument("--models", nargs="+", default=[], metavar="NAME",
                         help="shipped model names or .safetensors paths")
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pocketsphinx grammar (default grid: the GRID sentence; none: open vocabulary)")
     parser.add_argument("--speaker", default="auto", choices=["auto", "resemblyzer", "ecapa"],
                         help="speaker encoder (auto: ECAPA when its files are on disk, else Resemblyzer)")
-    parser.add_argument("--detector", default="auto", choices=["auto", "mediapipe", "fan"],
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
                         help="face landmark detector when no --cache is given")
 
 

@@ -12,10 +12,12 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from naturall2s.landmarks import DETECTOR_NAMES
+
     parser.add_argument("--data-root", required=True, help="GRID root with <speaker>/*.mp4, align/ and splits.json")
     parser.add_argument("--out", required=True, help="cache folder to write (e.g. cache/grid)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 1 = in this process)")
-    parser.add_argument("--detector", default="auto", choices=["auto", "mediapipe", "fan"],
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
                         help="face landmark detector (default auto: FAN when its weights are on disk, else MediaPipe)")
     parser.add_argument("--limit", type=int, default=None, help="prepare at most N clips (smoke runs)")
     parser.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"],

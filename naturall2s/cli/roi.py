@@ -19,9 +19,11 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from naturall2s.landmarks import DETECTOR_NAMES
+
     parser.add_argument("video", help="input video (mp4, mov, mkv, avi, mpg, webm, ...)")
     parser.add_argument("-o", "--output", default="roi.mp4", help="output mp4 (default: roi.mp4)")
-    parser.add_argument("--detector", default="auto", choices=["auto", "mediapipe", "fan"],
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
                         help="face landmark detector (default auto: FAN when its weights are on disk, else MediaPipe)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="refuse clips longer than this (default: naturall2s.video.MAX_SECONDS, 60 s)")

@@ -3,11 +3,13 @@ HELP = "speech for a silent talking-face video (writes a wav, optionally a dubbe
 
 
 def add_arguments(parser):
+    from naturall2s.landmarks import DETECTOR_NAMES
+
     parser.add_argument("video", help="input video (any common container; its own audio is ignored)")
     parser.add_argument("-o", "--output", default="out.wav", help="output wav (16 kHz mono)")
     parser.add_argument("--model", default="naturall2s", help="shipped model name or .safetensors path")
     parser.add_argument("--video-out", default=None, help="also write the video with the new audio (mp4)")
-    parser.add_argument("--detector", default="auto", choices=["auto", "mediapipe", "fan"])
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES)
     parser.add_argument("--max-seconds", type=float, default=None, help="refuse clips longer than this")
     parser.add_argument("--device", default="cpu")
 

@@ -45,7 +45,6 @@ METRIC_COLUMNS = {
 }
 METRIC_DIGITS = {"f0_rmse_cents": 1, "seconds": 2}  # decimals in the table (others: 3)
 TABLE_HEADERS = ["System", "Lip-read text", "ASR transcript", *METRIC_COLUMNS.values()]
-REFERENCE_METRICS = ("stoi", "estoi", "pesq_nb", "pesq_wb", "speaker_similarity", "f0_rmse_cents")
 
 Progress = Callable[[float, str], None]
 
@@ -110,7 +109,7 @@ class StudioResult:
         """Metrics table: ``TABLE_HEADERS`` and one row per column (floats rounded, None where not measured)."""
         rows = []
         for r in self.columns():
-            values = [_round(r.metrics.get(k), METRIC_DIGITS.get(k, 3)) for k in METRIC_COLUMNS]
+            values = [round_or_none(r.metrics.get(k), METRIC_DIGITS.get(k, 3)) for k in METRIC_COLUMNS]
             rows.append([r.name, r.text or "", r.transcript or "", *values])
         return TABLE_HEADERS, rows
 
@@ -122,7 +121,8 @@ class StudioResult:
         raise KeyError(name)
 
 
-def _round(x: float | None, digits: int = 3) -> float | None:
+def round_or_none(x: float | None, digits: int = 3) -> float | None:
+    """``x`` rounded for a table; None for a missing or NaN value."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return None
     return round(float(x), digits)

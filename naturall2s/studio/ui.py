@@ -22,7 +22,7 @@ import numpy as np
 from naturall2s.errors import NaturalL2SError
 from naturall2s.studio import plots
 from naturall2s.studio.ab_store import VoteStore
-from naturall2s.studio.pipeline import METRIC_COLUMNS, REFERENCE, TABLE_HEADERS, Studio, StudioResult
+from naturall2s.studio.pipeline import METRIC_COLUMNS, REFERENCE, TABLE_HEADERS, Studio, StudioResult, round_or_none
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +177,14 @@ class StudioApp:
             if r is None:
                 out += [gr.Column(visible=False), None, "", None, None, None]
                 continue
-            title = f"{name}"
             out += [
                 gr.Column(visible=True),
                 str(r.wav_path),
                 _column_info(r),
-                plots.waveform_figure(r.wav, r.sample_rate, scale=scale, title=f"{title}: waveform"),
-                plots.mel_figure(r.mel, scale=scale, title=f"{title}: log-mel"),
+                plots.waveform_figure(r.wav, r.sample_rate, scale=scale, title=f"{name}: waveform"),
+                plots.mel_figure(r.mel, scale=scale, title=f"{name}: log-mel"),
                 plots.f0_figure(r.f0, scale=scale, reference_f0=None if name == REFERENCE else ref_f0,
-                                title=f"{title}: F0 ({r.f0_source})", label=r.f0_source),
+                                title=f"{name}: F0 ({r.f0_source})", label=r.f0_source),
             ]
         dub_choices = [r.name for r in result.systems]
         out += [
@@ -271,9 +270,9 @@ class StudioApp:
 
     def ab_results(self) -> tuple[dict, dict]:
         """Win-rate and MOS tables."""
-        pairs = [[p.first, p.second, p.wins_first, p.wins_second, p.ties, _num(p.win_rate), _num(p.ci_low),
-                  _num(p.ci_high)] for p in self.votes.pair_results()]
-        mos = [[m.system, _num(m.mean), _num(m.ci_low), _num(m.ci_high), m.count] for m in self.votes.mos_results()]
+        pairs = [[p.first, p.second, p.wins_first, p.wins_second, p.ties, round_or_none(p.win_rate), round_or_none(p.ci_low),
+                  round_or_none(p.ci_high)] for p in self.votes.pair_results()]
+        mos = [[m.system, round_or_none(m.mean), round_or_none(m.ci_low), round_or_none(m.ci_high), m.count] for m in self.votes.mos_results()]
         return {"headers": PAIR_HEADERS, "data": pairs}, {"headers": MOS_HEADERS, "data": mos}
 
     def ab_export(self):
@@ -399,10 +398,6 @@ class StudioApp:
 
 def _score(x) -> int | None:
     return None if x in (None, "") else int(x)
-
-
-def _num(x: float, digits: int = 3) -> float | None:
-    return None if x is None or math.isnan(x) else round(x, digits)
 
 
 def build_app(studio: Studio, *, examples: list[Path] | None = None, votes: VoteStore,
