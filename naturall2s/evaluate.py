@@ -31,6 +31,7 @@ import numpy as np
 
 from naturall2s import audio, metrics
 from naturall2s.errors import DataError, NaturalL2SError, NoAudioError
+from naturall2s.metrics import mean_ci
 
 REFERENCE = "reference"  # name of the ground-truth "system"
 CI_LEVEL = 0.95
@@ -177,17 +178,6 @@ def score(ref: Reference, wav: np.ndarray, *, asr, encoder, seconds: float | Non
         "rtf": metrics.rtf(seconds, len(wav)) if seconds is not None else float("nan"),
         "asr_text": hyp,
     }
-
-
-def mean_ci(values, *, level: float = CI_LEVEL) -> dict:
-    """Mean and Student-t confidence half-width of the finite values: {"mean", "ci95", "n"} (nan when undefined)."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
-    n = int(x.size)
-    mean = float(x.mean()) if n else float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": mean, "ci95": half, "n": n}
 
 
 def summarize(rows: list[dict], systems: Sequence[str]) -> dict:

@@ -281,3 +281,15 @@ def rtf(compute_seconds: float, n_samples: int, sample_rate: int = audio.SAMPLE_
     """Real-time factor: seconds of compute per second of audio produced (< 1 is faster than real time)."""
     duration = n_samples / float(sample_rate)
     return float(compute_seconds) / duration if duration > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------- summaries
+def mean_ci(values, *, level: float = 0.95) -> dict:
+    """Mean and Student-t confidence half-width of the finite values: {"mean", "ci95", "n"} (nan when undefined)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
+    n = int(x.size)
+    mean = float(x.mean()) if n else float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "ci95": half, "n": n}

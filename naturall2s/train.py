@@ -16,6 +16,7 @@ as fp16 safetensors to ``<run-dir>/best.safetensors`` (and to ``--export`` if gi
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -309,7 +310,9 @@ def train(cfg: TrainConfig) -> dict:
     # frozen front end: its features are computed once (per clip, eval mode) and reused every step
     feats_cache = None
     if cfg.freeze_frontend and cfg.stage == "synth":
-        feats_cache = cache_features(model, [CachedGrid(cfg.cache, "train"), val_set], device, is_main)
+        whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
+        whole_clips.segment_frames = None
+        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main)
 
     def feats_of(batch):
         if feats_cache is None:

@@ -220,13 +220,10 @@ def _read_into(stream, view: memoryview) -> bool:
     return True
 
 
-def _decode_audio(p: Path, *, sample_rate: int, limit_s: float | None) -> np.ndarray | None:
+def _decode_audio(p: Path, *, sample_rate: int) -> np.ndarray | None:
     """Decode the first audio track as (N,) float32 mono at ``sample_rate``; None if it yields nothing."""
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", _input_arg(p), "-vn", "-sn", "-dn",
-           "-ac", "1", "-ar", str(sample_rate)]
-    if limit_s is not None:
-        cmd += ["-t", f"{limit_s:.3f}"]
-    cmd += ["-f", "f32le", "pipe:1"]
+           "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True)
     n = len(proc.stdout) // 4
     if n == 0:
@@ -241,8 +238,8 @@ def read_video(path: str | os.PathLike, *, fps: float = FPS, max_seconds: float 
     max_side: when given, frames are downscaled (aspect kept) so the longer side is at most this many pixels.
     Raises NotAVideoError, NoVideoStreamError or ClipTooLongError (the latter before decoding).
     """
-    p = _check_file(path)
-    info = probe(p)
+    p = Path(path)
+    info = probe(p)  # checks the file first
     _check_length(p, info, max_seconds)
     limit_s = (info.duration if info.duration is not None else max_seconds) + _DURATION_SLACK
     frames, audio = _decode(p, info, fps=fps, max_side=max_side, limit_s=limit_s,
@@ -267,7 +264,7 @@ def read_audio_track(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE)
         has_audio = True
     if not has_audio:
         return None
-    return _decode_audio(p, sample_rate=sample_rate, limit_s=None)
+    return _decode_audio(p, sample_rate=sample_rate)
 
 
 def write_gray_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = FPS, scale: int = 4) -> None:
@@ -302,8 +299,8 @@ def mux_audio(video_path: str | os.PathLike, wav: np.ndarray, sample_rate: int,
     """
     from moviepy import AudioArrayClip, VideoFileClip
 
-    src = _check_file(video_path)
-    probe(src)  # typed errors for bad inputs before moviepy sees them
+    src = Path(video_path)
+    probe(src)  # typed errors for bad inputs (missing, empty, not a video) before moviepy sees them
     out = Path(out_path)
     wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
     if len(wav) == 0:

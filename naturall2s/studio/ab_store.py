@@ -188,18 +188,12 @@ def wilson_interval(successes: int, n: int, *, z: float = Z_95) -> tuple[float, 
 
 
 def mean_interval(values: list[float], *, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t interval; one value gives ``(x, nan, nan)``, none gives all NaN."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    mean = sum(values) / n
-    if n == 1:
-        return mean, math.nan, math.nan
-    from scipy.stats import t
+    """Mean and Student-t interval (:func:`naturall2s.metrics.mean_ci`); one value gives ``(x, nan, nan)``, none
+    gives all NaN."""
+    from naturall2s.metrics import mean_ci
 
-    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    m = mean_ci(values, level=confidence)
+    return m["mean"], m["mean"] - m["ci95"], m["mean"] + m["ci95"]
 
 
 def pair_results(votes: list[Vote]) -> list[PairResult]:
