@@ -139,12 +139,20 @@ def apply_affine(mats: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.einsum("tij,tkj->tki", mats[:, :, :2], points) + mats[:, None, :, 2]
 
 
+CROP_CENTRE = np.array([(ROI_WIDTH - 1) / 2, (ROI_HEIGHT - 1) / 2])  # pixel centre of the crop (x, y)
+
+
 def mouth_transforms(landmarks: np.ndarray, detected: np.ndarray | None = None) -> np.ndarray:
     """Per-frame affine maps from image pixels to mouth-crop pixels (the ones ``crop_mouth`` warps with).
 
     landmarks: (T, 68, 2) pixel coordinates (NaN rows allowed when ``detected`` is given or computed here).
     Returns (T, 2, 3) float64. Raises NoFaceError when fewer than MIN_FACE_FRACTION of the frames have a face.
     """
+    return _filled_and_transforms(landmarks, detected)[1]
+
+
+def _filled_and_transforms(landmarks: np.ndarray, detected: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(landmarks with detection gaps interpolated (T, 68, 2), :func:`mouth_transforms` (T, 2, 3))."""
     landmarks = np.asarray(landmarks)
     if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
         raise ValueError(f"landmarks must be (T, 68, 2), got {landmarks.shape}")
@@ -157,10 +165,9 @@ def mouth_transforms(landmarks: np.ndarray, detected: np.ndarray | None = None) 
     lm = _interpolate_gaps(landmarks, detected)
     to_ref = similarity_transforms(_smooth(lm[:, STABLE_POINTS], ALIGN_SMOOTH_FRAMES), REFERENCE_FACE)
     centre = _smooth(apply_affine(to_ref, lm[:, LIP_POINTS]).mean(axis=1), CENTRE_SMOOTH_FRAMES)  # (T, 2)
-    out_centre = np.array([(ROI_WIDTH - 1) / 2, (ROI_HEIGHT - 1) / 2])
     mats = PIXELS_PER_UNIT * to_ref
-    mats[:, :, 2] = PIXELS_PER_UNIT * (to_ref[:, :, 2] - centre) + out_centre
-    return mats
+    mats[:, :, 2] = PIXELS_PER_UNIT * (to_ref[:, :, 2] - centre) + CROP_CENTRE
+    return lm, mats
 
 
 def _pyramid_levels(mats: np.ndarray) -> int:
@@ -184,7 +191,7 @@ def crop_mouth(frames: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, n
     if len(frames) != len(landmarks):
         raise ValueError(f"{len(frames)} frames but {len(landmarks)} landmark rows")
     detected = np.isfinite(np.asarray(landmarks)).all(axis=(1, 2))
-    mats = mouth_transforms(landmarks, detected)
+    filled, mats = _filled_and_transforms(landmarks, detected)
     levels = _pyramid_levels(mats)
     warp = mats.copy()
     warp[:, :, :2] *= 2 ** levels  # the same map, read from a frame halved `levels` times
@@ -195,9 +202,8 @@ def crop_mouth(frames: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, n
         patch = cv2.warpAffine(frame, warp[i], (ROI_WIDTH, ROI_HEIGHT), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
         roi[i] = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
-    lm = _interpolate_gaps(np.asarray(landmarks)[:, LIP_POINTS], detected)
     half = np.array([ROI_WIDTH / 2, ROI_HEIGHT / 2])
-    lips = (apply_affine(mats, lm) - (np.array([ROI_WIDTH, ROI_HEIGHT]) - 1) / 2) / half
+    lips = (apply_affine(mats, filled[:, LIP_POINTS]) - CROP_CENTRE) / half
     return roi, lips.reshape(len(frames), LIP_DIM).astype(np.float32), detected
 
 
