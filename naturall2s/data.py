@@ -28,7 +28,7 @@ ALIGN_UNITS_PER_SECOND = 25000.0  # .align times: 1000 units = one 40 ms video f
 SILENCE_WORDS = frozenset({"sil", "sp"})
 AUDIO_FRAMES_PER_VIDEO_FRAME = SAMPLES_PER_VIDEO_FRAME // HOP_LENGTH  # 4
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: + per-frame word labels ("words")
 
 # GRID grammar: command colour preposition letter digit adverb. The letter of each word in a clip name.
 _COMMANDS = {"b": "bin", "l": "lay", "p": "place", "s": "set"}
@@ -45,7 +45,9 @@ GRID_VOCAB: list[str] = list(dict.fromkeys(w for slot in _NAME_SLOTS for w in sl
 BLANK = 0
 _WORD_TO_TOKEN = {w: i + 1 for i, w in enumerate(GRID_VOCAB)}
 
-NPZ_KEYS = ("roi", "lips", "audio", "mel", "f0", "voiced", "loudness", "text", "detected")
+NPZ_KEYS = ("roi", "lips", "audio", "mel", "f0", "voiced", "loudness", "text", "detected", "words")
+UNKNOWN_WORD = 255
+"""Frame label where the word is unknown (no .align file): ignored by the frame-level word loss."""
 
 
 # ------------------------------------------------------------------------------------ transcripts
@@ -74,6 +76,22 @@ def read_align(path: str | Path) -> list[tuple[float, float, str]]:
 def align_transcript(path: str | Path) -> str:
     """The sentence of a GRID ``.align`` file: its words in order without sil/sp, space-separated."""
     return " ".join(w for _, _, w in read_align(path) if w not in SILENCE_WORDS)
+
+
+def word_frames(words: list[tuple[float, float, str]], n_frames: int, *, fps: float = 25.0) -> np.ndarray:
+    """Per-video-frame word labels from :func:`read_align` timings -> (n_frames,) uint8.
+
+    Frame ``t`` (centre ``(t + 0.5) / fps`` s) gets the token (1..51) of the word spoken at that instant, ``BLANK``
+    (0) in silence (sil/sp or outside every word). Raises DataError on a word outside GRID_VOCAB.
+    """
+    labels = np.zeros(n_frames, dtype=np.uint8)
+    centres = (np.arange(n_frames) + 0.5) / fps
+    for start, end, word in words:
+        if word in SILENCE_WORDS:
+            continue
+        token = text_to_tokens(word)[0]
+        labels[(centres >= start) & (centres < end)] = token
+    return labels
 
 
 def name_transcript(name: str) -> str:
@@ -135,13 +153,18 @@ def load_splits(data_root: str | Path) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------- preparation
-def clip_features(roi, lips, detected, audio_16k, text: str) -> dict[str, np.ndarray]:
+def clip_features(roi, lips, detected, audio_16k, text: str, words: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The npz record of one clip: video arrays of T frames, audio fitted to 640T samples, features at 4T.
 
-    roi (T,48,72) uint8, lips (T,40), detected (T,) bool, audio_16k (N,) float32 -> dict of NPZ_KEYS arrays
-    with the cache dtypes (audio int16, mel/lips/loudness float16).
+    roi (T,48,72) uint8, lips (T,40), detected (T,) bool, audio_16k (N,) float32, words (T,) frame word labels
+    (:func:`word_frames`; None: all ``UNKNOWN_WORD``) -> dict of NPZ_KEYS arrays with the cache dtypes
+    (audio int16, mel/lips/loudness float16, words uint8).
     """
     n_frames = int(roi.shape[0])
+    if words is None:
+        words = np.full(n_frames, UNKNOWN_WORD, dtype=np.uint8)
+    elif len(words) != n_frames:
+        raise DataError(f"word labels cover {len(words)} frames, the clip has {n_frames}")
     wav = fit_length(np.asarray(audio_16k, dtype=np.float32), n_frames * SAMPLES_PER_VIDEO_FRAME)
     wav = np.clip(wav, -1.0, 1.0)
     f0, voiced = f0_voicing(wav)
@@ -157,6 +180,7 @@ def clip_features(roi, lips, detected, audio_16k, text: str) -> dict[str, np.nda
         "loudness": loudness(wav).astype(np.float16),
         "text": np.array(text),
         "detected": np.asarray(detected, dtype=bool),
+        "words": np.asarray(words, dtype=np.uint8),
     }
 
 
@@ -171,13 +195,15 @@ def _write_json_atomic(path: Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def _is_complete(path: Path) -> bool:
-    """True when ``path`` is a readable cache npz holding every key (used to skip clips on a rerun)."""
+def _cache_state(path: Path) -> str:
+    """``"complete"`` (every key: skipped on a rerun), ``"no-words"`` (a version-1 record: word labels are added
+    in place) or ``"missing"`` (absent or unreadable: prepared again)."""
     try:
         with np.load(path) as z:
-            return set(NPZ_KEYS) <= set(z.files)
+            missing = set(NPZ_KEYS) - set(z.files)
     except Exception:
-        return False
+        return "missing"
+    return "complete" if not missing else "no-words" if missing == {"words"} else "missing"
 
 
 # Per-process state of a preparation worker: the detector is built once in the pool initializer.
@@ -193,6 +219,23 @@ def _init_worker(detector: str, single_thread: bool = True) -> None:
     _WORKER["detector"] = get_detector(detector)
 
 
+def _clip_text(name: str, align: str | Path, n_frames: int) -> tuple[str, np.ndarray | None]:
+    """(sentence, frame word labels) from the .align file; without one, the sentence the name spells and None."""
+    if Path(align).is_file():
+        words = read_align(align)
+        return " ".join(w for _, _, w in words if w not in SILENCE_WORDS), word_frames(words, n_frames)
+    return name_transcript(name), None
+
+
+def _add_word_labels(path: Path, align: Path) -> None:
+    """Upgrade a version-1 cache npz (no ``words``) in place, atomically: no video is decoded again."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    _, words = _clip_text(path.stem, align, int(arrays["roi"].shape[0]))
+    arrays["words"] = words if words is not None else np.full(arrays["roi"].shape[0], UNKNOWN_WORD, np.uint8)
+    save_npz_atomic(path, arrays)
+
+
 def _prepare_one(job: tuple[str, str, str, str]) -> dict:
     """Prepare one clip (name, mp4, align, out npz) in a worker. Never raises: failures come back as a record."""
     name, mp4, align, out = job
@@ -204,8 +247,8 @@ def _prepare_one(job: tuple[str, str, str, str]) -> dict:
         clip = extract_mouth(mp4, detector=_WORKER.get("detector"))
         if clip.audio is None:
             raise DataError(f"{mp4} has no audio track")
-        text = align_transcript(align) if Path(align).is_file() else name_transcript(name)
-        arrays = clip_features(clip.roi, clip.lips, clip.detected, clip.audio, text)
+        text, words = _clip_text(name, align, int(clip.roi.shape[0]))
+        arrays = clip_features(clip.roi, clip.lips, clip.detected, clip.audio, text, words)
         save_npz_atomic(Path(out), arrays)
         return {"name": name, "ok": True, "seconds": time.perf_counter() - t0, "detector": det,
                 "frames": int(clip.roi.shape[0]), "detected": float(np.mean(clip.detected))}
@@ -240,11 +283,15 @@ def prepare(data_root: str | Path, out: str | Path, *, workers: int = 2, detecto
         shutil.copyfile(data_root / "splits.json", tmp)
 
     t_start = time.perf_counter()
-    jobs, skipped, failures = [], 0, []
+    jobs, skipped, upgraded, failures = [], 0, 0, []
     for _, speaker, name in entries:
         target = clips_dir / f"{name}.npz"
         mp4 = data_root / speaker / f"{name}.mp4"
-        if _is_complete(target):
+        state = _cache_state(target)
+        if state == "no-words":
+            _add_word_labels(target, data_root / "align" / speaker / f"{name}.align")
+            upgraded += 1
+        if state != "missing":
             skipped += 1
         elif not mp4.is_file():
             failures.append({"name": name, "error": f"video not found: {mp4}"})
@@ -257,6 +304,7 @@ def prepare(data_root: str | Path, out: str | Path, *, workers: int = 2, detecto
     summary = {
         "prepared": len(done),
         "skipped": skipped,
+        "upgraded": upgraded,
         "failed": len(failures),
         "failures": failures,
         "wall_s": round(time.perf_counter() - t_start, 2),
@@ -335,7 +383,7 @@ def _load_raw(path: Path) -> dict:
         with np.load(path) as z:
             missing = set(NPZ_KEYS) - set(z.files)
             if missing:
-                raise DataError(f"{path} lacks keys {sorted(missing)}; re-run prepare")
+                raise DataError(f"{path} lacks keys {sorted(missing)}; re-run `python -m naturall2s prepare` (it adds word labels to an older cache in place)")
             rec = {k: z[k] for k in NPZ_KEYS}
     except DataError:
         raise
@@ -356,7 +404,8 @@ class CachedGrid(torch.utils.data.Dataset):
     """A split of a prepared cache, held in RAM (compact dtypes; converted per item).
 
     Items: ``roi (T,H,W) uint8, lips (T,40) float32, audio (640T,) float32, mel (80,4T) float32,
-    f0 (4T,) float32, voiced (4T,) bool, loudness (4T,) float32, tokens (L,) long, name str, text str``.
+    f0 (4T,) float32, voiced (4T,) bool, loudness (4T,) float32, tokens (L,) long, words (T,) long, name str,
+    text str, start int``.
     With ``segment_frames=S`` clips longer than S are cut to S video frames and the matching 4S audio frames
     / 640S samples: at a random start when ``train`` else at the start. Tokens stay the whole sentence.
     """
@@ -400,6 +449,7 @@ class CachedGrid(torch.utils.data.Dataset):
             "voiced": torch.from_numpy(rec["voiced"][a0:a1].copy()),
             "loudness": torch.from_numpy(rec["loudness"][a0:a1].astype(np.float32)),
             "tokens": torch.tensor(text_to_tokens(rec["text"]), dtype=torch.long),
+            "words": torch.from_numpy(rec["words"][t0:t1].astype(np.int64)),
             "name": self.names[i],
             "text": rec["text"],
             "start": t0,
@@ -407,7 +457,7 @@ class CachedGrid(torch.utils.data.Dataset):
 
 
 # Padding values per key: silence for the audio features, blank for tokens, zero otherwise.
-_PAD_VALUES = {"mel": float(np.log(LOG_CLAMP)), "loudness": LOUDNESS_FLOOR_DB, "tokens": BLANK}
+_PAD_VALUES = {"mel": float(np.log(LOG_CLAMP)), "loudness": LOUDNESS_FLOOR_DB, "tokens": BLANK, "words": UNKNOWN_WORD}
 
 
 def _pad_stack(tensors: list[torch.Tensor], dim: int, value: float) -> torch.Tensor:
@@ -425,11 +475,11 @@ def collate(items: list[dict]) -> dict:
     """Batch CachedGrid items, padding to the longest clip.
 
     -> ``roi (B,T,H,W) uint8, lips (B,T,40), audio (B,640T), mel (B,80,4T), f0 / voiced / loudness (B,4T),
-    tokens (B,L) long (0-padded), frames (B,) long video lengths, token_lengths (B,) long, start (B,) long first
+    tokens (B,L) long (0-padded), words (B,T) long (UNKNOWN_WORD-padded), frames (B,) long video lengths, token_lengths (B,) long, start (B,) long first
     video frame of each item in its clip (segments), name / text lists``.
     Padding is silence (mel log(LOG_CLAMP), loudness LOUDNESS_FLOOR_DB, zeros elsewhere).
     """
-    time_dims = {"roi": 0, "lips": 0, "audio": 0, "mel": 1, "f0": 0, "voiced": 0, "loudness": 0, "tokens": 0}
+    time_dims = {"roi": 0, "lips": 0, "audio": 0, "mel": 1, "f0": 0, "voiced": 0, "loudness": 0, "tokens": 0, "words": 0}
     batch = {k: _pad_stack([it[k] for it in items], d, _PAD_VALUES.get(k, 0)) for k, d in time_dims.items()}
     batch["frames"] = torch.tensor([it["roi"].shape[0] for it in items], dtype=torch.long)
     batch["token_lengths"] = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)

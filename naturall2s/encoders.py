@@ -1,4 +1,4 @@
-"""Visual front end (lip reading encoder) and its CTC head.
+"""Visual front end (lip reading encoder), its CTC head and its frame-level word head.
 
 ``VisualFrontEnd``: grayscale mouth crops + lip landmarks at 25 fps -> one feature vector per video frame.
 Built for CPU training: a 3D-conv stem over time, a light per-frame 2D residual trunk that runs only on the
@@ -109,3 +109,15 @@ class CTCHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.proj(x).float(), dim=-1)
+
+
+class WordHead(nn.Module):
+    """Frame-level word classifier (trained on GRID .align timings; 0 = silence, 1..V-1 the words).
+    (B,T,dim) -> logits (B,T,vocab_size), float32."""
+
+    def __init__(self, *, dim: int, vocab_size: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).float()

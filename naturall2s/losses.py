@@ -20,6 +20,7 @@ MAG_FLOOR = 1e-5  # clamp before log-magnitude / log-mel
 
 DEFAULT_LAMBDAS: dict[str, float] = {
     "ctc": 1.0,
+    "word/ce": 0.5,  # frame-level word classification (GRID .align timings)
     "melhead/l1": 1.0,  # train.py: predicted log-mel vs. the cached one (mel variants)
     "stft/sc": 1.0,
     "stft/mag": 1.0,
@@ -149,6 +150,15 @@ def ctc_loss(log_probs: torch.Tensor, tokens: torch.Tensor, input_lengths: torch
     loss = F.ctc_loss(log_probs.float().transpose(0, 1), tokens.long(), input_lengths.long(), target_lengths.long(),
                       blank=blank, reduction="mean", zero_infinity=True)
     return {"ctc": loss}
+
+
+def word_ce_loss(logits: torch.Tensor, words: torch.Tensor, *, ignore_index: int = 255) -> dict[str, torch.Tensor]:
+    """Frame-level word classification. logits (B, T, V), words (B, T) labels (``ignore_index``: unknown or
+    padding) -> {"word/ce"} (mean over labelled frames; 0 with grad when none are)."""
+    valid = words != ignore_index
+    if not bool(valid.any()):
+        return {"word/ce": logits.sum() * 0.0}
+    return {"word/ce": F.cross_entropy(logits.float()[valid], words[valid].long())}
 
 
 # ------------------------------------------------------------------------------------ adversarial

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from naturall2s import audio
 from naturall2s.data import GRID_VOCAB, tokens_to_text
-from naturall2s.encoders import CTCHead, VisualFrontEnd
+from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
 from naturall2s.generator import ISTFTGenerator
 from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
 from naturall2s.synths import HarmonicPlusNoise
@@ -51,6 +51,9 @@ class ModelConfig:
     gen_intermediate_dim: int = 512
     gen_layers: int = 6
     feature_dropout: float = 0.0  # dropout on front-end features before the speech heads
+    # frame-level word classifier on the front end; its posteriors, embedded, are added to the (dropped-out)
+    # features the speech heads read: learned text guidance, from the video alone at inference
+    word_head: bool = False
     # scale of the gradient from the DDSP synthesizer into the F0 predictor (1: plain end to end). Oscillator-phase
     # gradients are large and erratic; at 1 they pushed the F0 head into its bounds within 100 steps on GRID.
     f0_grad_scale: float = 1.0
@@ -110,6 +113,10 @@ class LipToSpeech(nn.Module):
             in_size=c.roi_size, lip_dim=c.lip_dim, dim=c.dim, n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout
         )
         self.ctc = CTCHead(dim=c.dim, vocab_size=c.vocab_size)
+        if c.word_head:
+            self.word_head = WordHead(dim=c.dim, vocab_size=c.vocab_size)
+            self.word_embed = nn.Linear(c.vocab_size, c.dim, bias=False)
+            nn.init.zeros_(self.word_embed.weight)  # starts as the plain features (e.g. from an older lip reader)
         self.upsample = FrameUpsampler(
             dim=c.dim, factor=audio.SAMPLES_PER_VIDEO_FRAME // c.hop_length, kernel_size=c.head_kernel_size
         )
@@ -160,12 +167,16 @@ class LipToSpeech(nn.Module):
     def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
 
-        Returns a dict with ``ctc_log_probs`` (B,T,V) and, per variant, ``mel`` (B,n_mels,4T) /
+        Returns a dict with ``ctc_log_probs`` (B,T,V), ``word_logits`` (B,T,V) with ``word_head``, and, per variant, ``mel`` (B,n_mels,4T) /
         ``log_f0``, ``voicing_logit``, ``loudness`` (B,4T), ``coarse`` (B,N), ``wav`` (B,N).
         ``f0_hz`` (B,4T) overrides the predicted F0 that drives the DDSP synthesizer (teacher forcing).
         """
         out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
-        h = self.upsample(self.feature_dropout(feats))  # (B,4T,dim) @100 Hz
+        h = self.feature_dropout(feats)
+        if self.config.word_head:
+            out["word_logits"] = self.word_head(feats)
+            h = h + self.word_embed(torch.softmax(out["word_logits"], dim=-1).to(h.dtype))
+        h = self.upsample(h)  # (B,4T,dim) @100 Hz
         if self.config.predicts_mel:
             out["mel"] = self.mel_head(h)
             if self.config.variant == "mel-vocoder":

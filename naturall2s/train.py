@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from naturall2s import audio, losses
 from naturall2s.checkpoints import load_state, save_model, save_state
-from naturall2s.data import CachedGrid, collate, tokens_to_text
+from naturall2s.augment import augment_clips
+from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate, tokens_to_text
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.errors import DataError, NaturalL2SError
 from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
@@ -62,6 +63,7 @@ class TrainConfig:
     adv_start: int = -1  # step from which adversarial + feature-matching losses are on (-1: never)
     adv_segment: int = 16000  # samples the discriminators see per item
     feature_noise: float = 0.0  # std of Gaussian noise on cached front-end features (regularises frozen features)
+    augment: bool = False  # random crop shift, contrast and a masked time span per clip (front end not frozen)
     teacher_f0: bool = False  # synth: drive the DDSP synthesizer with the real F0 (voiced frames) while training
     lambdas: dict = field(default_factory=dict)  # overrides of losses.DEFAULT_LAMBDAS
     arch: dict = field(default_factory=dict)  # ModelConfig overrides, e.g. {"dim": 128}
@@ -76,7 +78,7 @@ class TrainConfig:
 
 # loss keys each stage optimises (their weights come from the lambdas table)
 STAGE_KEYS = {
-    "lipreader": ("ctc", "melhead/l1"),
+    "lipreader": ("ctc", "word/ce", "melhead/l1"),
     "vocoder": ("stft/sc", "stft/mag", "mel/l1"),
     "synth": ("stft/sc", "stft/mag", "mel/l1", "f0/l1", "vuv/bce", "loud/l1", "prior/sc", "prior/mag"),
 }
@@ -128,7 +130,8 @@ def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
         return list(model.vocoder.parameters())
     frozen = set()
     if cfg.freeze_frontend:
-        frozen = {id(p) for p in [*model.frontend.parameters(), *model.ctc.parameters()]}
+        lip_reading = [model.frontend, model.ctc] + ([model.word_head] if model.config.word_head else [])
+        frozen = {id(p) for m in lip_reading for p in m.parameters()}
     return [p for p in model.parameters() if id(p) not in frozen]
 
 
@@ -167,11 +170,16 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         f0_hz = None
         if cfg.teacher_f0 and model.training:  # unvoiced frames: the lowest F0 (their harmonics are gated off)
             f0_hz = torch.where(batch["voiced"], batch["f0"], torch.full_like(batch["f0"], audio.F0_MIN))
-        out = model(batch["roi"], batch["lips"], mask_v, feats=feats, f0_hz=f0_hz)
+        roi, lips = batch["roi"], batch["lips"]
+        if cfg.augment and model.training and feats is None:
+            roi, lips = augment_clips(roi, lips, batch["frames"])
+        out = model(roi, lips, mask_v, feats=feats, f0_hz=f0_hz)
         if not cfg.freeze_frontend:
             out_losses.update(
                 losses.ctc_loss(out["ctc_log_probs"], batch["tokens"], batch["frames"], batch["token_lengths"])
             )
+        if "word_logits" in out:
+            out_losses.update(losses.word_ce_loss(out["word_logits"], batch["words"], ignore_index=UNKNOWN_WORD))
     mask_a = audio_mask(batch, batch["mel"].shape[-1])
     if "mel" in out and cfg.stage == "lipreader":
         out_losses["melhead/l1"] = masked_mel_l1(out["mel"], batch["mel"], mask_a)
@@ -210,6 +218,7 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dic
     sums: dict[str, float] = {}
     n = 0
     refs, hyps = [], []
+    word_hits = word_total = 0
     for batch in loader:
         batch = to_device(batch, model.device)
         feats = feats_of(batch) if feats_of else None
@@ -220,6 +229,10 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dic
         for k, v in ls.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch["frames"])
         n += len(batch["frames"])
+        if "word_logits" in out:
+            labelled = batch["words"] != UNKNOWN_WORD
+            word_hits += int((out["word_logits"].argmax(-1) == batch["words"])[labelled].sum())
+            word_total += int(labelled.sum())
         if "ctc_log_probs" in out:
             for toks, ref in zip(ctc_greedy_batch(out["ctc_log_probs"], batch["frames"]), batch["text"]):
                 hyps.append(tokens_to_text(toks))
@@ -228,6 +241,8 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dic
     result = {k: v / max(1, n) for k, v in sums.items()}
     if refs:
         result["lipread/wer"] = float(np.mean([wer(r, h) for r, h in zip(refs, hyps)]))
+    if word_total:
+        result["word/acc"] = word_hits / word_total
     return result
 
 
@@ -290,7 +305,7 @@ def train(cfg: TrainConfig) -> dict:
         disc = torch.nn.ModuleDict({"mpd": MultiPeriodDiscriminator(), "mrd": MultiResolutionDiscriminator()}).to(device)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
     lambdas = {**losses.DEFAULT_LAMBDAS, **cfg.lambdas}
-    keys = STAGE_KEYS[cfg.stage] + (("ctc",) if cfg.stage == "synth" and not cfg.freeze_frontend else ())
+    keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
 
     # resume
@@ -385,7 +400,7 @@ def train(cfg: TrainConfig) -> dict:
                     val = evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None)
                     log.writerow([step, "val", json.dumps(val)])
                     log_file.flush()
-                    msg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in (*keys, "score", "lipread/wer"))
+                    msg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in (*keys, "score", "lipread/wer", "word/acc"))
                     tqdm.write(f"step {step}: val {msg}")
                     if val["score"] < best:
                         best = val["score"]

@@ -37,6 +37,20 @@ def test_read_align_rejects_garbage(tmp_path):
         data.read_align(tmp_path / "missing.align")
 
 
+def test_word_frames_label_each_video_frame():
+    words = [(0.0, 0.5, "sil"), (0.5, 0.74, "bin"), (0.74, 0.9, "blue"), (0.9, 1.0, "sp"), (1.0, 1.2, "at")]
+    labels = data.word_frames(words, 40)  # 25 fps: frame t is centred at (t + 0.5) / 25 s
+    tok = {w: data.text_to_tokens(w)[0] for w in ("bin", "blue", "at")}
+    assert labels.dtype == np.uint8 and labels.shape == (40,)
+    assert labels[:12].tolist() == [0] * 12  # centres 0.02 .. 0.46 s: silence
+    assert labels[12:18].tolist() == [tok["bin"]] * 6  # 0.50 .. 0.70 s
+    assert labels[18:22].tolist() == [tok["blue"]] * 4  # 0.74 .. 0.86 s
+    assert labels[22:25].tolist() == [0] * 3  # sp
+    assert labels[25:30].tolist() == [tok["at"]] * 5 and labels[30:].sum() == 0
+    with pytest.raises(DataError, match="not in the GRID vocabulary"):
+        data.word_frames([(0.0, 1.0, "hello")], 10)
+
+
 def test_name_transcript():
     assert data.name_transcript("bbaf2n") == "bin blue at f two now"
     assert data.name_transcript("sgwxzs.mp4") == "set green with x zero soon"
@@ -83,7 +97,7 @@ def check_record(rec: dict, n_frames: int | None = None) -> int:
     assert set(rec) == set(data.NPZ_KEYS)
     expected = {"roi": ((t, 48, 72), np.uint8), "lips": ((t, 40), np.float16), "mel": ((N_MELS, 4 * t), np.float16),
                 "f0": ((4 * t,), np.float32), "voiced": ((4 * t,), np.bool_), "loudness": ((4 * t,), np.float16),
-                "detected": ((t,), np.bool_)}
+                "detected": ((t,), np.bool_), "words": ((t,), np.uint8)}
     for key, (shape, dtype) in expected.items():
         assert rec[key].shape == shape and rec[key].dtype == dtype, key
     assert rec["audio"].shape == (SAMPLES_PER_VIDEO_FRAME * t,)
@@ -137,6 +151,32 @@ def test_cached_grid_items_and_collate(fake_cache):
     assert batch["audio"][1, 20 * 640:].abs().sum() == 0  # padding is silence
     assert torch.all(batch["mel"][1, :, 80:] == float(np.log(1e-5)))
     torch.testing.assert_close(batch["mel"][1, :, :80], ds[1]["mel"])
+    assert batch["words"].shape == (2, 30) and torch.all(batch["words"][1, 20:] == data.UNKNOWN_WORD)
+
+
+def test_prepare_adds_word_labels_to_an_older_cache(tmp_path):
+    """A version-1 record (no ``words``) is upgraded in place from its .align file; nothing else changes."""
+    root, out = tmp_path / "grid", tmp_path / "cache"
+    (root / "align" / "s1").mkdir(parents=True)
+    (root / "splits.json").write_text(json.dumps({"s1": {"train": ["bbaf2n"]}}))
+    (root / "align" / "s1" / "bbaf2n.align").write_text(
+        "0 12500 sil\n12500 20000 bin\n20000 30000 blue\n30000 40000 at\n40000 50000 f\n50000 60000 two\n"
+        "60000 70000 now\n70000 75000 sil\n")
+    rec = fake_record(75, "bin blue at f two now")
+    old = {k: v for k, v in rec.items() if k != "words"}
+    (out / "clips").mkdir(parents=True)
+    data.save_npz_atomic(out / "clips" / "bbaf2n.npz", old)
+    with pytest.raises(DataError, match="re-run"):
+        data.load_cached(out / "clips" / "bbaf2n.npz")
+    summary = data.prepare(root, out, workers=1, progress=False)
+    assert summary["prepared"] == 0 and summary["skipped"] == 1 and summary["upgraded"] == 1
+    back = data.load_cached(out / "clips" / "bbaf2n.npz")
+    check_record(back, 75)
+    assert np.array_equal(back["roi"], rec["roi"]) and np.array_equal(back["mel"], rec["mel"])
+    spoken = [int(w) for i, w in enumerate(back["words"]) if w and (i == 0 or back["words"][i - 1] != w)]
+    assert data.tokens_to_text(spoken) == "bin blue at f two now"
+    assert back["words"][:12].sum() == 0 and back["words"][12] == data.text_to_tokens("bin")[0]
+    assert data.prepare(root, out, workers=1, progress=False)["upgraded"] == 0  # already complete
 
 
 def test_cached_grid_random_crops_stay_aligned(fake_cache):
@@ -206,6 +246,8 @@ def test_prepare_two_real_clips(grid_root, grid_test_names, tmp_path):
         assert rec["text"] == data.align_transcript(grid_root / "align" / "s1" / f"{name}.align")
         assert rec["text"] == data.name_transcript(name)
         assert rec["detected"].mean() > 0.9
+        spoken = [int(w) for i, w in enumerate(rec["words"]) if w and (i == 0 or rec["words"][i - 1] != w)]
+        assert data.tokens_to_text(spoken) == rec["text"]  # frame labels spell the sentence, in order
         assert np.abs(rec["audio"]).max() > 0.05 and rec["voiced"].mean() > 0.1  # real speech came through
         assert 80 < np.median(rec["f0"][rec["voiced"]]) < 250
     manifest = json.loads((out / "manifest.json").read_text())

@@ -43,6 +43,26 @@ def test_variant_output_shapes(variant):
         assert out["coarse"].shape == (2, N)
 
 
+def test_word_head_conditions_the_speech_heads():
+    """The frame-level word posteriors reach the speech path through a (zero-initialised) word embedding."""
+    torch.manual_seed(0)
+    model = build("naturall2s", word_head=True, **TINY).eval()
+    roi, lips = inputs()
+    torch.manual_seed(1)  # the same noise excitation for both runs
+    out = model(roi, lips)
+    assert out["word_logits"].shape == (2, T, model.config.vocab_size)
+    plain = build("naturall2s", **TINY).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    torch.manual_seed(1)
+    torch.testing.assert_close(plain(roi, lips)["wav"], out["wav"])  # zero embedding: the plain model
+    with torch.no_grad():
+        model.word_embed.weight.normal_()
+    assert not torch.allclose(model(roi, lips)["wav"], out["wav"])
+    loss = losses.word_ce_loss(model(roi, lips)["word_logits"], torch.randint(0, 52, (2, T)))["word/ce"]
+    loss.backward()
+    assert model.word_head.proj.weight.grad.abs().sum() > 0 and model.frontend.proj.weight.grad.abs().sum() > 0
+
+
 def test_gradients_reach_f0_predictor_through_the_synthesizer():
     """A waveform-only loss (no F0 loss) must move the F0 head: the DDSP synth is differentiable in F0."""
     torch.manual_seed(0)

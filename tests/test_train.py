@@ -13,7 +13,7 @@ import torch
 
 from naturall2s import audio
 from naturall2s.checkpoints import load_model, load_state
-from naturall2s.data import clip_features, collate, name_transcript, save_npz_atomic, CachedGrid
+from naturall2s.data import CachedGrid, clip_features, collate, name_transcript, save_npz_atomic, text_to_tokens
 from naturall2s.roi import LIP_DIM, ROI_HEIGHT, ROI_WIDTH
 from naturall2s.train import TrainConfig, compute_losses, build_model, train
 
@@ -43,7 +43,9 @@ def cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cache")
     (root / "clips").mkdir()
     for i, name in enumerate(n for names in NAMES.values() for n in names):
-        rec = clip_features(**synthetic_clip(i), text=name_transcript(name))
+        text = name_transcript(name)
+        words = np.repeat(text_to_tokens(text), 2)  # 6 words of 2 frames
+        rec = clip_features(**synthetic_clip(i), text=text, words=np.pad(words, (0, T - len(words))))
         save_npz_atomic(root / "clips" / f"{name}.npz", rec)
     (root / "splits.json").write_text(json.dumps({"s1": NAMES}))
     (root / "manifest.json").write_text(json.dumps({"version": 1}))
@@ -83,6 +85,7 @@ def test_tiny_model_overfits_one_clip(cache, tmp_path, variant, stage):
     ("mel-gl", "lipreader", {}),
     ("naturall2s", "synth", {"freeze_frontend": True, "segment_frames": 6, "adv_start": 0, "adv_segment": 3200}),
     ("naturall2s-noddsp", "synth", {}),
+    ("mel-gl", "lipreader", {"augment": True, "arch": {**TINY, "word_head": True}}),
     ("naturall2s", "synth", {"teacher_f0": True, "arch": {**TINY, "f0_grad_scale": 0.01}}),
 ])
 def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
@@ -98,6 +101,10 @@ def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
     assert load_state(run / "state.pt")["step"] == 4
     rows = [line.split(",", 2) for line in (run / "log.csv").read_text().splitlines()]
     assert any(r[1] == "val" for r in rows)
+    if cfg.arch.get("word_head"):  # the frame-level word loss is trained and its accuracy validated
+        assert model.config.word_head
+        assert all('"word/ce"' in r[2] for r in rows if r[1] == "train")
+        assert all('"word/acc"' in r[2] for r in rows if r[1] == "val")
 
 
 def test_vocoder_stage_trains_only_the_vocoder(cache, tmp_path):
@@ -108,6 +115,18 @@ def test_vocoder_stage_trains_only_the_vocoder(cache, tmp_path):
     before, after = load_model(init), load_model(Path(cfg.run_dir) / "best.safetensors")
     for k, v in before.state_dict().items():  # the lip reader's weights are untouched
         assert torch.equal(v, after.state_dict()[k]), k
+
+
+def test_frozen_front_end_freezes_the_lip_reading_heads_only():
+    from naturall2s.train import trainable_parameters
+
+    cfg = TrainConfig(variant="naturall2s", stage="synth", freeze_frontend=True, arch={**TINY, "word_head": True})
+    model = build_model(cfg)
+    trained = {id(p) for p in trainable_parameters(model, cfg)}
+    for module in (model.frontend, model.ctc, model.word_head):
+        assert not any(id(p) in trained for p in module.parameters())
+    for module in (model.word_embed, model.f0_head, model.generator):
+        assert all(id(p) in trained for p in module.parameters())
 
 
 def test_wrong_stage_for_variant_is_a_clear_error(cache, tmp_path):

@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     summary = prepare(args.data_root, args.out, workers=args.workers, detector=args.detector,
                       limit=args.limit, splits=tuple(args.splits))
-    print(f"prepared {summary['prepared']}, skipped {summary['skipped']} (already cached), "
+    print(f"prepared {summary['prepared']}, skipped {summary['skipped']} (already cached; "
+          f"{summary.get('upgraded', 0)} given word labels), "
           f"failed {summary['failed']} in {summary['wall_s']:.1f} s -> {summary['out']}")
     for failure in summary["failures"]:
         print(f"  failed {failure['name']}: {failure['error']}")
