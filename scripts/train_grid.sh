@@ -2,7 +2,7 @@
 # Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
 # and the two NaturalL2S variants, then export fp16 checkpoints into checkpoints/.
 #
-#   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 2 hours in all)
+#   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 3 h 30 min in all)
 #   GPU=1 scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]     # GPU recipe: longer runs, joint fine-tuning, adversarial losses
 #   NPROC=4 GPU=1 scripts/train_grid.sh ...                # several GPUs (torchrun, DistributedDataParallel)
 #
@@ -20,31 +20,40 @@ if [ "${GPU:-0}" = 1 ]; then
   LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-1}" -m naturall2s train --device cuda)
   LIP_STEPS=(6000)
   LIP=(--batch-size 32 --lr 6e-4 --warmup 300)
+  WORDS=(--steps 6000 --batch-size 32 --lr 5e-4 --warmup 300)
   VOC=(--steps 20000 --batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000)
-  SYN=(--steps 20000 --batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000 --no-freeze-frontend)
+  SYN_STEPS=(20000)
+  SYN=(--batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000 --no-freeze-frontend --augment)
 else
   LAUNCH=("$PY" -m naturall2s train --device cpu)
   LIP_STEPS=(1200 2400)
   LIP=(--batch-size 8 --lr 6e-4 --warmup 100 --threads 2)
+  WORDS=(--steps 3000 --batch-size 8 --lr 5e-4 --warmup 100 --threads 2)
   VOC=(--steps 2000 --batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1)
-  SYN=(--steps 1600 --batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1
+  SYN_STEPS=(2400 3600)
+  SYN=(--batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1
        --freeze-frontend)
 fi
 
 "$PY" -m naturall2s prepare --data-root "$DATA" --out "$CACHE" --workers 2
 
-# 1. the lip reader: front end + CTC + mel head, trained jointly; it is also the mel-gl baseline. The CPU recipe
+# 1. the lip reader: front end + CTC + mel head, trained jointly (the mel-gl variant). The CPU recipe
 #    runs the cosine schedule twice (1200 steps, then resumed to 2400: a warm restart), as the shipped model was.
 for steps in "${LIP_STEPS[@]}"; do
   "${LAUNCH[@]}" --variant mel-gl --stage lipreader --cache "$CACHE" --run-dir "$RUNS/lipreader" "${LIP[@]}" \
-    --steps "$steps" --eval-every 100 --export checkpoints/mel-gl.safetensors
+    --steps "$steps" --eval-every 100
 done
-LIPREADER=$RUNS/lipreader/best.safetensors
+#    then from that lip reader: + the frame-level word head (its posteriors condition every speech head) and clip
+#    augmentation (crop shift, contrast, a masked span), a fresh cosine schedule. This run is the shipped mel-gl.
+"${LAUNCH[@]}" --variant mel-gl --stage lipreader --cache "$CACHE" --run-dir "$RUNS/lipreader-words" "${WORDS[@]}" \
+  --init "$RUNS/lipreader/best.safetensors" --arch '{"word_head": true}' --augment --eval-every 200 \
+  --export checkpoints/mel-gl.safetensors
+LIPREADER=$RUNS/lipreader-words/best.safetensors
 
 # 2. the cascade's vocoder on real mels (independent of the lip reader), then composed with the lip reader's mel head
 "${LAUNCH[@]}" --variant mel-vocoder --stage vocoder --cache "$CACHE" --run-dir "$RUNS/vocoder" "${VOC[@]}" --eval-every 200
 "$PY" -m naturall2s train --variant mel-vocoder --stage vocoder --steps 0 --run-dir "$RUNS/mel-vocoder" \
-  --init "$RUNS/vocoder/best.safetensors,$LIPREADER" --export checkpoints/mel-vocoder.safetensors
+  --init "$RUNS/vocoder/best.safetensors,$LIPREADER" --arch '{"word_head": true}' --export checkpoints/mel-vocoder.safetensors
 
 # 3. NaturalL2S with and without the DDSP prior, from the lip reader's front end
 #    The oscillator's phase gradients into the F0 predictor are scaled by 0.01: at 1 they drove the F0 head into its
@@ -53,13 +62,16 @@ LIPREADER=$RUNS/lipreader/best.safetensors
 #    helps naturall2s (same val score in train and eval mode) but gives the prior-less generator a train/eval shift
 #    (val log-mel L1 0.70 with dropout on vs 1.21 in eval mode), so naturall2s-noddsp trains without it.
 declare -A EXTRA=(
-  [naturall2s-noddsp]='--arch {}'
-  [naturall2s]='--feature-noise 0.3 --arch {"feature_dropout":0.3,"f0_grad_scale":0.01}'
+  [naturall2s-noddsp]='--arch {"word_head":true}'
+  [naturall2s]='--feature-noise 0.3 --arch {"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01}'
 )
+#    CPU: 2400 steps, then resumed to 3600 (a warm restart of the cosine schedule), both variants alike.
 for v in naturall2s-noddsp naturall2s; do
-  # shellcheck disable=SC2086  # EXTRA holds several flags
-  "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v" --init "$LIPREADER" "${SYN[@]}" \
-    ${EXTRA[$v]} --eval-every 100 --export "checkpoints/$v.safetensors"
+  for steps in "${SYN_STEPS[@]}"; do
+    # shellcheck disable=SC2086  # EXTRA holds several flags
+    "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v" --init "$LIPREADER" "${SYN[@]}" \
+      --steps "$steps" ${EXTRA[$v]} --eval-every 100 --export "checkpoints/$v.safetensors"
+  done
 done
 
 "$PY" -m naturall2s models
