@@ -8,13 +8,18 @@ own floor (ASR error on real speech; STOI 1, MCD 0 by construction).
 Metrics per clip (see :mod:`naturall2s.metrics` for units): STOI, ESTOI, PESQ-nb, PESQ-wb, MCD, F0 RMSE (cents),
 voicing error, WER and CER of the ASR transcript against the true sentence, speaker similarity to the real audio
 of the same clip, and real-time factor. F0/voicing are measured on the output audio (pyworld) for every system
-alike, not taken from a model's own F0 prediction.
+alike, not taken from a model's own F0 prediction. Torch's RNG is reseeded before every synthesis, so a rerun
+reproduces every number.
 
 Summary: per system and metric the mean over clips with a defined value, and a 95% Student-t confidence interval
 (mean ± t_{0.975, n-1} · s / √n, s the sample standard deviation over clips). With GRID's fixed six-word
 sentences the mean per-clip WER equals the corpus WER.
 
-Outputs in ``out_dir``: ``results.md`` (the table), ``summary.csv`` (one row per system: mean, ci95, n per metric),
+Paired differences: systems are scored on the same clips, so ``focus`` (default: the last model named) is also
+compared with each other model clip by clip: the mean of the per-clip differences (focus minus other) with its 95%
+t-interval, which is much tighter than comparing two independent intervals.
+
+Outputs in ``out_dir``: ``results.md`` (the table, then the paired differences), ``summary.csv`` (one row per system: mean, ci95, n per metric),
 ``clips.csv`` (one row per clip and system, with transcripts) and ``results.json`` (all of it plus the settings).
 """
 from __future__ import annotations
@@ -28,12 +33,14 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+import torch
 
 from naturall2s import audio, metrics
 from naturall2s.errors import DataError, NaturalL2SError, NoAudioError
 from naturall2s.metrics import mean_ci
 
 REFERENCE = "reference"  # name of the ground-truth "system"
+SEED = 0  # torch's RNG is reseeded before every synthesis (noise excitation, Griffin-Lim's initial phase): reruns agree
 CI_LEVEL = 0.95
 # metric key -> (column label, better direction); the order is the order of every table
 METRICS = {
@@ -185,6 +192,23 @@ def summarize(rows: list[dict], systems: Sequence[str]) -> dict:
     return {s: {m: mean_ci([r[m] for r in rows if r["system"] == s]) for m in METRICS} for s in systems}
 
 
+PAIRED_METRICS = tuple(m for m in METRICS if m != "rtf")
+
+
+def paired_differences(rows: list[dict], focus: str, others: Sequence[str]) -> dict:
+    """{other: {metric: mean_ci(focus - other over clips where both are defined)}} from the per-clip rows."""
+    by_system: dict[str, dict[tuple[str, str], dict]] = {}
+    for r in rows:
+        by_system.setdefault(r["system"], {})[(r["speaker"], r["clip"])] = r
+    mine = by_system.get(focus, {})
+    out = {}
+    for other in others:
+        theirs = by_system.get(other, {})
+        common = [k for k in mine if k in theirs]
+        out[other] = {m: mean_ci([mine[k][m] - theirs[k][m] for k in common]) for m in PAIRED_METRICS}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- loop
 def _load_systems(models) -> list[SpeechSystem]:
     """Model names/paths -> loaded models (``naturall2s.load_model``); objects with ``synthesize`` pass as is."""
@@ -209,7 +233,7 @@ def _load_systems(models) -> list[SpeechSystem]:
 def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, split: str = "test",
              cache: str | Path | None = None, reference: bool = False, out_dir: str | Path | None = None,
              limit: int | None = None, asr: str = "auto", grammar: str | None = "grid", speaker: str = "auto",
-             detector=None, progress: bool = True) -> dict:
+             detector=None, progress: bool = True, focus: str | None = None) -> dict:
     """Score ``models`` (names, paths or SpeechSystem objects) and optionally the reference on a split.
 
     ``cache``: a prepared cache (``python -m naturall2s prepare``) to take mouth crops and audio from; else they
@@ -217,8 +241,9 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
     ``asr``/``grammar``/``speaker`` choose the recogniser (:func:`naturall2s.asr.get_asr`) and speaker encoder
     (:func:`naturall2s.speaker.get_speaker_encoder`). Writes the result files when ``out_dir`` is given.
 
-    Returns a dict: ``settings``, ``summary`` ({system: {metric: {mean, ci95, n}}}), ``clips`` (per-clip rows),
-    ``skipped`` (clips that could not be scored, with the reason), ``seconds`` (wall time).
+    Returns a dict: ``settings``, ``summary`` ({system: {metric: {mean, ci95, n}}}), ``paired`` ({"focus": name,
+    "vs": {other: {metric: {mean, ci95, n}}}} of ``focus`` minus each other model, when two or more models ran;
+    ``focus`` defaults to the last model), ``clips`` (per-clip rows), ``skipped`` (clips that could not be scored, with the reason), ``seconds`` (wall time).
     """
     from tqdm import tqdm
 
@@ -233,6 +258,9 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
     listing = data_root if (data_root / "splits.json").is_file() or cache is None else cache
     clips = split_clips(listing, split, limit=limit)
     systems = _load_systems(models)
+    model_names = [s.name for s in systems]
+    if focus is not None and focus not in model_names:
+        raise NaturalL2SError(f"--focus {focus!r} is not one of the evaluated models ({', '.join(model_names)})")
     recogniser, encoder = get_asr(asr, grammar=grammar), get_speaker_encoder(speaker)
     if systems and cache is None and detector is None:
         from naturall2s.landmarks import get_detector
@@ -253,12 +281,18 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
             rows.append({**base, "system": REFERENCE, "lipread_text": "",
                          **score(ref, ref.wav, asr=recogniser, encoder=encoder, seconds=None)})
         for system in systems:
+            torch.manual_seed(SEED)
             out = system.synthesize(mouth)
             wav = audio.resample(np.asarray(out.wav, np.float32).reshape(-1), int(out.sample_rate), audio.SAMPLE_RATE)
             scores = score(ref, wav, asr=recogniser, encoder=encoder, seconds=float(out.seconds))
             rows.append({**base, "system": system.name, "lipread_text": out.text or "", **scores})
 
-    names = ([REFERENCE] if reference else []) + [s.name for s in systems]
+    names = ([REFERENCE] if reference else []) + model_names
+    paired = None
+    if len(model_names) >= 2:
+        focus = focus or model_names[-1]
+        others = [n for n in model_names if n != focus]
+        paired = {"focus": focus, "vs": paired_differences(rows, focus, others)}
     results = {
         "settings": {
             "split": split, "data_root": str(data_root), "cache": str(cache) if cache else None,
@@ -266,6 +300,7 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
             "ci": f"{CI_LEVEL:.0%} Student-t interval over clips: mean ± t(0.975, n-1)·s/√n",
         },
         "summary": summarize(rows, names),
+        "paired": paired,
         "clips": rows,
         "skipped": skipped,
         "seconds": time.perf_counter() - start,
@@ -307,7 +342,28 @@ def markdown_table(results: dict) -> str:
         "embeddings with the real audio of the same clip. F0 RMSE over frames voiced in both (pyworld).",
         f"± : {s['ci']}. RTF: compute seconds per second of audio (– for the reference).",
     ]
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(lines + notes + _paired_lines(results.get("paired"))) + "\n"
+
+
+def _paired_lines(paired: dict | None) -> list[str]:
+    """Markdown of the paired differences (focus minus each other model); ``*`` where the interval excludes 0."""
+    if not paired:
+        return []
+    header = ["vs", "n"] + [f"Δ {METRICS[m][0]}" for m in PAIRED_METRICS]
+    lines = ["", f"Paired differences, `{paired['focus']}` minus each system on the same clips (mean ± 95% t-interval "
+             "of the per-clip differences; * where the interval excludes 0):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for other, per_metric in paired["vs"].items():
+        n = max((v["n"] for v in per_metric.values()), default=0)
+        cells = []
+        for m in PAIRED_METRICS:
+            v, digits = per_metric[m], _DIGITS.get(m, 3)
+            cell = "–" if not math.isfinite(v["mean"]) else f"{v['mean']:+.{digits}f}"
+            if math.isfinite(v["ci95"]):
+                cell += f" ± {_fmt(v['ci95'], digits)}" + ("*" if abs(v["mean"]) > v["ci95"] else "")
+            cells.append(cell)
+        lines.append("| " + " | ".join([other, str(n)] + cells) + " |")
+    return lines
 
 
 def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:

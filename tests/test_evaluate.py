@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import torch
 import pytest
 
 from naturall2s import evaluate as ev
@@ -146,6 +147,52 @@ def test_result_files(results):
     data = json.loads((out / "results.json").read_text())  # strict JSON: nan written as null
     assert data["summary"]["reference"]["rtf"]["mean"] is None
     assert data["settings"]["asr"] == "pocketsphinx+grid"
+
+
+def test_paired_differences_focus_on_the_last_model(results):
+    res, out = results
+    paired = res["paired"]
+    assert paired["focus"] == "silent" and list(paired["vs"]) == ["light-noise", "heavy-noise"]
+    rows = {(r["system"], r["clip"]): r for r in res["clips"]}
+    for other in ("light-noise", "heavy-noise"):
+        diffs = [rows[("silent", c)]["wer"] - rows[(other, c)]["wer"] for c in NAMES]
+        assert paired["vs"][other]["wer"] == ev.mean_ci(diffs)  # the per-clip differences, paired by clip
+    assert "rtf" not in paired["vs"]["light-noise"]
+    md = (out / "results.md").read_text()
+    assert "Paired differences, `silent` minus each system" in md and "| light-noise | 3 | Δ" not in md
+    assert md.count("| heavy-noise | 3 |") == 2  # once in the table, once in the paired section
+
+
+def test_paired_differences_known_answer():
+    rows = [{"system": s, "speaker": "s1", "clip": c, **{m: v for m in ev.METRICS}}
+            for s, c, v in [("a", "x", 1.0), ("a", "y", 3.0), ("b", "x", 0.5), ("b", "y", 1.5), ("b", "z", 9.0)]]
+    d = ev.paired_differences(rows, "a", ["b"])["b"]["stoi"]
+    assert d["n"] == 2 and d["mean"] == pytest.approx(1.0)  # (0.5 + 1.5) / 2 over the clips both have
+    assert d["ci95"] == pytest.approx(12.706 * 0.5 / 2 ** 0.5 * 2 ** 0.5, rel=1e-3)  # t(0.975, 1) · s / √n, s = √0.5
+
+
+class RandomNoise:
+    """Test double: torch-random noise (like the DDSP noise excitation or Griffin-Lim's random initial phase)."""
+
+    name = "random"
+
+    def synthesize(self, clip: MouthClip) -> Synthesis:
+        wav = 0.05 * torch.randn(FRAMES * 640)
+        return Synthesis(wav=wav.numpy(), sample_rate=SR, mel=np.zeros((80, 4 * FRAMES)), text="", seconds=0.1)
+
+
+def test_reruns_reproduce_every_number(layout):
+    root, cache = layout
+    runs = [ev.evaluate([RandomNoise()], data_root=root, cache=cache, limit=2, progress=False) for _ in range(2)]
+    first, second = ([r["mcd"] for r in run["clips"]] for run in runs)
+    assert first == second
+
+
+def test_unknown_focus_is_refused(layout):
+    root, cache = layout
+    with pytest.raises(ev.NaturalL2SError, match="--focus"):
+        ev.evaluate([Silent(), NoisyCopy("n", noise=0.1)], data_root=root, cache=cache, limit=1, progress=False,
+                    focus="nope")
 
 
 def test_clip_missing_from_the_cache_is_skipped_with_a_reason(layout, tmp_path):

@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split of splits.json to score (default test)")
     parser.add_argument("--models", nargs="+", default=[], metavar="NAME",
                         help="shipped model names or .safetensors paths")
+    parser.add_argument("--focus", default=None, metavar="NAME",
+                        help="model compared clip by clip with every other model (default: the last of --models)")
     parser.add_argument("--reference", action="store_true", help="also score the real audio as system 'reference'")
     parser.add_argument("--data-root", default="../shared/data/grid",
                         help="GRID root with <speaker>/*.mp4, align/ and splits.json (default ../shared/data/grid)")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args.models, data_root=args.data_root, split=args.split, cache=args.cache,
                        reference=args.reference, out_dir=args.out, limit=args.limit, asr=args.asr,
                        grammar=None if args.grammar == "none" else args.grammar, speaker=args.speaker,
-                       detector=detector)
+                       detector=detector, focus=args.focus)
     print(markdown_table(results), end="")
     for s in results["skipped"]:
         print(f"skipped {s['clip']}: {s['reason']}")
