@@ -383,7 +383,8 @@ def _load_raw(path: Path) -> dict:
         with np.load(path) as z:
             missing = set(NPZ_KEYS) - set(z.files)
             if missing:
-                raise DataError(f"{path} lacks keys {sorted(missing)}; re-run `python -m naturall2s prepare` (it adds word labels to an older cache in place)")
+                raise DataError(f"{path} lacks keys {sorted(missing)}; re-run `python -m naturall2s prepare` "
+                                "(it adds word labels to an older cache in place)")
             rec = {k: z[k] for k in NPZ_KEYS}
     except DataError:
         raise
@@ -456,7 +457,7 @@ class CachedGrid(torch.utils.data.Dataset):
         }
 
 
-# Padding values per key: silence for the audio features, blank for tokens, zero otherwise.
+# Padding values per key: silence for the audio features, blank for tokens, unknown for words, zero otherwise.
 _PAD_VALUES = {"mel": float(np.log(LOG_CLAMP)), "loudness": LOUDNESS_FLOOR_DB, "tokens": BLANK, "words": UNKNOWN_WORD}
 
 
@@ -475,11 +476,13 @@ def collate(items: list[dict]) -> dict:
     """Batch CachedGrid items, padding to the longest clip.
 
     -> ``roi (B,T,H,W) uint8, lips (B,T,40), audio (B,640T), mel (B,80,4T), f0 / voiced / loudness (B,4T),
-    tokens (B,L) long (0-padded), words (B,T) long (UNKNOWN_WORD-padded), frames (B,) long video lengths, token_lengths (B,) long, start (B,) long first
-    video frame of each item in its clip (segments), name / text lists``.
+    tokens (B,L) long (0-padded), words (B,T) long (UNKNOWN_WORD-padded), frames (B,) long video lengths,
+    token_lengths (B,) long, start (B,) long first video frame of each item in its clip (segments), name / text
+    lists``.
     Padding is silence (mel log(LOG_CLAMP), loudness LOUDNESS_FLOOR_DB, zeros elsewhere).
     """
-    time_dims = {"roi": 0, "lips": 0, "audio": 0, "mel": 1, "f0": 0, "voiced": 0, "loudness": 0, "tokens": 0, "words": 0}
+    time_dims = {"roi": 0, "lips": 0, "audio": 0, "mel": 1, "f0": 0, "voiced": 0, "loudness": 0, "tokens": 0,
+                 "words": 0}
     batch = {k: _pad_stack([it[k] for it in items], d, _PAD_VALUES.get(k, 0)) for k, d in time_dims.items()}
     batch["frames"] = torch.tensor([it["roi"].shape[0] for it in items], dtype=torch.long)
     batch["token_lengths"] = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)

@@ -19,8 +19,8 @@ Paired differences: systems are scored on the same clips, so ``focus`` (default:
 compared with each other model clip by clip: the mean of the per-clip differences (focus minus other) with its 95%
 t-interval, which is much tighter than comparing two independent intervals.
 
-Outputs in ``out_dir``: ``results.md`` (the table, then the paired differences), ``summary.csv`` (one row per system: mean, ci95, n per metric),
-``clips.csv`` (one row per clip and system, with transcripts) and ``results.json`` (all of it plus the settings).
+Outputs in ``out_dir``: ``results.md`` (the table, then the paired differences), ``summary.csv`` (one row per
+system: mean, ci95, n per metric), ``clips.csv`` (one row per clip and system, with transcripts) and ``results.json`` (all of it plus the settings).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from naturall2s.errors import DataError, NaturalL2SError, NoAudioError
 from naturall2s.metrics import mean_ci
 
 REFERENCE = "reference"  # name of the ground-truth "system"
-SEED = 0  # torch's RNG is reseeded before every synthesis (noise excitation, Griffin-Lim's initial phase): reruns agree
+SEED = 0  # torch's RNG is reseeded with it before every synthesis (noise excitation, Griffin-Lim's phase): reruns agree
 CI_LEVEL = 0.95
 # metric key -> (column label, better direction); the order is the order of every table
 METRICS = {
