@@ -75,7 +75,11 @@ def read_align(path: str | Path) -> list[tuple[float, float, str]]:
 
 def align_transcript(path: str | Path) -> str:
     """The sentence of a GRID ``.align`` file: its words in order without sil/sp, space-separated."""
-    return " ".join(w for _, _, w in read_align(path) if w not in SILENCE_WORDS)
+    return _sentence(read_align(path))
+
+
+def _sentence(words: list[tuple[float, float, str]]) -> str:
+    return " ".join(w for _, _, w in words if w not in SILENCE_WORDS)
 
 
 def word_frames(words: list[tuple[float, float, str]], n_frames: int, *, fps: float = 25.0) -> np.ndarray:
@@ -223,7 +227,7 @@ def _clip_text(name: str, align: str | Path, n_frames: int) -> tuple[str, np.nda
     """(sentence, frame word labels) from the .align file; without one, the sentence the name spells and None."""
     if Path(align).is_file():
         words = read_align(align)
-        return " ".join(w for _, _, w in words if w not in SILENCE_WORDS), word_frames(words, n_frames)
+        return _sentence(words), word_frames(words, n_frames)
     return name_transcript(name), None
 
 
