@@ -24,7 +24,8 @@ def augment_clips(roi: torch.Tensor, lips: torch.Tensor, frames: torch.Tensor, *
     half-size); frames (B,) valid lengths. -> (roi (B,T,H,W) float in [0,1], lips (B,T,2·P) float).
     A shift of (dx, dy) pixels moves the picture and the landmarks together; padded frames stay as they are.
     """
-    x = roi.float() / 255.0 if roi.dtype == torch.uint8 else roi.float()
+    original = roi.float() / 255.0 if roi.dtype == torch.uint8 else roi.float()
+    x = original
     b, t, h, w = x.shape
     dev = x.device
 
@@ -60,5 +61,5 @@ def augment_clips(roi: torch.Tensor, lips: torch.Tensor, frames: torch.Tensor, *
             s = int(torch.randint(0, n - span + 1, (), generator=generator))
             x[i, s: s + span] = mean_frame[i]
     valid = torch.arange(t, device=dev)[None] < frames.to(dev)[:, None]
-    x = torch.where(valid[:, :, None, None], x, roi.float() / 255.0 if roi.dtype == torch.uint8 else roi.float())
+    x = torch.where(valid[:, :, None, None], x, original)
     return x, lips

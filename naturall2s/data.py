@@ -50,6 +50,11 @@ UNKNOWN_WORD = 255
 """Frame label where the word is unknown (no .align file): ignored by the frame-level word loss."""
 
 
+def unknown_words(n_frames: int) -> np.ndarray:
+    """Word labels of a clip without an alignment: (n_frames,) uint8 of UNKNOWN_WORD."""
+    return np.full(n_frames, UNKNOWN_WORD, dtype=np.uint8)
+
+
 # ------------------------------------------------------------------------------------ transcripts
 def read_align(path: str | Path) -> list[tuple[float, float, str]]:
     """Word timings of a GRID ``.align`` file: [(start_s, end_s, word), ...] in seconds, silences included."""
@@ -166,7 +171,7 @@ def clip_features(roi, lips, detected, audio_16k, text: str, words: np.ndarray |
     """
     n_frames = int(roi.shape[0])
     if words is None:
-        words = np.full(n_frames, UNKNOWN_WORD, dtype=np.uint8)
+        words = unknown_words(n_frames)
     elif len(words) != n_frames:
         raise DataError(f"word labels cover {len(words)} frames, the clip has {n_frames}")
     wav = fit_length(np.asarray(audio_16k, dtype=np.float32), n_frames * SAMPLES_PER_VIDEO_FRAME)
@@ -223,20 +228,20 @@ def _init_worker(detector: str, single_thread: bool = True) -> None:
     _WORKER["detector"] = get_detector(detector)
 
 
-def _clip_text(name: str, align: str | Path, n_frames: int) -> tuple[str, np.ndarray | None]:
-    """(sentence, frame word labels) from the .align file; without one, the sentence the name spells and None."""
+def _clip_text(name: str, align: str | Path, n_frames: int) -> tuple[str, np.ndarray]:
+    """(sentence, frame word labels) from the .align file; without one, the sentence the name spells and
+    unknown labels."""
     if Path(align).is_file():
         words = read_align(align)
         return _sentence(words), word_frames(words, n_frames)
-    return name_transcript(name), None
+    return name_transcript(name), unknown_words(n_frames)
 
 
 def _add_word_labels(path: Path, align: Path) -> None:
     """Upgrade a version-1 cache npz (no ``words``) in place, atomically: no video is decoded again."""
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
-    _, words = _clip_text(path.stem, align, int(arrays["roi"].shape[0]))
-    arrays["words"] = words if words is not None else np.full(arrays["roi"].shape[0], UNKNOWN_WORD, np.uint8)
+    _, arrays["words"] = _clip_text(path.stem, align, int(arrays["roi"].shape[0]))
     save_npz_atomic(path, arrays)
 
 

@@ -318,21 +318,32 @@ def _fmt(x: float, digits: int) -> str:
 _DIGITS = {"f0_rmse_cents": 1, "mcd": 2, "pesq_nb": 2, "pesq_wb": 2}
 
 
-def markdown_table(results: dict) -> str:
-    """The summary as a markdown table (rows: systems; cells: mean ± 95% CI) with footnotes naming ASR and encoder."""
-    s = results["settings"]
-    header = ["system", "n"] + [f"{label} {arrow}" for label, arrow in METRICS.values()]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for system, per_metric in results["summary"].items():
+def _cell(v: dict, digits: int, *, signed: bool = False) -> str:
+    """``mean ± ci95`` of a mean_ci dict (``–`` when undefined); ``signed``: a difference, ``*`` when the interval
+    excludes 0."""
+    if not math.isfinite(v["mean"]):
+        return "–"
+    cell = f"{v['mean']:+.{digits}f}" if signed else _fmt(v["mean"], digits)
+    if math.isfinite(v["ci95"]):
+        cell += f" ± {_fmt(v['ci95'], digits)}" + ("*" if signed and abs(v["mean"]) > v["ci95"] else "")
+    return cell
+
+
+def _table(first: str, header: list[str], rows: dict[str, dict], metrics: Sequence[str], *, signed=False) -> list[str]:
+    """Markdown rows: one per key of ``rows`` ({name: {metric: mean_ci}}), its largest n, then a cell per metric."""
+    lines = ["| " + " | ".join([first, "n", *header]) + " |", "|" + "---|" * (len(header) + 2)]
+    for name, per_metric in rows.items():
         n = max((v["n"] for v in per_metric.values()), default=0)
-        cells = []
-        for m, v in per_metric.items():
-            digits = _DIGITS.get(m, 3)
-            cell = _fmt(v["mean"], digits)
-            if math.isfinite(v["ci95"]):
-                cell += f" ± {_fmt(v['ci95'], digits)}"
-            cells.append(cell)
-        lines.append("| " + " | ".join([system, str(n)] + cells) + " |")
+        cells = [_cell(per_metric[m], _DIGITS.get(m, 3), signed=signed) for m in metrics]
+        lines.append("| " + " | ".join([name, str(n), *cells]) + " |")
+    return lines
+
+
+def markdown_table(results: dict) -> str:
+    """The summary as a markdown table (rows: systems; cells: mean ± 95% CI) with footnotes naming ASR and encoder,
+    then the paired differences when there are any."""
+    s = results["settings"]
+    lines = _table("system", [f"{label} {arrow}" for label, arrow in METRICS.values()], results["summary"], METRICS)
     notes = [
         "",
         f"Split `{s['split']}` of {s['data_root']}: {s['n_clips']} clips"
@@ -342,28 +353,13 @@ def markdown_table(results: dict) -> str:
         "embeddings with the real audio of the same clip. F0 RMSE over frames voiced in both (pyworld).",
         f"± : {s['ci']}. RTF: compute seconds per second of audio (– for the reference).",
     ]
-    return "\n".join(lines + notes + _paired_lines(results.get("paired"))) + "\n"
-
-
-def _paired_lines(paired: dict | None) -> list[str]:
-    """Markdown of the paired differences (focus minus each other model); ``*`` where the interval excludes 0."""
-    if not paired:
-        return []
-    header = ["vs", "n"] + [f"Δ {METRICS[m][0]}" for m in PAIRED_METRICS]
-    lines = ["", f"Paired differences, `{paired['focus']}` minus each system on the same clips (mean ± 95% t-interval "
-             "of the per-clip differences; * where the interval excludes 0):", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for other, per_metric in paired["vs"].items():
-        n = max((v["n"] for v in per_metric.values()), default=0)
-        cells = []
-        for m in PAIRED_METRICS:
-            v, digits = per_metric[m], _DIGITS.get(m, 3)
-            cell = "–" if not math.isfinite(v["mean"]) else f"{v['mean']:+.{digits}f}"
-            if math.isfinite(v["ci95"]):
-                cell += f" ± {_fmt(v['ci95'], digits)}" + ("*" if abs(v["mean"]) > v["ci95"] else "")
-            cells.append(cell)
-        lines.append("| " + " | ".join([other, str(n)] + cells) + " |")
-    return lines
+    paired = results.get("paired")
+    if paired:
+        notes += ["", f"Paired differences, `{paired['focus']}` minus each system on the same clips (mean ± 95% "
+                  "t-interval of the per-clip differences; * where the interval excludes 0):", ""]
+        notes += _table("vs", [f"Δ {METRICS[m][0]}" for m in PAIRED_METRICS], paired["vs"], PAIRED_METRICS,
+                        signed=True)
+    return "\n".join(lines + notes) + "\n"
 
 
 def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:

@@ -152,9 +152,9 @@ def ctc_loss(log_probs: torch.Tensor, tokens: torch.Tensor, input_lengths: torch
     return {"ctc": loss}
 
 
-def word_ce_loss(logits: torch.Tensor, words: torch.Tensor, *, ignore_index: int = 255) -> dict[str, torch.Tensor]:
+def word_ce_loss(logits: torch.Tensor, words: torch.Tensor, *, ignore_index: int) -> dict[str, torch.Tensor]:
     """Frame-level word classification. logits (B, T, V), words (B, T) labels (``ignore_index``: unknown or
-    padding) -> {"word/ce"} (mean over labelled frames; 0 with grad when none are)."""
+    padding, ``data.UNKNOWN_WORD``) -> {"word/ce"} (mean over labelled frames; 0 with grad when none are)."""
     valid = words != ignore_index
     if not bool(valid.any()):
         return {"word/ce": logits.sum() * 0.0}
