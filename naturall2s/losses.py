@@ -30,6 +30,7 @@ DEFAULT_LAMBDAS: dict[str, float] = {
     "f0/l1": 5.0,  # |Δ log f0| of 0.1 ≈ 170 cents
     "vuv/bce": 1.0,
     "loud/l1": 0.05,  # in dB
+    "stoi/neg": 0.0,  # negative differentiable ESTOI of the waveform (torch_stoi); 0: off (not even computed)
     "adv/gen": 1.0,
     "adv/feat": 2.0,
     "adv/disc": 1.0,
@@ -119,6 +120,29 @@ def mel_loss(pred_wav: torch.Tensor, target_wav: torch.Tensor, *, scales=MEL_SCA
         fm = _frame_mask(m, p.shape[1], hop)
         terms.append(masked_mean(diff, None if fm is None else fm[..., None]))
     return {"mel/l1": torch.stack(terms).mean()}
+
+
+@functools.lru_cache(maxsize=None)
+def _neg_stoi(sample_rate: int, extended: bool):
+    import warnings
+
+    from torch_stoi import NegSTOILoss
+
+    with warnings.catch_warnings():  # torchaudio's notice about a renamed resampling method, inside torch_stoi
+        warnings.simplefilter("ignore", UserWarning)
+        return NegSTOILoss(sample_rate=sample_rate, extended=extended)
+
+
+def intelligibility_loss(pred: torch.Tensor, target: torch.Tensor, *, sample_rate: int = SAMPLE_RATE,
+                         extended: bool = True, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Negative differentiable (E)STOI (torch_stoi): band-envelope correlation over 384 ms windows at 10 kHz,
+    frames that are silent in ``target`` removed, as the evaluation's pystoi does. (B, N), (B, N) -> {"stoi/neg"}
+    in [-1, 1], lower is better. Needs at least 384 ms of speech per item (train segments of ≥ 1 s)."""
+    m = sample_mask(mask, pred.shape[-1])
+    if m is not None:
+        pred, target = pred * m, target * m
+    loss = _neg_stoi(sample_rate, extended).to(pred.device)
+    return {"stoi/neg": loss(pred.float(), target.float()).mean()}
 
 
 # ---------------------------------------------------------------------------------- frame targets

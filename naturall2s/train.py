@@ -80,7 +80,7 @@ class TrainConfig:
 STAGE_KEYS = {
     "lipreader": ("ctc", "word/ce", "melhead/l1"),
     "vocoder": ("stft/sc", "stft/mag", "mel/l1"),
-    "synth": ("stft/sc", "stft/mag", "mel/l1", "f0/l1", "vuv/bce", "loud/l1", "prior/sc", "prior/mag"),
+    "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "vuv/bce", "loud/l1", "prior/sc", "prior/mag"),
 }
 ADV_KEYS = ("adv/gen", "adv/feat")
 
@@ -187,6 +187,8 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         target = batch["audio"]
         out_losses.update(losses.multi_resolution_stft_loss(out["wav"], target, mask=mask_a))
         out_losses.update(losses.mel_loss(out["wav"], target, mask=mask_a))
+        if cfg.lambdas.get("stoi/neg", losses.DEFAULT_LAMBDAS["stoi/neg"]):
+            out_losses.update(losses.intelligibility_loss(out["wav"], target, mask=mask_a))
     if "log_f0" in out:
         out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"], mask=mask_a))
         out_losses.update(losses.loudness_loss(out["loudness"], batch["loudness"], mask=mask_a))

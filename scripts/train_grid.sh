@@ -24,6 +24,7 @@ if [ "${GPU:-0}" = 1 ]; then
   VOC=(--steps 20000 --batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000)
   SYN_STEPS=(20000)
   SYN=(--batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000 --no-freeze-frontend --augment)
+  STOI=(--steps 4000 --lr 2e-4 --warmup 100 --adv-start 0)
 else
   LAUNCH=("$PY" -m naturall2s train --device cpu)
   LIP_STEPS=(1200 2400)
@@ -33,6 +34,7 @@ else
   SYN_STEPS=(2400 3600)
   SYN=(--batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1
        --freeze-frontend)
+  STOI=(--steps 1200 --lr 2e-4 --warmup 50)
 fi
 
 "$PY" -m naturall2s prepare --data-root "$DATA" --out "$CACHE" --workers 2
@@ -70,8 +72,18 @@ for v in naturall2s-noddsp naturall2s; do
   for steps in "${SYN_STEPS[@]}"; do
     # shellcheck disable=SC2086  # EXTRA holds several flags
     "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v" --init "$LIPREADER" "${SYN[@]}" \
-      --steps "$steps" ${EXTRA[$v]} --eval-every 100 --export "checkpoints/$v.safetensors"
+      --steps "$steps" ${EXTRA[$v]} --eval-every 100
   done
+done
+
+# 4. intelligibility fine-tuning of both end-to-end variants alike: + the negative differentiable ESTOI of the
+#    waveform (losses.intelligibility_loss, weight 10 chosen on val), a fresh short cosine schedule. The cascade
+#    cannot take this loss: its vocoder never sees predicted mels, and Griffin-Lim has no parameters.
+for v in naturall2s-noddsp naturall2s; do
+  # shellcheck disable=SC2086
+  "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v-stoi" --init "$RUNS/$v/best.safetensors" \
+    "${SYN[@]}" "${STOI[@]}" ${EXTRA[$v]} --lambdas '{"stoi/neg": 10}' --eval-every 100 \
+    --export "checkpoints/$v.safetensors"
 done
 
 "$PY" -m naturall2s models

@@ -103,6 +103,38 @@ def test_adversarial_losses():
         losses.feature_matching_loss(real, fake[:1])
 
 
+def speech_like(seed=0, n=16000):
+    """Harmonics of 120 Hz under a random syllable-rate envelope (the band envelopes (E)STOI correlates), (B, n)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 16000
+    env = torch.nn.functional.interpolate(torch.rand(B, 1, 12, generator=g), size=n, mode="linear")[:, 0]
+    carrier = sum(torch.sin(2 * math.pi * 120 * k * t) / k for k in range(1, 20))
+    return 0.1 * env * carrier + 0.001 * torch.randn(B, n, generator=g)
+
+
+def test_intelligibility_loss_is_minus_one_at_target_and_pulls_towards_it():
+    x, y = speech_like(0), speech_like(1)
+    assert losses.intelligibility_loss(x, x)["stoi/neg"].item() == pytest.approx(-1.0, abs=1e-3)
+    other = losses.intelligibility_loss(y, x)["stoi/neg"]
+    assert -0.9 < other.item() < 0.5  # another envelope: far from the optimum
+    mix = (0.5 * x + 0.5 * y).requires_grad_(True)
+    loss = losses.intelligibility_loss(mix, x)["stoi/neg"]
+    loss.backward()
+    assert torch.isfinite(mix.grad).all() and mix.grad.abs().sum() > 0
+    # a small step against the gradient raises the (E)STOI towards the target
+    with torch.no_grad():
+        stepped = mix - 1e-2 * mix.grad / mix.grad.abs().max()
+    assert losses.intelligibility_loss(stepped, x)["stoi/neg"] < loss
+
+
+def test_intelligibility_loss_ignores_padding():
+    x, y = speech_like(0), speech_like(1)
+    mask = torch.ones(B, 16000, dtype=torch.bool)
+    mask[:, 12000:] = False
+    tail_differs = torch.cat([x[:, :12000], y[:, 12000:]], dim=1)
+    assert losses.intelligibility_loss(tail_differs, x, mask=mask)["stoi/neg"].item() == pytest.approx(-1.0, abs=1e-3)
+
+
 def test_weighted_sum_requires_every_weight():
     ls = {"stft/sc": torch.tensor(2.0), "ctc": torch.tensor(3.0), "mystery": torch.tensor(1.0)}
     with pytest.raises(KeyError, match="mystery"):
@@ -123,6 +155,7 @@ def test_default_lambdas_cover_every_loss_key():
         **losses.generator_adv_loss([torch.rand(B, 3)]),
         **losses.feature_matching_loss([torch.rand(B, 3)], [torch.rand(B, 3)]),
         **losses.discriminator_loss([torch.rand(B, 3)], [torch.rand(B, 3)]),
+        **losses.intelligibility_loss(speech_like(), speech_like(1)),
     }
     assert all(torch.isfinite(v) and v.ndim == 0 for v in all_losses.values())
     total = losses.weighted_sum(all_losses, losses.DEFAULT_LAMBDAS)

@@ -87,6 +87,7 @@ def test_tiny_model_overfits_one_clip(cache, tmp_path, variant, stage):
     ("naturall2s-noddsp", "synth", {}),
     ("mel-gl", "lipreader", {"augment": True, "arch": {**TINY, "word_head": True}}),
     ("naturall2s", "synth", {"teacher_f0": True, "arch": {**TINY, "f0_grad_scale": 0.01}}),
+    ("naturall2s-noddsp", "synth", {"lambdas": {"stoi/neg": 10.0}}),
 ])
 def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
     cfg = cfg_for(cache, tmp_path, variant=variant, stage=stage, **extra)
@@ -105,6 +106,11 @@ def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
         assert model.config.word_head
         assert all('"word/ce"' in r[2] for r in rows if r[1] == "train")
         assert all('"word/acc"' in r[2] for r in rows if r[1] == "val")
+    if cfg.lambdas.get("stoi/neg"):  # the intelligibility loss is computed, finite, and part of the total
+        train_rows = [json.loads(r[2].strip('"').replace('""', '"')) for r in rows if r[1] == "train"]
+        assert train_rows and all(np.isfinite(r["stoi/neg"]) and -1 <= r["stoi/neg"] <= 1 for r in train_rows)
+    else:
+        assert not any("stoi/neg" in r[2] for r in rows)  # weight 0: not even computed
 
 
 def test_vocoder_stage_trains_only_the_vocoder(cache, tmp_path):
