@@ -73,7 +73,8 @@ class PocketSphinxASR:
     """CMU PocketSphinx 5 with its bundled US-English acoustic model and CMUdict; optional JSGF grammar.
 
     ``grammar``: a name in :data:`GRAMMARS` or None (the default open-vocabulary n-gram LM). The decoder is
-    built once per (grammar) per process and reused; decoding is deterministic.
+    built once per (grammar) per process and reused; its feature front end is reset before every utterance, so a
+    transcript depends on that audio alone (not on what was decoded before).
     """
 
     def __init__(self, grammar: str | None = None):
@@ -84,6 +85,7 @@ class PocketSphinxASR:
     def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
         """Words heard in (N,) float audio at ``sample_rate``; "" for silence or no hypothesis."""
         d = self._decoder
+        d.reinit_feat()  # the feature front end's noise tracking would otherwise carry over from the last utterance
         d.start_utt()
         d.process_raw(_to_pcm16(wav, sample_rate), full_utt=True)
         d.end_utt()

@@ -87,3 +87,20 @@ def test_real_grid_wer_is_near_the_known_figure(grid_asr, grid_root, grid_test_n
         refs.append(align_transcript(grid_root / "align" / "s1" / f"{name}.align"))
         hyps.append(grid_asr.transcribe(wav, 44100))
     assert np.mean([metrics.wer(r, h) for r, h in zip(refs, hyps)]) <= 0.2
+
+
+def test_a_transcript_does_not_depend_on_what_was_decoded_before(grid_asr, grid_root, grid_test_names):
+    """The decoder is shared across calls; its feature front end (noise tracking) must not carry state from one
+    utterance to the next, or a system's WER would depend on which systems were scored before it. Quiet, noisy
+    versions of real test clips are transcribed, then again after loud noise: the same words both times (without
+    the reset in `transcribe`, this test fails on its first clip)."""
+    from naturall2s.video import read_audio_track
+
+    rng = np.random.default_rng(0)
+    loud_noise = (0.5 * rng.standard_normal(3 * SR)).astype(np.float32)
+    for name in (grid_test_names[0], grid_test_names[1], grid_test_names[3]):
+        wav = read_audio_track(grid_root / "s1" / f"{name}.mp4", sample_rate=SR)
+        degraded = (0.3 * wav + 0.02 * rng.standard_normal(len(wav))).astype(np.float32)
+        first = grid_asr.transcribe(degraded, SR)
+        grid_asr.transcribe(loud_noise, SR)
+        assert grid_asr.transcribe(degraded, SR) == first, name
