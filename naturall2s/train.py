@@ -135,6 +135,11 @@ def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
     return [p for p in model.parameters() if id(p) not in frozen]
 
 
+def loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The lambdas table of this run: losses.DEFAULT_LAMBDAS with ``cfg.lambdas`` overriding."""
+    return {**losses.DEFAULT_LAMBDAS, **cfg.lambdas}
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up then cosine decay to 10%."""
     if step < cfg.warmup:
@@ -187,7 +192,7 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         target = batch["audio"]
         out_losses.update(losses.multi_resolution_stft_loss(out["wav"], target, mask=mask_a))
         out_losses.update(losses.mel_loss(out["wav"], target, mask=mask_a))
-        if cfg.lambdas.get("stoi/neg", losses.DEFAULT_LAMBDAS["stoi/neg"]):
+        if loss_weights(cfg)["stoi/neg"]:  # weight 0: not computed (it costs a resample and two STFTs)
             out_losses.update(losses.intelligibility_loss(out["wav"], target, mask=mask_a))
     if "log_f0" in out:
         out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"], mask=mask_a))
@@ -306,7 +311,7 @@ def train(cfg: TrainConfig) -> dict:
     if use_adv:
         disc = torch.nn.ModuleDict({"mpd": MultiPeriodDiscriminator(), "mrd": MultiResolutionDiscriminator()}).to(device)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
-    lambdas = {**losses.DEFAULT_LAMBDAS, **cfg.lambdas}
+    lambdas = loss_weights(cfg)
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
 
