@@ -50,6 +50,14 @@ def sample_mask(mask: torch.Tensor | None, n_samples: int) -> torch.Tensor | Non
     return mask.repeat_interleave(n_samples // mask.shape[-1], dim=-1)
 
 
+def zero_padding(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):
+    """Both (B, N) waveforms with masked samples zeroed -> (pred, target, (B, N) sample mask or None)."""
+    m = sample_mask(mask, pred.shape[-1])
+    if m is None:
+        return pred, target, None
+    return pred * m, target * m, m
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of x over positions where mask (broadcastable to x) is True; 0 (with grad) when none are."""
     if mask is None:
@@ -80,9 +88,7 @@ def multi_resolution_stft_loss(pred: torch.Tensor, target: torch.Tensor, *, reso
 
     pred, target (B, N) waveforms -> {"stft/sc": ‖|T|-|P|‖_F / ‖|T|‖_F, "stft/mag": mean |log|T| - log|P||}.
     """
-    m = sample_mask(mask, pred.shape[-1])
-    if m is not None:
-        pred, target = pred * m, target * m
+    pred, target, m = zero_padding(pred, target, mask)
     sc, mag = [], []
     for n_fft, hop, win in resolutions:
         p, t = _stft_mag(pred, n_fft, hop, win), _stft_mag(target, n_fft, hop, win)
@@ -108,9 +114,7 @@ def _mel_filters(n_fft: int, n_mels: int, sample_rate: int, device: str) -> torc
 def mel_loss(pred_wav: torch.Tensor, target_wav: torch.Tensor, *, scales=MEL_SCALES, sample_rate: int = SAMPLE_RATE,
              mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Multi-scale log-mel L1 (DAC's mel reconstruction loss). (B, N), (B, N) -> {"mel/l1"} (mean over scales)."""
-    m = sample_mask(mask, pred_wav.shape[-1])
-    if m is not None:
-        pred_wav, target_wav = pred_wav * m, target_wav * m
+    pred_wav, target_wav, m = zero_padding(pred_wav, target_wav, mask)
     terms = []
     for n_fft, hop, n_mels in scales:
         fb = _mel_filters(n_fft, n_mels, sample_rate, str(pred_wav.device)).to(pred_wav.dtype)
@@ -138,9 +142,7 @@ def intelligibility_loss(pred: torch.Tensor, target: torch.Tensor, *, sample_rat
     """Negative differentiable (E)STOI (torch_stoi): band-envelope correlation over 384 ms windows at 10 kHz,
     frames that are silent in ``target`` removed, as the evaluation's pystoi does. (B, N), (B, N) -> {"stoi/neg"}
     in [-1, 1], lower is better. Needs at least 384 ms of speech per item (train segments of ≥ 1 s)."""
-    m = sample_mask(mask, pred.shape[-1])
-    if m is not None:
-        pred, target = pred * m, target * m
+    pred, target, _ = zero_padding(pred, target, mask)
     loss = _neg_stoi(sample_rate, extended).to(pred.device)
     return {"stoi/neg": loss(pred.float(), target.float()).mean()}
 
