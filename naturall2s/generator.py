@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from naturall2s.audio import HOP_LENGTH, N_FFT
 
@@ -21,6 +22,10 @@ CONVNEXT_KERNEL = 7
 LOG_MAG_MAX = 7.0  # clamp on predicted log-magnitudes (exp(7) ≈ 1100, above any full-scale bin at n_fft 640)
 ABS_LOG_MAG_INIT = -8.0  # with a prior, the absolute magnitude branch starts near silence (output ≈ prior)
 PRIOR_LOG_FLOOR = 1e-5  # floor of |STFT(prior)| before the log (input features)
+PRIOR_MODES = ("refine", "excitation")
+# excitation mode: the prior's spectral envelope is |P| averaged over this many frequency bins (17 × 25 Hz = 425 Hz
+# at 16 kHz / n_fft 640: wider than the harmonic spacing of any speaking F0), so |P| / envelope keeps its harmonics
+ENVELOPE_BINS = 17
 
 
 class Generator(nn.Module, ABC):
@@ -64,25 +69,36 @@ class ISTFTGenerator(Generator):
     residual on the prior's phase. The ``r`` and ``φ`` outputs start at exactly 0 and ``a`` near silence, so
     at initialisation the output is the prior itself (up to iSTFT round-off). The prior's phase is used
     detached (its gradient ~1/|P| explodes in silent bins); gradients reach the prior through |P|.
+
+    ``prior_mode="excitation"`` (source-filter): the prior supplies only its excitation, i.e. its phase and its
+    fine structure ``E = |P| / env(|P|)`` (harmonics at the predicted F0, noise texture; ``env`` averages |P| over
+    :data:`ENVELOPE_BINS` bins, so ``E ≈ 1`` where the prior is flat or silent), and the generator owns the
+    envelope: ``|S| = exp(m)·E + exp(a)``. The refine mode's ``|P|·exp(r)`` equals ``exp(r + log env)·E``: the two
+    differ only in whether the prior's envelope is the starting point the output must move away from.
     """
 
     def __init__(self, *, in_dim: int, dim: int = 256, intermediate_dim: int = 512, n_layers: int = 6,
-                 n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, use_prior: bool = False):
+                 n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, use_prior: bool = False,
+                 prior_mode: str = "refine"):
         super().__init__()
-        self.n_fft, self.hop_length, self.use_prior = n_fft, hop_length, use_prior
+        if prior_mode not in PRIOR_MODES:
+            raise ValueError(f"unknown prior_mode {prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
+        self.n_fft, self.hop_length, self.use_prior, self.prior_mode = n_fft, hop_length, use_prior, prior_mode
         self.n_bins = n_fft // 2 + 1
         self.embed = nn.Conv1d(in_dim, dim, CONVNEXT_KERNEL, padding=CONVNEXT_KERNEL // 2)
         self.prior_proj = nn.Conv1d(self.n_bins, dim, 1) if use_prior else None
         self.norm = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1.0 / n_layers) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(dim)
-        n_out = 3 if use_prior else 2  # (r,) a, φ per bin
+        n_out = 3 if use_prior else 2  # (r or m,) a, φ per bin
         self.out = nn.Linear(dim, n_out * self.n_bins)
         if use_prior:
             with torch.no_grad():
-                self.out.weight[: self.n_bins].zero_()  # r
+                if prior_mode == "refine":
+                    self.out.weight[: self.n_bins].zero_()  # r
+                    self.out.bias[: self.n_bins].zero_()
                 self.out.weight[2 * self.n_bins :].zero_()  # φ
-                self.out.bias.zero_()
+                self.out.bias[self.n_bins :].zero_()
                 self.out.bias[self.n_bins : 2 * self.n_bins].fill_(ABS_LOG_MAG_INIT)  # a
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
@@ -118,8 +134,20 @@ class ISTFTGenerator(Generator):
             spec = torch.polar(torch.exp(log_mag.clamp(max=LOG_MAG_MAX)), phase)
         else:
             r, a, phase = out.chunk(3, dim=1)
-            mag = p_mag * torch.exp(r.clamp(max=LOG_MAG_MAX)) + torch.exp(a.clamp(max=LOG_MAG_MAX))
+            source = p_mag if self.prior_mode == "refine" else excitation(p_mag)
+            mag = source * torch.exp(r.clamp(max=LOG_MAG_MAX)) + torch.exp(a.clamp(max=LOG_MAG_MAX))
             p_unit = p_spec.detach() / p_mag.detach().clamp(min=1e-12)
             p_unit = torch.where(p_mag.detach() > 1e-12, p_unit, torch.ones_like(p_unit))
             spec = torch.polar(mag, phase) * p_unit
         return self.istft(spec, n_frames)
+
+
+def excitation(mag: torch.Tensor, *, n_bins: int = ENVELOPE_BINS, floor: float = PRIOR_LOG_FLOOR) -> torch.Tensor:
+    """Fine structure of a magnitude spectrogram: ``(|P| + floor) / (env + floor)``, env = |P| averaged over
+    ``n_bins`` neighbouring frequency bins (edges: the mean of the bins that exist). (B, K, F) -> (B, K, F), ≈ 1
+    where the spectrum is flat or silent, peaks at harmonics."""
+    b, k, f = mag.shape
+    flat = mag.transpose(1, 2).reshape(b * f, 1, k)
+    env = F.avg_pool1d(flat, n_bins, stride=1, padding=n_bins // 2, count_include_pad=False)
+    env = env.reshape(b, f, k).transpose(1, 2)
+    return (mag + floor) / (env + floor)

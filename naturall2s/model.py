@@ -23,7 +23,7 @@ import torch.nn as nn
 from naturall2s import audio
 from naturall2s.data import GRID_VOCAB, tokens_to_text
 from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
-from naturall2s.generator import ISTFTGenerator
+from naturall2s.generator import PRIOR_MODES, ISTFTGenerator
 from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
 from naturall2s.synths import HarmonicPlusNoise
 
@@ -57,6 +57,9 @@ class ModelConfig:
     # scale of the gradient from the DDSP synthesizer into the F0 predictor (1: plain end to end). Oscillator-phase
     # gradients are large and erratic; at 1 they pushed the F0 head into its bounds within 100 steps on GRID.
     f0_grad_scale: float = 1.0
+    # how the generator uses the DDSP prior (generator.PRIOR_MODES): "refine" rescales the prior's spectrum,
+    # "excitation" takes only its phase and harmonic fine structure and predicts the envelope itself
+    prior_mode: str = "refine"
     sample_rate: int = audio.SAMPLE_RATE
     hop_length: int = audio.HOP_LENGTH
     n_fft: int = audio.N_FFT
@@ -65,6 +68,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.prior_mode not in PRIOR_MODES:
+            raise ValueError(f"unknown prior_mode {self.prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
         self.roi_size = tuple(self.roi_size)
 
     @property
@@ -155,6 +160,7 @@ class LipToSpeech(nn.Module):
             n_fft=c.n_fft,
             hop_length=c.hop_length,
             use_prior=use_prior,
+            prior_mode=c.prior_mode,
         )
 
     # ---- tensors in, tensors out -------------------------------------------------------------

@@ -217,8 +217,8 @@ def random_crops(real: torch.Tensor, fake: torch.Tensor, n: int) -> tuple[torch.
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dict[str, float]:
-    """Validation: mean losses, the selection score ``score`` (log-mel L1 of what the variant outputs) and the
-    greedy lip-reading word error rate ``lipread/wer``."""
+    """Validation: mean losses, the selection score ``score`` (log-mel L1 of what the variant outputs), the
+    differentiable ESTOI ``estoi`` of waveform outputs and the greedy lip-reading word error rate ``lipread/wer``."""
     from naturall2s.metrics import wer
 
     model.eval()
@@ -233,6 +233,10 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dic
         mask_a = audio_mask(batch, batch["mel"].shape[-1])
         pred_mel = out["mel"] if "mel" in out and "wav" not in out else audio.log_mel(out["wav"])
         ls["score"] = masked_mel_l1(pred_mel[..., : batch["mel"].shape[-1]], batch["mel"], mask_a)
+        if "wav" in out:  # the intelligibility the evaluation reports, whether or not it is a training loss
+            stoi = ls["stoi/neg"] if "stoi/neg" in ls else losses.intelligibility_loss(
+                out["wav"], batch["audio"], mask=mask_a)["stoi/neg"]
+            ls["estoi"] = -stoi
         for k, v in ls.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch["frames"])
         n += len(batch["frames"])

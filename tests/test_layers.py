@@ -8,7 +8,7 @@ import torch
 
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.encoders import CTCHead, VisualFrontEnd
-from naturall2s.generator import Generator, ISTFTGenerator
+from naturall2s.generator import ENVELOPE_BINS, Generator, ISTFTGenerator, excitation
 from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
 
 B, T, HOP = 2, 8, 160
@@ -99,6 +99,54 @@ def test_istft_generator_with_prior_starts_as_the_prior_and_passes_gradients_to_
     wav.square().sum().backward()
     assert prior.grad is not None and prior.grad.abs().sum() > 0
     assert gen.out.weight.grad.abs().sum() > 0
+
+
+def harmonic_prior(f0: float, n_frames: int, gain: float = 0.3) -> torch.Tensor:
+    """(B, n_frames·HOP) sum of 10 harmonics of f0 with falling amplitudes (a voiced DDSP prior)."""
+    t = torch.arange(n_frames * HOP) / 16000
+    wav = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 11))
+    return (gain * wav / 3).expand(B, -1).clone()
+
+
+def test_excitation_is_the_fine_structure_of_a_spectrum():
+    k = torch.arange(321, dtype=torch.float32)
+    flat = torch.full((1, 321, 3), 0.2)
+    assert torch.allclose(excitation(flat), torch.ones_like(flat), atol=1e-4)
+    assert torch.allclose(excitation(torch.zeros(1, 321, 3)), torch.ones(1, 321, 3))  # silence: no structure
+    comb = (0.01 + (k % 8 == 0).float())[None, :, None].expand(1, -1, 3) * torch.exp(-k / 100)[None, :, None]
+    e = excitation(comb)
+    peaks, troughs = e[0, 40:280:8, 0], e[0, 44:280:8, 0]
+    assert peaks.min() > 4 and troughs.max() < 0.2  # harmonics kept, envelope (the exp fall-off) removed
+    assert torch.allclose(excitation(10 * comb)[:, :200], e[:, :200], rtol=1e-2)  # independent of the level (far above the floor)
+    assert ENVELOPE_BINS % 2 == 1
+
+
+@pytest.mark.parametrize("mode", ["refine", "excitation"])
+def test_prior_modes_differ_in_who_owns_the_envelope(mode):
+    """refine: the output follows the prior's level; excitation: only its fine structure and phase enter the
+    output (the prior's level reaches the generator only as an input feature, switched off here)."""
+    torch.manual_seed(0)
+    gen = ISTFTGenerator(in_dim=24, dim=32, intermediate_dim=64, n_layers=2, use_prior=True, prior_mode=mode)
+    with torch.no_grad():
+        gen.prior_proj.weight.zero_()
+        gen.prior_proj.bias.zero_()
+    feats, prior = torch.randn(B, F, 24), harmonic_prior(200.0, F)
+    quiet, loud = gen(feats, prior), gen(feats, 10 * prior)
+    ratio = float(loud.norm() / quiet.norm())
+    assert ratio == pytest.approx(10.0 if mode == "refine" else 1.0, rel=0.1)
+    # either way the output is voiced at the prior's harmonics: 200 Hz = bin 8 of 25 Hz bins
+    mag = torch.stft(quiet[0], 640, 160, window=torch.hann_window(640), return_complex=True).abs().mean(-1)
+    assert mag[8:88:8].mean() > 10 * mag[12:88:8].mean()  # its 10 harmonics
+
+
+def test_excitation_mode_passes_gradients_to_the_prior():
+    torch.manual_seed(0)
+    gen = ISTFTGenerator(in_dim=24, dim=32, intermediate_dim=64, n_layers=2, use_prior=True, prior_mode="excitation")
+    prior = harmonic_prior(180.0, F).requires_grad_(True)
+    gen(torch.randn(B, F, 24), prior).square().sum().backward()
+    assert prior.grad is not None and prior.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="prior_mode"):
+        ISTFTGenerator(in_dim=8, dim=16, intermediate_dim=32, n_layers=1, use_prior=True, prior_mode="gate")
 
 
 def test_mel_vocoder_configuration():

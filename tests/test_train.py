@@ -87,7 +87,7 @@ def test_tiny_model_overfits_one_clip(cache, tmp_path, variant, stage):
     ("naturall2s", "synth", {"freeze_frontend": True, "segment_frames": 6, "adv_start": 0, "adv_segment": 3200}),
     ("naturall2s-noddsp", "synth", {}),
     ("mel-gl", "lipreader", {"augment": True, "arch": {**TINY, "word_head": True}}),
-    ("naturall2s", "synth", {"teacher_f0": True, "arch": {**TINY, "f0_grad_scale": 0.01}}),
+    ("naturall2s", "synth", {"teacher_f0": True, "arch": {**TINY, "f0_grad_scale": 0.01, "prior_mode": "excitation"}}),
     ("naturall2s-noddsp", "synth", {"lambdas": {"stoi/neg": 10.0}}),
 ])
 def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
@@ -97,6 +97,7 @@ def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
     assert result["step"] == 2 and (run / "state.pt").exists() and (run / "best.safetensors").exists()
     model = load_model(run / "best.safetensors")
     assert model.config.variant == variant
+    assert model.config.prior_mode == cfg.arch.get("prior_mode", "refine")  # the architecture travels in the checkpoint
     # resume: the same command with more steps continues from step 2
     result = train(cfg_for(cache, tmp_path, variant=variant, stage=stage, steps=4, **extra))
     assert result["step"] == 4
@@ -107,6 +108,11 @@ def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
         assert model.config.word_head
         assert all('"word/ce"' in r[2] for r in rows if r[1] == "train")
         assert all('"word/acc"' in r[2] for r in rows if r[1] == "val")
+    val_rows = [json.loads(r[2]) for r in rows if r[1] == "val"]
+    if variant == "mel-gl":  # no waveform model: no intelligibility to validate
+        assert not any("estoi" in r for r in val_rows)
+    else:  # validation reports the differentiable ESTOI of the output, whether or not it is a training loss
+        assert all(np.isfinite(r["estoi"]) and -1 <= r["estoi"] <= 1 for r in val_rows)
     if cfg.lambdas.get("stoi/neg"):  # the intelligibility loss is computed and finite
         train_rows = [json.loads(r[2]) for r in rows if r[1] == "train"]
         assert train_rows and all(np.isfinite(r["stoi/neg"]) and -1 <= r["stoi/neg"] <= 1 for r in train_rows)
