@@ -173,3 +173,19 @@ def test_compose_joins_a_vocoder_run_and_the_lip_reader(cache, tmp_path):
     state = composed.state_dict()
     assert all(torch.equal(v, state[k]) for k, v in lipreader.state_dict().items())
     assert all(torch.equal(v, state[k]) for k, v in vocoder.state_dict().items() if k.startswith("vocoder."))
+
+
+def test_oracle_f0_script_scores_a_ddsp_model_and_refuses_one_without_a_prior(cache, tmp_path):
+    """CLI smoke test of scripts/oracle_f0.py (the F0 diagnostic of the results section) on tiny untrained models."""
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = [sys.executable, str(REPO / "scripts" / "oracle_f0.py"), "--cache", str(cache), "--split", "val"]
+    ddsp = save_model(build("naturall2s", **TINY), tmp_path / "tiny-ddsp.safetensors")
+    res = subprocess.run([*script, str(ddsp)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "tiny-ddsp.safetensors (val, 1 clips): ESTOI output" in res.stdout and "paired gain" in res.stdout
+    plain = save_model(build("naturall2s-noddsp", **TINY), tmp_path / "tiny-plain.safetensors")
+    res = subprocess.run([*script, str(plain)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "has no DDSP prior" in res.stderr

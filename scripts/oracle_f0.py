@@ -1,0 +1,61 @@
+"""How much do F0 errors cost a DDSP model's intelligibility? ESTOI (pystoi) of each model's output and of its
+DDSP prior alone, with the predicted F0 and with the real F0 (pyworld, from the prepared cache) driving the
+synthesizer; the same noise seed for both runs of a clip.
+
+    python scripts/oracle_f0.py --cache cache/grid --split val naturall2s [path/to/other.safetensors ...]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from pystoi import stoi
+from scipy import stats
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from naturall2s import audio, load_model  # noqa: E402
+from naturall2s.data import CachedGrid  # noqa: E402
+
+
+def estoi(ref: np.ndarray, wav: torch.Tensor) -> float:
+    return float(stoi(ref, wav.clamp(-1, 1).numpy(), audio.SAMPLE_RATE, extended=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="naturall2s model names or .safetensors paths")
+    ap.add_argument("--cache", required=True, help="prepared cache (python -m naturall2s prepare)")
+    ap.add_argument("--split", default="val")
+    args = ap.parse_args()
+    clips = CachedGrid(args.cache, args.split)
+    for name in args.models:
+        model = load_model(name).eval()
+        if not model.config.uses_ddsp:
+            raise SystemExit(f"{name}: variant {model.config.variant} has no DDSP prior")
+        rows = []
+        for i in tqdm(range(len(clips)), desc=name):
+            clip = clips[i]
+            ref = clip["audio"].numpy()
+            real_f0 = torch.where(clip["voiced"], clip["f0"], torch.full_like(clip["f0"], audio.F0_MIN))[None]
+            row = []
+            for f0 in (None, real_f0):  # unvoiced frames: the lowest F0, as --teacher-f0 trains it
+                torch.manual_seed(0)
+                with torch.inference_mode():
+                    out = model(clip["roi"][None], clip["lips"][None], f0_hz=f0)
+                row += [estoi(ref, out["wav"][0]), estoi(ref, out["coarse"][0])]
+            rows.append(row)
+        r = np.array(rows)
+        d = r[:, 2] - r[:, 0]
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        print(f"{name} ({args.split}, {len(d)} clips): ESTOI output {r[:, 0].mean():.3f} (prior {r[:, 1].mean():.3f}) "
+              f"with its F0; {r[:, 2].mean():.3f} (prior {r[:, 3].mean():.3f}) with the real F0; "
+              f"paired gain {d.mean():+.4f} ± {half:.4f}")
+
+
+if __name__ == "__main__":
+    main()
