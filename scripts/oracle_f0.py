@@ -12,18 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pystoi import stoi
-from scipy import stats
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from naturall2s import audio, load_model  # noqa: E402
 from naturall2s.data import CachedGrid  # noqa: E402
-
-
-def estoi(ref: np.ndarray, wav: torch.Tensor) -> float:
-    return float(stoi(ref, wav.clamp(-1, 1).numpy(), audio.SAMPLE_RATE, extended=True))
+from naturall2s.metrics import estoi, mean_ci  # noqa: E402
 
 
 def main() -> None:
@@ -47,14 +42,13 @@ def main() -> None:
                 torch.manual_seed(0)
                 with torch.inference_mode():
                     out = model(clip["roi"][None], clip["lips"][None], f0_hz=f0)
-                row += [estoi(ref, out["wav"][0]), estoi(ref, out["coarse"][0])]
+                row += [estoi(ref, out[key][0].clamp(-1, 1).numpy()) for key in ("wav", "coarse")]
             rows.append(row)
         r = np.array(rows)
-        d = r[:, 2] - r[:, 0]
-        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-        print(f"{name} ({args.split}, {len(d)} clips): ESTOI output {r[:, 0].mean():.3f} (prior {r[:, 1].mean():.3f}) "
+        gain = mean_ci(r[:, 2] - r[:, 0])
+        print(f"{name} ({args.split}, {len(r)} clips): ESTOI output {r[:, 0].mean():.3f} (prior {r[:, 1].mean():.3f}) "
               f"with its F0; {r[:, 2].mean():.3f} (prior {r[:, 3].mean():.3f}) with the real F0; "
-              f"paired gain {d.mean():+.4f} ± {half:.4f}")
+              f"paired gain {gain['mean']:+.4f} ± {gain['ci95']:.4f}")
 
 
 if __name__ == "__main__":
