@@ -163,6 +163,12 @@ def audio_mask(batch: dict, n_frames: int) -> torch.Tensor:
     return steps[None, :] < (batch["frames"] * (n_frames // batch["roi"].shape[1]))[:, None]
 
 
+def real_f0(f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """The cached (pyworld) F0 as the DDSP synthesizer's drive (teacher forcing): (B, F) Hz, unvoiced frames at the
+    lowest F0 (their harmonics are gated off by the voicing anyway)."""
+    return torch.where(voiced, f0_hz, torch.full_like(f0_hz, audio.F0_MIN))
+
+
 def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | None = None) -> tuple[dict, dict]:
     """→ (losses dict with namespaced keys, model outputs). ``feats``: cached front-end features, if any."""
     mask_v = torch.arange(batch["roi"].shape[1], device=batch["roi"].device)[None] < batch["frames"][:, None]
@@ -173,8 +179,8 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         if feats is not None and cfg.feature_noise > 0 and model.training:
             feats = feats + cfg.feature_noise * torch.randn_like(feats)
         f0_hz = None
-        if cfg.teacher_f0 and model.training:  # unvoiced frames: the lowest F0 (their harmonics are gated off)
-            f0_hz = torch.where(batch["voiced"], batch["f0"], torch.full_like(batch["f0"], audio.F0_MIN))
+        if cfg.teacher_f0 and model.training:
+            f0_hz = real_f0(batch["f0"], batch["voiced"])
         roi, lips = batch["roi"], batch["lips"]
         if cfg.augment and model.training and feats is None:
             roi, lips = augment_clips(roi, lips, batch["frames"])

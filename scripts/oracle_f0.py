@@ -16,9 +16,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from naturall2s import audio, load_model  # noqa: E402
+from naturall2s import load_model  # noqa: E402
 from naturall2s.data import CachedGrid  # noqa: E402
 from naturall2s.metrics import estoi, mean_ci  # noqa: E402
+from naturall2s.train import real_f0  # noqa: E402
 
 
 def main() -> None:
@@ -36,9 +37,8 @@ def main() -> None:
         for i in tqdm(range(len(clips)), desc=name):
             clip = clips[i]
             ref = clip["audio"].numpy()
-            real_f0 = torch.where(clip["voiced"], clip["f0"], torch.full_like(clip["f0"], audio.F0_MIN))[None]
             row = []
-            for f0 in (None, real_f0):  # unvoiced frames: the lowest F0, as --teacher-f0 trains it
+            for f0 in (None, real_f0(clip["f0"], clip["voiced"])[None]):  # as --teacher-f0 drives it
                 torch.manual_seed(0)
                 with torch.inference_mode():
                     out = model(clip["roi"][None], clip["lips"][None], f0_hz=f0)
