@@ -75,29 +75,37 @@ class ISTFTGenerator(Generator):
     :data:`ENVELOPE_BINS` bins, so ``E ≈ 1`` where the prior is flat or silent), and the generator owns the
     envelope: ``|S| = exp(m)·E + exp(a)``. The refine mode's ``|P|·exp(r)`` equals ``exp(r + log env)·E``: the two
     differ only in whether the prior's envelope is the starting point the output must move away from.
+
+    ``free_phase=True`` gives the additive branch its own phase: ``S = polar(source·exp(r), ∠P + φ) +
+    polar(exp(a), ψ)``. Without it the energy the generator adds also rides on the prior's phase, so where the
+    predicted F0 is wrong its harmonics are locked to the prior's oscillators; with it the generator can draw
+    harmonics of its own, as the prior-free generator does, and the prior stays a starting point, not a cage.
     """
 
     def __init__(self, *, in_dim: int, dim: int = 256, intermediate_dim: int = 512, n_layers: int = 6,
                  n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, use_prior: bool = False,
-                 prior_mode: str = "refine"):
+                 prior_mode: str = "refine", free_phase: bool = False):
         super().__init__()
         if prior_mode not in PRIOR_MODES:
             raise ValueError(f"unknown prior_mode {prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
+        if free_phase and not use_prior:
+            raise ValueError("free_phase needs use_prior: without a prior every bin already has a free phase")
         self.n_fft, self.hop_length, self.use_prior, self.prior_mode = n_fft, hop_length, use_prior, prior_mode
+        self.free_phase = free_phase
         self.n_bins = n_fft // 2 + 1
         self.embed = nn.Conv1d(in_dim, dim, CONVNEXT_KERNEL, padding=CONVNEXT_KERNEL // 2)
         self.prior_proj = nn.Conv1d(self.n_bins, dim, 1) if use_prior else None
         self.norm = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1.0 / n_layers) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(dim)
-        n_out = 3 if use_prior else 2  # (r or m,) a, φ per bin
+        n_out = (4 if free_phase else 3) if use_prior else 2  # (r or m,) a, φ (, ψ) per bin
         self.out = nn.Linear(dim, n_out * self.n_bins)
         if use_prior:
             with torch.no_grad():
                 if prior_mode == "refine":
                     self.out.weight[: self.n_bins].zero_()  # r
                     self.out.bias[: self.n_bins].zero_()
-                self.out.weight[2 * self.n_bins :].zero_()  # φ
+                self.out.weight[2 * self.n_bins : 3 * self.n_bins].zero_()  # φ (ψ keeps the default init)
                 self.out.bias[self.n_bins :].zero_()
                 self.out.bias[self.n_bins : 2 * self.n_bins].fill_(ABS_LOG_MAG_INIT)  # a
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
@@ -133,12 +141,16 @@ class ISTFTGenerator(Generator):
             log_mag, phase = out.chunk(2, dim=1)
             spec = torch.polar(torch.exp(log_mag.clamp(max=LOG_MAG_MAX)), phase)
         else:
-            r, a, phase = out.chunk(3, dim=1)
+            r, a, phase, *free = out.chunk(4 if self.free_phase else 3, dim=1)
             source = p_mag if self.prior_mode == "refine" else excitation(p_mag)
-            mag = source * torch.exp(r.clamp(max=LOG_MAG_MAX)) + torch.exp(a.clamp(max=LOG_MAG_MAX))
             p_unit = p_spec.detach() / p_mag.detach().clamp(min=1e-12)
             p_unit = torch.where(p_mag.detach() > 1e-12, p_unit, torch.ones_like(p_unit))
-            spec = torch.polar(mag, phase) * p_unit
+            added = torch.exp(a.clamp(max=LOG_MAG_MAX))
+            if self.free_phase:
+                locked = torch.polar(source * torch.exp(r.clamp(max=LOG_MAG_MAX)), phase) * p_unit
+                spec = locked + torch.polar(added, free[0])
+            else:
+                spec = torch.polar(source * torch.exp(r.clamp(max=LOG_MAG_MAX)) + added, phase) * p_unit
         return self.istft(spec, n_frames)
 
 

@@ -72,22 +72,34 @@ class F0Head(nn.Module):
 
     (B, F, in_dim) -> dict(log_f0 (B,F) natural log of Hz, bounded to [log f0_min, log f0_max];
     voicing_logit (B,F) (sigmoid = probability of voicing); loudness (B,F) dB as in audio.loudness).
+
+    ``n_bins=0``: log F0 is one bounded regression output. ``n_bins>0`` (CREPE-style pitch classification):
+    logits over ``n_bins`` log-spaced pitches from f0_min to f0_max, returned as ``f0_logits`` (B,F,n_bins);
+    ``log_f0`` is the posterior mean of the bin centres (``bin_centres``, natural log of Hz), so it stays
+    differentiable for the synthesizer. Train it with :func:`naturall2s.losses.f0_losses`' ``f0/ce``.
     """
 
     def __init__(self, *, in_dim: int, hidden: int = 256, f0_min: float = F0_MIN, f0_max: float = F0_MAX,
-                 kernel_size: int = KERNEL_SIZE):
+                 kernel_size: int = KERNEL_SIZE, n_bins: int = 0):
         super().__init__()
+        if n_bins == 1 or n_bins < 0:
+            raise ValueError(f"n_bins must be 0 (regression) or at least 2, got {n_bins}")
         self.log_f0_min, self.log_f0_max = math.log(f0_min), math.log(f0_max)
-        self.net = ConvStack(in_dim, hidden, 3, kernel_size=kernel_size)
+        self.n_bins = n_bins
+        self.net = ConvStack(in_dim, hidden, max(n_bins, 1) + 2, kernel_size=kernel_size)
+        self.register_buffer("bin_centres", torch.linspace(self.log_f0_min, self.log_f0_max, max(n_bins, 2)),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        raw = self.net(x)
-        log_f0 = self.log_f0_min + (self.log_f0_max - self.log_f0_min) * torch.sigmoid(raw[..., 0])
-        return {
-            "log_f0": log_f0,
-            "voicing_logit": raw[..., 1],
-            "loudness": LOUDNESS_OFFSET_DB + LOUDNESS_SCALE_DB * raw[..., 2],
-        }
+        raw = self.net(x)  # (B, F, pitch channels (1 or n_bins) + voicing + loudness)
+        pitch = raw[..., :-2]
+        out = {"voicing_logit": raw[..., -2], "loudness": LOUDNESS_OFFSET_DB + LOUDNESS_SCALE_DB * raw[..., -1]}
+        if self.n_bins:
+            out["f0_logits"] = pitch
+            out["log_f0"] = torch.softmax(pitch.float(), dim=-1) @ self.bin_centres.float()
+        else:
+            out["log_f0"] = self.log_f0_min + (self.log_f0_max - self.log_f0_min) * torch.sigmoid(pitch[..., 0])
+        return out
 
 
 class ControlHead(nn.Module):

@@ -8,6 +8,7 @@ samples are zeroed in both signals and masked STFT frames (those whose centre sa
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from naturall2s.audio import SAMPLE_RATE
 STFT_RESOLUTIONS = ((256, 64, 256), (512, 128, 512), (1024, 256, 1024))  # (n_fft, hop, win)
 MEL_SCALES = ((256, 64, 40), (512, 128, 80), (1024, 256, 128))  # (n_fft = win, hop, n_mels)
 MAG_FLOOR = 1e-5  # clamp before log-magnitude / log-mel
+F0_CE_SIGMA_CENTS = 25.0  # width of the pitch-classification target (CREPE: 25 cents)
 
 DEFAULT_LAMBDAS: dict[str, float] = {
     "ctc": 1.0,
@@ -28,6 +30,7 @@ DEFAULT_LAMBDAS: dict[str, float] = {
     "prior/sc": 1.0,  # the same STFT loss on the DDSP prior waveform
     "prior/mag": 1.0,
     "f0/l1": 5.0,  # |Δ log f0| of 0.1 ≈ 170 cents
+    "f0/ce": 1.0,  # pitch classification (only a classifying F0 head, ModelConfig.f0_bins > 0, has it)
     "vuv/bce": 1.0,
     "loud/l1": 0.05,  # in dB
     "stoi/neg": 0.0,  # negative differentiable ESTOI of the waveform (torch_stoi); 0: off (not even computed)
@@ -149,17 +152,30 @@ def intelligibility_loss(pred: torch.Tensor, target: torch.Tensor, *, sample_rat
 
 # ---------------------------------------------------------------------------------- frame targets
 def f0_losses(log_f0_pred: torch.Tensor, voicing_logit: torch.Tensor, f0_hz: torch.Tensor, voiced: torch.Tensor, *,
-              mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              mask: torch.Tensor | None = None, f0_logits: torch.Tensor | None = None,
+              bin_centres: torch.Tensor | None = None,
+              sigma_cents: float = F0_CE_SIGMA_CENTS) -> dict[str, torch.Tensor]:
     """F0 and voicing per frame. All (B, F); f0_hz in Hz (0 where unvoiced), voiced bool, mask bool valid frames.
 
     -> {"f0/l1": mean |log_f0_pred - log f0| over voiced valid frames, "vuv/bce": BCE over valid frames}.
+    With ``f0_logits`` (B, F, n_bins) over ``bin_centres`` (n_bins,) natural-log Hz (a classifying
+    :class:`~naturall2s.heads.F0Head`), also "f0/ce": cross-entropy against a Gaussian of ``sigma_cents`` around
+    the true pitch (CREPE's blurred one-hot), over voiced valid frames.
     """
     voiced = voiced.bool()
     valid = voiced if mask is None else voiced & mask.bool()
     target = torch.log(f0_hz.clamp(min=1.0))
     f0_l1 = masked_mean((log_f0_pred - target).abs(), valid)
     bce = F.binary_cross_entropy_with_logits(voicing_logit, voiced.to(voicing_logit.dtype), reduction="none")
-    return {"f0/l1": f0_l1, "vuv/bce": masked_mean(bce, mask)}
+    out = {"f0/l1": f0_l1, "vuv/bce": masked_mean(bce, mask)}
+    if f0_logits is not None:
+        sigma = sigma_cents / 1200.0 * math.log(2.0)  # cents -> natural-log units
+        # only voiced frames: an unvoiced frame's target (log 1 Hz) is far from every bin and would give 0/0
+        q = torch.exp(-0.5 * ((bin_centres - target[valid][:, None]) / sigma) ** 2)
+        q = q / q.sum(-1, keepdim=True)
+        ce = -(q * torch.log_softmax(f0_logits[valid].float(), dim=-1)).sum(-1)
+        out["f0/ce"] = ce.mean() if ce.numel() else f0_logits.sum() * 0.0
+    return out
 
 
 def loudness_loss(loudness_pred: torch.Tensor, loudness_target: torch.Tensor, *,

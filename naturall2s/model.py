@@ -60,6 +60,10 @@ class ModelConfig:
     # how the generator uses the DDSP prior (generator.PRIOR_MODES): "refine" rescales the prior's spectrum,
     # "excitation" takes only its phase and harmonic fine structure and predicts the envelope itself
     prior_mode: str = "refine"
+    # the generator's additive branch gets its own phase instead of riding on the prior's (generator.ISTFTGenerator)
+    prior_free_phase: bool = False
+    # F0 head: 0 regresses log F0; > 0 classifies it over this many log-spaced pitch bins (heads.F0Head)
+    f0_bins: int = 0
     sample_rate: int = audio.SAMPLE_RATE
     hop_length: int = audio.HOP_LENGTH
     n_fft: int = audio.N_FFT
@@ -70,6 +74,8 @@ class ModelConfig:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.prior_mode not in PRIOR_MODES:
             raise ValueError(f"unknown prior_mode {self.prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
+        if self.f0_bins < 0 or self.f0_bins == 1:
+            raise ValueError(f"f0_bins must be 0 (regression) or at least 2, got {self.f0_bins}")
         self.roi_size = tuple(self.roi_size)
 
     @property
@@ -133,7 +139,7 @@ class LipToSpeech(nn.Module):
             if c.variant == "mel-vocoder":
                 self.vocoder = self._generator(in_dim=c.n_mels, use_prior=False)
         else:
-            self.f0_head = F0Head(in_dim=c.dim, hidden=c.head_hidden, kernel_size=c.head_kernel_size)
+            self.f0_head = F0Head(in_dim=c.dim, hidden=c.head_hidden, kernel_size=c.head_kernel_size, n_bins=c.f0_bins)
             if c.uses_ddsp:
                 self.control_head = ControlHead(
                     in_dim=c.dim,
@@ -161,6 +167,7 @@ class LipToSpeech(nn.Module):
             hop_length=c.hop_length,
             use_prior=use_prior,
             prior_mode=c.prior_mode,
+            free_phase=use_prior and c.prior_free_phase,
         )
 
     # ---- tensors in, tensors out -------------------------------------------------------------

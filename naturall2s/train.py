@@ -80,7 +80,8 @@ class TrainConfig:
 STAGE_KEYS = {
     "lipreader": ("ctc", "word/ce", "melhead/l1"),
     "vocoder": ("stft/sc", "stft/mag", "mel/l1"),
-    "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "vuv/bce", "loud/l1", "prior/sc", "prior/mag"),
+    "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "f0/ce", "vuv/bce", "loud/l1", "prior/sc",
+              "prior/mag"),
 }
 ADV_KEYS = ("adv/gen", "adv/feat")
 
@@ -201,7 +202,9 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         if loss_weights(cfg)["stoi/neg"]:  # weight 0: not computed (it costs a resample and two STFTs)
             out_losses.update(losses.intelligibility_loss(out["wav"], target, mask=mask_a))
     if "log_f0" in out:
-        out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"], mask=mask_a))
+        head = getattr(model, "module", model).f0_head  # DistributedDataParallel wraps the model
+        out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"],
+                                           mask=mask_a, f0_logits=out.get("f0_logits"), bin_centres=head.bin_centres))
         out_losses.update(losses.loudness_loss(out["loudness"], batch["loudness"], mask=mask_a))
     if "coarse" in out:
         prior = losses.multi_resolution_stft_loss(out["coarse"], batch["audio"], mask=mask_a)

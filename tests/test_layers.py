@@ -149,6 +149,61 @@ def test_excitation_mode_passes_gradients_to_the_prior():
         ISTFTGenerator(in_dim=8, dim=16, intermediate_dim=32, n_layers=1, use_prior=True, prior_mode="gate")
 
 
+def test_free_phase_lets_the_added_energy_leave_the_prior_phase():
+    """With free_phase the additive branch has its own phase: once the prior-scaled branch is switched off
+    (and the prior's log-magnitude input projection), the output no longer depends on the prior at all; without
+    free_phase the same generator still rides on the prior's phase, so two priors give two outputs."""
+    torch.manual_seed(0)
+    feats = torch.randn(B, F, 24)
+    outputs = {}
+    for free in (False, True):
+        gen = ISTFTGenerator(in_dim=24, dim=32, intermediate_dim=64, n_layers=2, use_prior=True, free_phase=free)
+        with torch.no_grad():
+            gen.prior_proj.weight.zero_()
+            gen.prior_proj.bias.zero_()
+            k = gen.n_bins
+            gen.out.bias[:k].fill_(-30.0)  # r: the prior-scaled branch vanishes
+            gen.out.bias[k : 2 * k].fill_(-2.0)  # a: the additive branch is audible
+        outputs[free] = [gen(feats, harmonic_prior(f0, F)) for f0 in (110.0, 170.0)]
+        assert gen.out.out_features == (4 if free else 3) * gen.n_bins
+    locked, free = outputs[False], outputs[True]
+    assert locked[0].abs().max() > 1e-3 and free[0].abs().max() > 1e-3
+    assert (locked[0] - locked[1]).abs().max() > 0.1 * locked[0].abs().max()  # phase follows the prior
+    assert torch.allclose(free[0], free[1], atol=1e-6)  # phase of its own
+
+
+def test_free_phase_starts_as_the_prior_and_needs_one():
+    torch.manual_seed(0)
+    gen = ISTFTGenerator(in_dim=24, dim=32, intermediate_dim=64, n_layers=2, use_prior=True, free_phase=True)
+    prior = harmonic_prior(150.0, F).requires_grad_(True)
+    wav = gen(torch.randn(B, F, 24), prior)
+    assert (wav - prior).abs().max() < 1e-2 * prior.abs().max()
+    wav.square().sum().backward()
+    assert prior.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="free_phase needs use_prior"):
+        ISTFTGenerator(in_dim=8, dim=16, intermediate_dim=32, n_layers=1, use_prior=False, free_phase=True)
+
+
+def test_f0_head_classification_returns_the_posterior_mean_pitch():
+    torch.manual_seed(0)
+    head = F0Head(in_dim=32, hidden=16, n_bins=90)
+    out = head(torch.randn(B, F, 32))
+    assert set(out) == {"log_f0", "voicing_logit", "loudness", "f0_logits"}
+    assert out["f0_logits"].shape == (B, F, 90) and out["log_f0"].shape == (B, F)
+    centres = head.bin_centres
+    assert centres[0] == pytest.approx(math.log(60.0)) and centres[-1] == pytest.approx(math.log(400.0))
+    assert out["log_f0"].min() >= centres[0] - 1e-5 and out["log_f0"].max() <= centres[-1] + 1e-5
+    with torch.no_grad():  # a confident head (one bin far above the rest) says that bin's pitch
+        last = head.net.out[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[37] = 50.0
+    assert torch.allclose(head(torch.randn(B, F, 32))["log_f0"], centres[37].expand(B, F), atol=1e-4)
+    assert "bin_centres" not in head.state_dict()  # derived from f0_min / f0_max / n_bins, not stored
+    with pytest.raises(ValueError, match="n_bins"):
+        F0Head(in_dim=32, n_bins=1)
+
+
 def test_mel_vocoder_configuration():
     gen = ISTFTGenerator(in_dim=80, dim=32, intermediate_dim=64, n_layers=1)
     assert gen(torch.randn(B, F, 80)).shape == (B, F * HOP)

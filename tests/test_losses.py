@@ -66,6 +66,36 @@ def test_f0_loss_with_no_voiced_frame_is_zero_and_differentiable():
     out["f0/l1"].backward()
 
 
+def test_f0_cross_entropy_prefers_the_true_pitch_bin_and_ignores_unvoiced_frames():
+    centres = torch.linspace(math.log(60.0), math.log(400.0), 120)
+    f0 = torch.tensor([[100.0, 0.0, 200.0, 150.0]])
+    voiced = f0 > 0
+    true_bin = (centres[None, :, None] - torch.log(f0.clamp(min=1))[..., None, :]).abs().argmin(1)  # (1, 4)
+
+    def peaked(bins):
+        return 8.0 * torch.nn.functional.one_hot(bins, 120).float()
+
+    def ce(logits, **kw):
+        return losses.f0_losses(torch.zeros(1, 4), torch.zeros(1, 4), f0, voiced, f0_logits=logits,
+                                bin_centres=centres, **kw)["f0/ce"]
+
+    right, wrong = ce(peaked(true_bin)), ce(peaked((true_bin + 20) % 120))
+    assert right.item() < wrong.item() - 2.0  # nats
+    # an unvoiced frame's logits do not count (and its log(1 Hz) target, far below every bin, gives no NaN)
+    logits = peaked(true_bin).requires_grad_(True)
+    ce(logits).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 1].abs().sum() == 0
+    assert ce(peaked(true_bin), mask=torch.tensor([[True, True, False, True]])).item() == pytest.approx(
+        right.item(), rel=0.2)
+    # no voiced frame: zero and differentiable
+    unvoiced = torch.zeros(1, 4, dtype=torch.bool)
+    none = losses.f0_losses(torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, 4), unvoiced, f0_logits=logits,
+                            bin_centres=centres)["f0/ce"]
+    assert none.item() == 0.0
+    none.backward()
+    assert "f0/ce" not in losses.f0_losses(torch.zeros(1, 4), torch.zeros(1, 4), f0, voiced)  # regression head
+
+
 def test_loudness_loss_masked():
     pred = torch.tensor([[-30.0, -40.0, 0.0]])
     target = torch.tensor([[-32.0, -36.0, -90.0]])
@@ -148,7 +178,8 @@ def test_default_lambdas_cover_every_loss_key():
     f = torch.rand(B, 50) * 200 + 80
     all_losses = {
         **losses.multi_resolution_stft_loss(x, y), **losses.mel_loss(x, y),
-        **losses.f0_losses(torch.log(f), torch.zeros(B, 50), f, f > 150),
+        **losses.f0_losses(torch.log(f), torch.zeros(B, 50), f, f > 150, f0_logits=torch.randn(B, 50, 30),
+                           bin_centres=torch.linspace(math.log(60.0), math.log(400.0), 30)),
         **losses.loudness_loss(torch.zeros(B, 50), torch.ones(B, 50)),
         **losses.ctc_loss(torch.zeros(B, 10, 4).log_softmax(-1), torch.tensor([[1, 2], [3, 0]]),
                           torch.tensor([10, 10]), torch.tensor([2, 1])),

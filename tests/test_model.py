@@ -1,6 +1,8 @@
 """The assembled model: every variant's shapes, gradients through the DDSP prior, checkpoints round trip."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,22 @@ def test_noddsp_has_no_synthesizer():
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown variant"):
         ModelConfig(variant="wavenet")
+    with pytest.raises(ValueError, match="f0_bins"):
+        ModelConfig(f0_bins=1)
+
+
+def test_shipped_regression_f0_head_keeps_its_output_layout():
+    """Old checkpoints (regression F0 head) load into the current layout: channel 0 is log F0, 1 voicing, 2
+    loudness. A model trained so must still give F0 in the speaker's range and voicing where it speaks."""
+    model = build("naturall2s", **TINY)
+    assert model.config.f0_bins == 0 and model.f0_head.net.out[-1].out_channels == 3
+    with torch.no_grad():
+        last = model.f0_head.net.out[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 5.0, 1.0]))  # sigmoid(0): the middle of the log-F0 range
+    out = model(*inputs(batch=1))
+    assert torch.allclose(out["log_f0"], torch.tensor(0.5 * (math.log(60.0) + math.log(400.0))))
+    assert (out["voicing_logit"] == 5.0).all() and torch.allclose(out["loudness"], torch.tensor(-30.0))
 
 
 @pytest.mark.parametrize("variant", ["naturall2s", "mel-vocoder"])

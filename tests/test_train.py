@@ -88,6 +88,7 @@ def test_tiny_model_overfits_one_clip(cache, tmp_path, variant, stage):
     ("naturall2s-noddsp", "synth", {}),
     ("mel-gl", "lipreader", {"augment": True, "arch": {**TINY, "word_head": True}}),
     ("naturall2s", "synth", {"teacher_f0": True, "arch": {**TINY, "f0_grad_scale": 0.01, "prior_mode": "excitation"}}),
+    ("naturall2s", "synth", {"arch": {**TINY, "prior_free_phase": True, "f0_bins": 24}, "lambdas": {"f0/l1": 0.0}}),
     ("naturall2s-noddsp", "synth", {"lambdas": {"stoi/neg": 10.0}}),
 ])
 def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
@@ -97,7 +98,10 @@ def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
     assert result["step"] == 2 and (run / "state.pt").exists() and (run / "best.safetensors").exists()
     model = load_model(run / "best.safetensors")
     assert model.config.variant == variant
-    assert model.config.prior_mode == cfg.arch.get("prior_mode", "refine")  # the architecture travels in the checkpoint
+    # the architecture travels in the checkpoint
+    assert model.config.prior_mode == cfg.arch.get("prior_mode", "refine")
+    assert model.config.prior_free_phase == cfg.arch.get("prior_free_phase", False)
+    assert model.config.f0_bins == cfg.arch.get("f0_bins", 0)
     # resume: the same command with more steps continues from step 2
     result = train(cfg_for(cache, tmp_path, variant=variant, stage=stage, steps=4, **extra))
     assert result["step"] == 4
@@ -109,6 +113,10 @@ def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
         assert all('"word/ce"' in r[2] for r in rows if r[1] == "train")
         assert all('"word/acc"' in r[2] for r in rows if r[1] == "val")
     val_rows = [json.loads(r[2]) for r in rows if r[1] == "val"]
+    train_rows = [json.loads(r[2]) for r in rows if r[1] == "train"]
+    # a classifying F0 head trains on its cross-entropy (finite, positive); a regressing one has none
+    assert all((np.isfinite(r["f0/ce"]) and r["f0/ce"] > 0) if cfg.arch.get("f0_bins") else "f0/ce" not in r
+               for r in train_rows)
     if variant == "mel-gl":  # no waveform model: no intelligibility to validate
         assert not any("estoi" in r for r in val_rows)
     else:  # validation reports the differentiable ESTOI of the output, whether or not it is a training loss
