@@ -22,7 +22,7 @@ if [ "${GPU:-0}" = 1 ]; then
   LIP=(--batch-size 32 --lr 6e-4 --warmup 300)
   WORDS=(--steps 6000 --batch-size 32 --lr 5e-4 --warmup 300)
   VOC=(--steps 20000 --batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000)
-  SYN_STEPS=(20000)
+  declare -A SYN_STEPS=([naturall2s-noddsp]="20000" [naturall2s]="20000")
   SYN=(--batch-size 32 --segment-frames 25 --lr 5e-4 --adv-start 5000 --freeze-frontend)
   STOI=(--steps 4000 --lr 2e-4 --warmup 100 --adv-start 0)
   JOINT=(--no-freeze-frontend --segment-frames 0 --batch-size 16 --steps 3000 --lr 5e-5 --warmup 100 --adv-start 0)
@@ -32,7 +32,7 @@ else
   LIP=(--batch-size 8 --lr 6e-4 --warmup 100 --threads 2)
   WORDS=(--steps 3000 --batch-size 8 --lr 5e-4 --warmup 100 --threads 2)
   VOC=(--steps 2000 --batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1)
-  SYN_STEPS=(2400 3600)
+  declare -A SYN_STEPS=([naturall2s-noddsp]="2400 3600" [naturall2s]="2400")  # see step 3
   SYN=(--batch-size 16 --segment-frames 25 --lr 5e-4 --warmup 100 --adv-start -1 --threads 1
        --freeze-frontend)
   STOI=(--steps 1200 --lr 2e-4 --warmup 50)
@@ -65,16 +65,20 @@ LIPREADER=$RUNS/lipreader-words/best.safetensors
 #    Feature regularisation was chosen per variant on val: dropout 0.3 + Gaussian noise 0.3 on the cached features
 #    helps naturall2s (same val score in train and eval mode) but gives the prior-less generator a train/eval shift
 #    (val log-mel L1 0.70 with dropout on vs 1.21 in eval mode), so naturall2s-noddsp trains without it.
+#    naturall2s's generator gives the energy it adds its own phase (prior_free_phase) and its F0 head classifies
+#    pitch over 180 bins, trained on the cross-entropy alone (f0/l1 weight 0): session 5, chosen on val.
 declare -A EXTRA=(
   [naturall2s-noddsp]='--arch {"word_head":true}'
-  [naturall2s]='--feature-noise 0.3 --arch {"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01}'
+  [naturall2s]='--feature-noise 0.3 --arch {"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01,"prior_free_phase":true,"f0_bins":180}'
 )
-#    CPU: 2400 steps, then resumed to 3600 (a warm restart of the cosine schedule), both variants alike.
+declare -A LAMBDAS=([naturall2s-noddsp]='' [naturall2s]='"f0/l1": 0, ')  # loss weights each stage adds to
+#    CPU: naturall2s-noddsp 2400 steps, then resumed to 3600 (a warm restart of the cosine schedule); the shipped
+#    naturall2s had 2400 (its session-5 retrain; the session-3 one had 3600 and scored lower on val).
 for v in naturall2s-noddsp naturall2s; do
-  for steps in "${SYN_STEPS[@]}"; do
+  for steps in ${SYN_STEPS[$v]}; do
     # shellcheck disable=SC2086  # EXTRA holds several flags
     "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v" --init "$LIPREADER" "${SYN[@]}" \
-      --steps "$steps" ${EXTRA[$v]} --eval-every 100
+      --steps "$steps" ${EXTRA[$v]} --lambdas "{${LAMBDAS[$v]%, }}" --eval-every 100
   done
 done
 
@@ -84,7 +88,7 @@ done
 for v in naturall2s-noddsp naturall2s; do
   # shellcheck disable=SC2086
   "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v-stoi" --init "$RUNS/$v/best.safetensors" \
-    "${SYN[@]}" "${STOI[@]}" ${EXTRA[$v]} --lambdas '{"stoi/neg": 10}' --eval-every 100
+    "${SYN[@]}" "${STOI[@]}" ${EXTRA[$v]} --lambdas "{${LAMBDAS[$v]}\"stoi/neg\": 10}" --eval-every 100
 done
 
 # 5. joint fine-tuning, both end-to-end variants alike: the front end (and its CTC and word heads, whose losses stay
@@ -94,8 +98,8 @@ done
 for v in naturall2s-noddsp naturall2s; do
   # shellcheck disable=SC2086
   "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v-joint" \
-    --init "$RUNS/$v-stoi/best.safetensors" "${JOINT[@]}" ${EXTRA[$v]} --lambdas '{"stoi/neg": 10}' --eval-every 50 \
-    --export "checkpoints/$v.safetensors"
+    --init "$RUNS/$v-stoi/best.safetensors" "${JOINT[@]}" ${EXTRA[$v]} --lambdas "{${LAMBDAS[$v]}\"stoi/neg\": 10}" \
+    --eval-every 50 --export "checkpoints/$v.safetensors"
 done
 
 "$PY" -m naturall2s models
