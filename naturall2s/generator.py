@@ -145,12 +145,11 @@ class ISTFTGenerator(Generator):
             source = p_mag if self.prior_mode == "refine" else excitation(p_mag)
             p_unit = p_spec.detach() / p_mag.detach().clamp(min=1e-12)
             p_unit = torch.where(p_mag.detach() > 1e-12, p_unit, torch.ones_like(p_unit))
-            added = torch.exp(a.clamp(max=LOG_MAG_MAX))
+            kept, added = source * torch.exp(r.clamp(max=LOG_MAG_MAX)), torch.exp(a.clamp(max=LOG_MAG_MAX))
             if self.free_phase:
-                locked = torch.polar(source * torch.exp(r.clamp(max=LOG_MAG_MAX)), phase) * p_unit
-                spec = locked + torch.polar(added, free[0])
+                spec = torch.polar(kept, phase) * p_unit + torch.polar(added, free[0])
             else:
-                spec = torch.polar(source * torch.exp(r.clamp(max=LOG_MAG_MAX)) + added, phase) * p_unit
+                spec = torch.polar(kept + added, phase) * p_unit
         return self.istft(spec, n_frames)
 
 

@@ -87,8 +87,8 @@ class F0Head(nn.Module):
         self.log_f0_min, self.log_f0_max = math.log(f0_min), math.log(f0_max)
         self.n_bins = n_bins
         self.net = ConvStack(in_dim, hidden, max(n_bins, 1) + 2, kernel_size=kernel_size)
-        self.register_buffer("bin_centres", torch.linspace(self.log_f0_min, self.log_f0_max, max(n_bins, 2)),
-                             persistent=False)
+        # (n_bins,) natural log of Hz; empty for the regression head
+        self.register_buffer("bin_centres", torch.linspace(self.log_f0_min, self.log_f0_max, n_bins), persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raw = self.net(x)  # (B, F, pitch channels (1 or n_bins) + voicing + loudness)
