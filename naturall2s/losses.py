@@ -170,11 +170,13 @@ def f0_losses(log_f0_pred: torch.Tensor, voicing_logit: torch.Tensor, f0_hz: tor
     out = {"f0/l1": f0_l1, "vuv/bce": masked_mean(bce, mask)}
     if f0_logits is not None:
         sigma = sigma_cents / 1200.0 * math.log(2.0)  # cents -> natural-log units
-        # only voiced frames: an unvoiced frame's target (log 1 Hz) is far from every bin and would give 0/0
-        q = torch.exp(-0.5 * ((bin_centres - target[valid][:, None]) / sigma) ** 2)
+        # targets clamped into the bins: an unvoiced frame's log(1 Hz) is far from every bin (0/0 below); it is
+        # masked out anyway, and a voiced one (pyworld searches F0_MIN..F0_MAX) is unchanged
+        centred = target.clamp(float(bin_centres[0]), float(bin_centres[-1]))[..., None] - bin_centres
+        q = torch.exp(-0.5 * (centred / sigma) ** 2)
         q = q / q.sum(-1, keepdim=True)
-        ce = -(q * torch.log_softmax(f0_logits[valid].float(), dim=-1)).sum(-1)
-        out["f0/ce"] = ce.mean() if ce.numel() else f0_logits.sum() * 0.0
+        ce = -(q * torch.log_softmax(f0_logits.float(), dim=-1)).sum(-1)  # (B, F)
+        out["f0/ce"] = masked_mean(ce, valid)
     return out
 
 

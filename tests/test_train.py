@@ -122,7 +122,6 @@ def test_stage_runs_saves_and_resumes(cache, tmp_path, variant, stage, extra):
     else:  # validation reports the differentiable ESTOI of the output, whether or not it is a training loss
         assert all(np.isfinite(r["estoi"]) and -1 <= r["estoi"] <= 1 for r in val_rows)
     if cfg.lambdas.get("stoi/neg"):  # the intelligibility loss is computed and finite
-        train_rows = [json.loads(r[2]) for r in rows if r[1] == "train"]
         assert train_rows and all(np.isfinite(r["stoi/neg"]) and -1 <= r["stoi/neg"] <= 1 for r in train_rows)
     else:
         assert not any("stoi/neg" in r[2] for r in rows)  # weight 0: not even computed
