@@ -82,22 +82,31 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"):
     from naturall2s.model import LipToSpeech, ModelConfig
 
     path = resolve(name_or_path)
-    meta = read_metadata(path)
-    try:
-        config = ModelConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its model config does not match this code ({e})") from None
-    model = LipToSpeech(config)
-    state = load_tensors(path)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0:3]
-        raise CheckpointError(f"{path} does not match the {config.variant} architecture: {' '.join(first)}") from None
-    model.name = Path(path).stem if Path(path).parent == CHECKPOINT_DIR else config.variant
+    model, meta = load_module(path, ModelConfig, LipToSpeech, bad_config="its model config does not match this code")
+    model.name = Path(path).stem if Path(path).parent == CHECKPOINT_DIR else model.config.variant
     model.info = meta["info"]
     return model.to(device).eval()
+
+
+def load_module(path: str | Path, config_cls, module_cls, *, bad_config: str):
+    """``module_cls(config_cls.from_dict(stored config))`` with the stored weights (float32, strict) -> (module,
+    metadata). CheckpointError ``"{path}: {bad_config} (...)"`` when the stored config is not a ``config_cls``, and
+    one naming the architecture when the weights do not fit it."""
+    path = resolve(path)
+    meta = read_metadata(path)
+    try:
+        config = config_cls.from_dict(meta["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {bad_config} ({e})") from None
+    module = module_cls(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_tensors(path).items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:3]
+        kind = getattr(config, "variant", None) or getattr(config, "kind", module_cls.__name__)
+        raise CheckpointError(f"{path} does not match the {kind} architecture: {' '.join(first)}") from None
+    return module, meta
 
 
 def available_models() -> list[str]:

@@ -53,6 +53,8 @@ METRICS = {
     "voicing_error": ("V/UV err", "↓"),
     "wer": ("WER", "↓"),
     "cer": ("CER", "↓"),
+    # the system's own lip-read text (its CTC head) against the transcript: the front end's share of the word errors
+    "lipread_wer": ("Lip-read WER", "↓"),
     "speaker_similarity": ("Spk sim", "↑"),
     "rtf": ("RTF", "↓"),
 }
@@ -278,14 +280,16 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
             continue
         base = {"clip": clip.name, "speaker": clip.speaker, "text": ref.text}
         if reference:
-            rows.append({**base, "system": REFERENCE, "lipread_text": "",
+            rows.append({**base, "system": REFERENCE, "lipread_text": "", "lipread_wer": float("nan"),
                          **score(ref, ref.wav, asr=recogniser, encoder=encoder, seconds=None)})
         for system in systems:
             torch.manual_seed(SEED)
             out = system.synthesize(mouth)
             wav = audio.resample(np.asarray(out.wav, np.float32).reshape(-1), int(out.sample_rate), audio.SAMPLE_RATE)
             scores = score(ref, wav, asr=recogniser, encoder=encoder, seconds=float(out.seconds))
-            rows.append({**base, "system": system.name, "lipread_text": out.text or "", **scores})
+            lipread_wer = metrics.wer(ref.text, out.text) if out.text is not None else float("nan")
+            rows.append({**base, "system": system.name, "lipread_text": out.text or "", "lipread_wer": lipread_wer,
+                         **scores})
 
     names = ([REFERENCE] if reference else []) + model_names
     paired = None

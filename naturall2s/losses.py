@@ -34,6 +34,7 @@ DEFAULT_LAMBDAS: dict[str, float] = {
     "vuv/bce": 1.0,
     "loud/l1": 0.05,  # in dB
     "stoi/neg": 0.0,  # negative differentiable ESTOI of the waveform (torch_stoi); 0: off (not even computed)
+    "content/ce": 0.0,  # word cross-entropy of the frozen content judge on the waveform (needs TrainConfig.judge)
     "adv/gen": 1.0,
     "adv/feat": 2.0,
     "adv/disc": 1.0,
@@ -203,6 +204,17 @@ def word_ce_loss(logits: torch.Tensor, words: torch.Tensor, *, ignore_index: int
     if not bool(valid.any()):
         return {"word/ce": logits.sum() * 0.0}
     return {"word/ce": F.cross_entropy(logits.float()[valid], words[valid].long())}
+
+
+def content_loss(judge, wav: torch.Tensor, words: torch.Tensor, *, ignore_index: int) -> dict[str, torch.Tensor]:
+    """Text supervision of generated speech: the word cross-entropy of a frozen :class:`~naturall2s.content.WordJudge`
+    on the log-mel of ``wav``. wav (B, 640T), words (B, T) frame labels (``ignore_index``: unknown or padding)
+    -> {"content/ce"} (mean over labelled frames). Gradients reach ``wav``, never the judge's frozen weights."""
+    from naturall2s.audio import log_mel
+
+    logits = judge(log_mel(wav))
+    n = min(logits.shape[1], words.shape[1])
+    return {"content/ce": word_ce_loss(logits[:, :n], words[:, :n], ignore_index=ignore_index)["word/ce"]}
 
 
 # ------------------------------------------------------------------------------------ adversarial

@@ -7,7 +7,10 @@ Stages (each a run folder of its own, resumable):
   removes); the rest of the model comes from ``--init`` (the lip reader).
 - ``synth``: ``naturall2s`` / ``naturall2s-noddsp``: F0 predictor (+ DDSP controls and synthesizer) and waveform
   generator trained end to end from the front end (frozen with ``--freeze-frontend``, which caches its features once:
-  the CPU recipe; or fine-tuned jointly, the GPU recipe).
+  the CPU recipe; or fine-tuned jointly, the GPU recipe). With ``--judge`` (a judge run's checkpoint) and a
+  ``content/ce`` weight, the frozen content judge's word cross-entropy on the generated speech is a loss too.
+- ``judge``: the content judge (:mod:`naturall2s.content`), a word recognizer trained on the *real* log-mels of the
+  training split (single process; ``--variant`` is ignored).
 
 Runs on CPU, one CUDA GPU, or several processes under ``torchrun`` (DistributedDataParallel, gloo on CPU, nccl on GPU).
 Everything the run needs to continue lives in ``<run-dir>/state.pt``; the best model by validation score is exported
@@ -40,7 +43,8 @@ from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionD
 from naturall2s.errors import DataError, NaturalL2SError
 from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
 
-STAGES = ("lipreader", "vocoder", "synth")
+STAGES = ("lipreader", "vocoder", "synth", "judge")
+SELECT = ("mel", "estoi")  # the validation number that picks best.safetensors: log-mel L1 (lower) or ESTOI (higher)
 
 
 @dataclass
@@ -65,6 +69,8 @@ class TrainConfig:
     feature_noise: float = 0.0  # std of Gaussian noise on cached front-end features (regularises frozen features)
     augment: bool = False  # random crop shift, contrast and a masked time span per clip (front end not frozen)
     teacher_f0: bool = False  # synth: drive the DDSP synthesizer with the real F0 (voiced frames) while training
+    judge: str = ""  # synth: content judge checkpoint (stage judge) for the content/ce loss and the content/acc probe
+    select: str = "mel"  # SELECT: which validation number picks the best model
     lambdas: dict = field(default_factory=dict)  # overrides of losses.DEFAULT_LAMBDAS
     arch: dict = field(default_factory=dict)  # ModelConfig overrides, e.g. {"dim": 128}
     eval_every: int = 250
@@ -81,7 +87,8 @@ STAGE_KEYS = {
     "lipreader": ("ctc", "word/ce", "melhead/l1"),
     "vocoder": ("stft/sc", "stft/mag", "mel/l1"),
     "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "f0/ce", "vuv/bce", "loud/l1", "prior/sc",
-              "prior/mag"),
+              "prior/mag", "content/ce"),
+    "judge": ("word/ce",),
 }
 ADV_KEYS = ("adv/gen", "adv/feat")
 
@@ -170,8 +177,10 @@ def real_f0(f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
     return torch.where(voiced, f0_hz, torch.full_like(f0_hz, audio.F0_MIN))
 
 
-def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | None = None) -> tuple[dict, dict]:
-    """→ (losses dict with namespaced keys, model outputs). ``feats``: cached front-end features, if any."""
+def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | None = None,
+                   judge=None) -> tuple[dict, dict]:
+    """→ (losses dict with namespaced keys, model outputs). ``feats``: cached front-end features, if any; ``judge``:
+    the frozen content judge, if any."""
     mask_v = torch.arange(batch["roi"].shape[1], device=batch["roi"].device)[None] < batch["frames"][:, None]
     out_losses: dict[str, torch.Tensor] = {}
     if cfg.stage == "vocoder":
@@ -201,6 +210,8 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         out_losses.update(losses.mel_loss(out["wav"], target, mask=mask_a))
         if loss_weights(cfg)["stoi/neg"]:  # weight 0: not computed (it costs a resample and two STFTs)
             out_losses.update(losses.intelligibility_loss(out["wav"], target, mask=mask_a))
+        if judge is not None:
+            out_losses.update(losses.content_loss(judge, out["wav"], batch["words"], ignore_index=UNKNOWN_WORD))
     if "log_f0" in out:
         head = getattr(model, "module", model).f0_head  # DistributedDataParallel wraps the model
         out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"],
@@ -225,20 +236,23 @@ def random_crops(real: torch.Tensor, fake: torch.Tensor, n: int) -> tuple[torch.
 # evaluation
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dict[str, float]:
-    """Validation: mean losses, the selection score ``score`` (log-mel L1 of what the variant outputs), the
-    differentiable ESTOI ``estoi`` of waveform outputs and the greedy lip-reading word error rate ``lipread/wer``."""
+def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None) -> dict[str, float]:
+    """Validation: mean losses, ``score`` (log-mel L1 of what the variant outputs), the differentiable ESTOI
+    ``estoi`` of waveform outputs, the greedy lip-reading word error rate ``lipread/wer``, the word accuracy
+    ``content/acc`` of the content judge on the generated speech (given a judge), and ``select``: the number
+    (lower is better) that picks the best model, per ``cfg.select``."""
     from naturall2s.metrics import wer
 
     model.eval()
     sums: dict[str, float] = {}
     n = 0
     refs, hyps = [], []
-    word_hits = word_total = 0
+    word_hits = word_total = content_hits = 0
+    has_word_head = False
     for batch in loader:
         batch = to_device(batch, model.device)
         feats = feats_of(batch) if feats_of else None
-        ls, out = compute_losses(model, batch, cfg, feats)
+        ls, out = compute_losses(model, batch, cfg, feats, judge)
         mask_a = audio_mask(batch, batch["mel"].shape[-1])
         pred_mel = out["mel"] if "mel" in out and "wav" not in out else audio.log_mel(out["wav"])
         ls["score"] = masked_mel_l1(pred_mel[..., : batch["mel"].shape[-1]], batch["mel"], mask_a)
@@ -249,10 +263,14 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dic
         for k, v in ls.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch["frames"])
         n += len(batch["frames"])
-        if "word_logits" in out:
-            labelled = batch["words"] != UNKNOWN_WORD
+        labelled = batch["words"] != UNKNOWN_WORD
+        has_word_head = "word_logits" in out
+        if has_word_head:
             word_hits += int((out["word_logits"].argmax(-1) == batch["words"])[labelled].sum())
-            word_total += int(labelled.sum())
+        if judge is not None and "wav" in out:
+            heard = judge(audio.log_mel(out["wav"])).argmax(-1)[:, : labelled.shape[1]]
+            content_hits += int((heard == batch["words"][:, : heard.shape[1]])[labelled[:, : heard.shape[1]]].sum())
+        word_total += int(labelled.sum())
         if "ctc_log_probs" in out:
             for toks, ref in zip(ctc_greedy_batch(out["ctc_log_probs"], batch["frames"]), batch["text"]):
                 hyps.append(tokens_to_text(toks))
@@ -261,8 +279,11 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None) -> dic
     result = {k: v / max(1, n) for k, v in sums.items()}
     if refs:
         result["lipread/wer"] = float(np.mean([wer(r, h) for r, h in zip(refs, hyps)]))
-    if word_total:
+    if word_total and has_word_head:
         result["word/acc"] = word_hits / word_total
+    if word_total and judge is not None:
+        result["content/acc"] = content_hits / word_total
+    result["select"] = -result["estoi"] if cfg.select == "estoi" and "estoi" in result else result["score"]
     return result
 
 
@@ -282,6 +303,14 @@ def train(cfg: TrainConfig) -> dict:
         raise NaturalL2SError("the vocoder stage belongs to --variant mel-vocoder")
     if cfg.stage == "lipreader" and cfg.variant != "mel-gl":
         raise NaturalL2SError("the lipreader stage trains --variant mel-gl (front end + CTC + mel head)")
+    if cfg.select not in SELECT:
+        raise NaturalL2SError(f"unknown --select {cfg.select!r}; choose one of {', '.join(SELECT)}")
+    if cfg.stage == "judge":
+        return train_judge(cfg)
+    if cfg.judge and cfg.stage != "synth":
+        raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage")
+    if loss_weights(cfg)["content/ce"] and not cfg.judge:
+        raise NaturalL2SError("the content/ce loss needs a content judge: --judge PATH (a judge run's checkpoint)")
     if cfg.steps == 0:
         model = build_model(cfg)
         info = {"step": 0, "stage": "compose", "init": cfg.init, "train_config": asdict(cfg)}
@@ -291,9 +320,7 @@ def train(cfg: TrainConfig) -> dict:
             save_model(model, cfg.export, info=info)
         return {"step": 0, "best": float("nan"), "run_dir": cfg.run_dir}
 
-    if not (Path(cfg.cache) / "manifest.json").exists():
-        raise DataError(f"no prepared cache at {cfg.cache}: run `python -m naturall2s prepare --out {cfg.cache}` first")
-
+    require_cache(cfg)
     rank, world, device = setup_distributed(cfg)
     is_main = rank == 0
     seed_everything(cfg.seed + rank)
@@ -324,6 +351,11 @@ def train(cfg: TrainConfig) -> dict:
     if use_adv:
         disc = torch.nn.ModuleDict({"mpd": MultiPeriodDiscriminator(), "mrd": MultiResolutionDiscriminator()}).to(device)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
+    judge = None
+    if cfg.judge:
+        from naturall2s.content import load_judge
+
+        judge = load_judge(cfg.judge, device=device)
     lambdas = loss_weights(cfg)
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
@@ -377,7 +409,7 @@ def train(cfg: TrainConfig) -> dict:
             batch = to_device(batch, device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            ls, out = compute_losses(train_model, batch, cfg, feats_of(batch))
+            ls, out = compute_losses(train_model, batch, cfg, feats_of(batch), judge)
             adv_on = use_adv and step >= cfg.adv_start
             if adv_on:  # discriminator step, then the generator's adversarial + feature-matching terms
                 real, fake = random_crops(batch["audio"], out["wav"], cfg.adv_segment)
@@ -417,13 +449,13 @@ def train(cfg: TrainConfig) -> dict:
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
             if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out:
                 if is_main:
-                    val = evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None)
+                    val = evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge)
                     log.writerow([step, "val", json.dumps(val)])
                     log_file.flush()
-                    msg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in (*keys, "score", "lipread/wer", "word/acc"))
+                    msg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc"))
                     tqdm.write(f"step {step}: val {msg}")
-                    if val["score"] < best:
-                        best = val["score"]
+                    if val["select"] < best:
+                        best = val["select"]
                         info = {"step": step, "val": val, "stage": cfg.stage, "train_config": asdict(cfg)}
                         save_model(model, run_dir / "best.safetensors", info=info)
                         if cfg.export:
@@ -444,6 +476,93 @@ def train(cfg: TrainConfig) -> dict:
     if world > 1:
         dist.destroy_process_group()
     return {"step": step, "best": best, "run_dir": str(run_dir)}
+
+
+def train_judge(cfg: TrainConfig) -> dict:
+    """Stage ``judge``: the content judge (:class:`~naturall2s.content.WordJudge`, ``--arch`` overrides its
+    :class:`~naturall2s.content.JudgeConfig`) learns the frame word labels from the *real* log-mels of the training
+    split (random ``--segment-frames`` crops, SpecAugment and gain), and is selected on its validation word accuracy
+    (``best`` is that accuracy). One process; resumable like the other stages."""
+    from naturall2s.content import JudgeConfig, WordJudge, spec_augment
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NaturalL2SError("the judge stage is small: run it as one process, without torchrun")
+    require_cache(cfg)
+    _, _, device = setup_distributed(cfg)
+    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    train_set = CachedGrid(cfg.cache, "train", segment_frames=cfg.segment_frames or None, train=True)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
+                                               collate_fn=collate, drop_last=True)
+    val_loader = torch.utils.data.DataLoader(CachedGrid(cfg.cache, "val"), batch_size=cfg.batch_size, collate_fn=collate)
+    judge = WordJudge(JudgeConfig(**cfg.arch)).to(device)
+    opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
+    step, best = 0, -1.0
+    state_path = run_dir / "state.pt"
+    if state_path.exists():
+        st = load_state(state_path, map_location=device)
+        judge.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, best = st["step"], st["best"]
+    print(f"judge: {sum(p.numel() for p in judge.parameters()) / 1e6:.2f}M parameters, {len(train_set)} train clips")
+    bar = tqdm(total=cfg.steps, initial=step, desc="judge", dynamic_ncols=True)
+    with open(run_dir / "log.csv", "a", newline="") as log_file:
+        log = csv.writer(log_file)
+        while step < cfg.steps:
+            for batch in train_loader:
+                batch = to_device(batch, device)
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, cfg)
+                logits = judge(spec_augment(batch["mel"]))
+                ls = losses.word_ce_loss(logits, batch["words"], ignore_index=UNKNOWN_WORD)
+                total = losses.weighted_sum(ls, loss_weights(cfg))
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(judge.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    bar.set_postfix(loss=f"{float(total.detach()):.3f}")
+                    log.writerow([step, "train", json.dumps({"word/ce": float(total.detach())})])
+                if step % cfg.eval_every == 0 or step >= cfg.steps:
+                    acc = judge_accuracy(judge, val_loader, device)
+                    log.writerow([step, "val", json.dumps({"word/acc": acc})])
+                    log_file.flush()
+                    tqdm.write(f"step {step}: val word/acc {acc:.4f}")
+                    if acc > best:
+                        best = acc
+                        info = {"step": step, "val": {"word/acc": acc}, "stage": "judge", "train_config": asdict(cfg)}
+                        for path in filter(None, (run_dir / "best.safetensors", cfg.export)):
+                            save_model(judge, path, info=info)
+                    save_state({"model": judge.state_dict(), "opt": opt.state_dict(), "step": step, "best": best},
+                               state_path)
+                if step >= cfg.steps:
+                    break
+    bar.close()
+    return {"step": step, "best": best, "run_dir": str(run_dir)}
+
+
+@torch.no_grad()
+def judge_accuracy(judge, loader, device) -> float:
+    """Frame word accuracy of a content judge on the real log-mels of ``loader``'s clips (labelled frames)."""
+    judge.eval()
+    hits = total = 0
+    for batch in loader:
+        batch = to_device(batch, device)
+        labelled = batch["words"] != UNKNOWN_WORD
+        hits += int((judge(batch["mel"]).argmax(-1) == batch["words"])[labelled].sum())
+        total += int(labelled.sum())
+    judge.train()
+    return hits / max(1, total)
+
+
+def require_cache(cfg: TrainConfig) -> None:
+    if not (Path(cfg.cache) / "manifest.json").exists():
+        raise DataError(f"no prepared cache at {cfg.cache}: run `python -m naturall2s prepare --out {cfg.cache}` first")
 
 
 def _flat(feature_maps) -> list[torch.Tensor]:

@@ -129,6 +129,10 @@ def test_scores_order_the_systems(results):
     assert light["rtf"]["mean"] == pytest.approx(0.5 / (FRAMES * 640 - 100) * SR)
     assert heavy["rtf"]["mean"] == pytest.approx(0.5 / (FRAMES * 640 / SR), rel=1e-3)  # 22.05 kHz output
     assert s["silent"]["wer"]["mean"] == pytest.approx(1.0)  # the ASR hears nothing in silence
+    # the lip-read WER scores each system's own text ("bin blue" on every clip; silent reads nothing)
+    assert light["lipread_wer"]["mean"] == pytest.approx(np.mean([ev.metrics.wer(t, "bin blue") for t in TEXTS]))
+    assert s["silent"]["lipread_wer"]["mean"] == 1.0
+    assert s["reference"]["lipread_wer"]["n"] == 0
     assert all(r["asr_text"] == "" for r in results[0]["clips"] if r["system"] == "silent")
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from naturall2s import losses
+from naturall2s.content import JudgeConfig, WordJudge
 
 B, N = 2, 8000
 
@@ -187,6 +188,8 @@ def test_default_lambdas_cover_every_loss_key():
         **losses.feature_matching_loss([torch.rand(B, 3)], [torch.rand(B, 3)]),
         **losses.discriminator_loss([torch.rand(B, 3)], [torch.rand(B, 3)]),
         **losses.intelligibility_loss(speech_like(), speech_like(1)),
+        **losses.content_loss(WordJudge(JudgeConfig(dim=8, dilations=(1,))), x,
+                              torch.randint(0, 52, (B, x.shape[-1] // 640)), ignore_index=255),
     }
     assert all(torch.isfinite(v) and v.ndim == 0 for v in all_losses.values())
     total = losses.weighted_sum(all_losses, losses.DEFAULT_LAMBDAS)

@@ -196,3 +196,33 @@ def test_oracle_f0_script_scores_a_ddsp_model_and_refuses_one_without_a_prior(ca
     plain = save_model(build("naturall2s-noddsp", **TINY), tmp_path / "tiny-plain.safetensors")
     res = subprocess.run([*script, str(plain)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "has no DDSP prior" in res.stderr
+
+
+def test_judge_stage_then_content_supervised_synth_stage(cache, tmp_path):
+    """The judge stage trains a word recognizer on the real log-mels and exports it; a synth run with ``--judge``
+    optimises its content loss, validates the judge's accuracy on the generated speech and can select on ESTOI."""
+    from naturall2s.content import load_judge
+    from naturall2s.errors import NaturalL2SError
+
+    judge_cfg = cfg_for(cache, tmp_path / "j", stage="judge", arch={"dim": 16, "dilations": [1, 2]}, steps=3,
+                        eval_every=3, export=str(tmp_path / "judge.safetensors"))
+    result = train(judge_cfg)
+    assert result["step"] == 3 and 0.0 <= result["best"] <= 1.0
+    judge = load_judge(tmp_path / "judge.safetensors")
+    assert judge.config.dim == 16 and judge.config.dilations == (1, 2)
+    assert load_state(tmp_path / "j" / "run" / "state.pt")["step"] == 3
+    with pytest.raises(NaturalL2SError, match="content judge"):  # a content weight without a judge
+        train(cfg_for(cache, tmp_path / "x", variant="naturall2s", stage="synth", lambdas={"content/ce": 1.0}))
+    with pytest.raises(NaturalL2SError, match="synth stage"):  # a judge supervises generated speech only
+        train(cfg_for(cache, tmp_path / "y", variant="mel-gl", stage="lipreader", judge=str(tmp_path / "judge.safetensors")))
+
+    cfg = cfg_for(cache, tmp_path / "s", variant="naturall2s", stage="synth", judge=str(tmp_path / "judge.safetensors"),
+                  lambdas={"content/ce": 1.0}, select="estoi")
+    train(cfg)
+    rows = list(csv.reader((Path(cfg.run_dir) / "log.csv").read_text().splitlines()))
+    train_rows = [json.loads(r[2]) for r in rows if r[1] == "train"]
+    val_rows = [json.loads(r[2]) for r in rows if r[1] == "val"]
+    assert train_rows and all(np.isfinite(r["content/ce"]) and r["content/ce"] > 0 for r in train_rows)
+    assert val_rows and all(0.0 <= r["content/acc"] <= 1.0 and r["select"] == -r["estoi"] for r in val_rows)
+    info = load_model(Path(cfg.run_dir) / "best.safetensors").info
+    assert info["train_config"]["select"] == "estoi" and info["train_config"]["judge"] == cfg.judge
