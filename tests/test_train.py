@@ -226,3 +226,25 @@ def test_judge_stage_then_content_supervised_synth_stage(cache, tmp_path):
     assert val_rows and all(0.0 <= r["content/acc"] <= 1.0 and r["select"] == -r["estoi"] for r in val_rows)
     info = load_model(Path(cfg.run_dir) / "best.safetensors").info
     assert info["train_config"]["select"] == "estoi" and info["train_config"]["judge"] == cfg.judge
+
+
+def test_resynthesis_bounds_script_scores_real_speech_and_refuses_a_model_without_a_vocoder(cache, tmp_path):
+    """CLI smoke test of scripts/resynthesis_bounds.py (the bounds of the results section) on the synthetic cache."""
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = [sys.executable, str(REPO / "scripts" / "resynthesis_bounds.py"), "--cache", str(cache), "--split", "val"]
+    vocoder = save_model(build("mel-vocoder", **TINY), tmp_path / "tiny-vocoder.safetensors")
+    res = subprocess.run([*script, "--vocoder", str(vocoder)], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and not line.startswith("| speech")]
+    names = [r.split(" | ")[0][2:] for r in rows]
+    assert names == ["real speech", "WORLD, own F0", "WORLD, F0 off 170 ¢", "WORLD, F0 off 340 ¢",
+                     "WORLD, monotone F0", "vocoder on the real mel"]
+    assert rows[0].split(" | ")[2] == "1.000"  # real speech against itself: ESTOI 1
+    plain = save_model(build("naturall2s-noddsp", **TINY), tmp_path / "tiny-plain.safetensors")
+    res = subprocess.run([*script, "--vocoder", str(plain)], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0 and "has no vocoder on mels" in res.stderr
