@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
-# and the two NaturalL2S variants, then export fp16 checkpoints into checkpoints/.
+# and the two NaturalL2S variants, then export fp16 checkpoints into checkpoints/ (or $OUT).
 #
 #   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 4 h 25 min in all)
 #   GPU=1 scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]     # GPU recipe: longer runs and adversarial losses (not yet run: no GPU was lent)
 #   NPROC=4 GPU=1 scripts/train_grid.sh ...                # several GPUs (torchrun, DistributedDataParallel)
+#
+# Environment: OUT (where the checkpoints go; default checkpoints/), PREPARE=0 (use the prepared cache already in
+# WORK_DIR/cache/grid), DEVICE (the GPU recipe's device, default cuda; cpu runs its commands under torchrun/gloo),
+# SMOKE=1 (every training command for 2 steps at batch 2: a test of the recipe's command lines, not a training).
 #
 # Every stage is resumable: rerun the script and finished stages resume at their last step (and stop at once).
 set -euo pipefail
@@ -12,12 +16,13 @@ cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/grid}
 WORK=${2:-../naturall2s-work}
 PY=${PY:-.venv/bin/python}
+OUT=${OUT:-checkpoints}
 CACHE=$WORK/cache/grid
 RUNS=$WORK/runs
 mkdir -p "$RUNS"
 
 if [ "${GPU:-0}" = 1 ]; then
-  LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-1}" -m naturall2s train --device cuda)
+  LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-1}" -m naturall2s train --device "${DEVICE:-cuda}")
   LIP_STEPS=(6000)
   LIP=(--batch-size 32 --lr 6e-4 --warmup 300)
   WORDS=(--steps 6000 --batch-size 32 --lr 5e-4 --warmup 300)
@@ -39,25 +44,32 @@ else
   JOINT=(--no-freeze-frontend --segment-frames 0 --batch-size 8 --steps 400 --lr 5e-5 --warmup 20 --threads 2)
 fi
 
-"$PY" -m naturall2s prepare --data-root "$DATA" --out "$CACHE" --workers 2
+SMOKE_ARGS=()
+if [ "${SMOKE:-0}" = 1 ]; then
+  SMOKE_ARGS=(--steps 2 --eval-every 1 --batch-size 2)  # later flags win: every training command runs 2 steps
+fi
+train_stage() { "${LAUNCH[@]}" "$@" "${SMOKE_ARGS[@]}"; }  # one training command (SMOKE_ARGS last: they win)
+if [ "${PREPARE:-1}" = 1 ]; then
+  "$PY" -m naturall2s prepare --data-root "$DATA" --out "$CACHE" --workers 2
+fi
 
 # 1. the lip reader: front end + CTC + mel head, trained jointly (the mel-gl variant). The CPU recipe
 #    runs the cosine schedule twice (1200 steps, then resumed to 2400: a warm restart), as the shipped model was.
 for steps in "${LIP_STEPS[@]}"; do
-  "${LAUNCH[@]}" --variant mel-gl --stage lipreader --cache "$CACHE" --run-dir "$RUNS/lipreader" "${LIP[@]}" \
+  train_stage --variant mel-gl --stage lipreader --cache "$CACHE" --run-dir "$RUNS/lipreader" "${LIP[@]}" \
     --steps "$steps" --eval-every 100
 done
 #    then from that lip reader: + the frame-level word head (its posteriors condition every speech head) and clip
 #    augmentation (crop shift, contrast, a masked span), a fresh cosine schedule. This run is the shipped mel-gl.
-"${LAUNCH[@]}" --variant mel-gl --stage lipreader --cache "$CACHE" --run-dir "$RUNS/lipreader-words" "${WORDS[@]}" \
+train_stage --variant mel-gl --stage lipreader --cache "$CACHE" --run-dir "$RUNS/lipreader-words" "${WORDS[@]}" \
   --init "$RUNS/lipreader/best.safetensors" --arch '{"word_head": true}' --augment --eval-every 200 \
-  --export checkpoints/mel-gl.safetensors
+  --export "$OUT/mel-gl.safetensors"
 LIPREADER=$RUNS/lipreader-words/best.safetensors
 
 # 2. the cascade's vocoder on real mels (independent of the lip reader), then composed with the lip reader's mel head
-"${LAUNCH[@]}" --variant mel-vocoder --stage vocoder --cache "$CACHE" --run-dir "$RUNS/vocoder" "${VOC[@]}" --eval-every 200
+train_stage --variant mel-vocoder --stage vocoder --cache "$CACHE" --run-dir "$RUNS/vocoder" "${VOC[@]}" --eval-every 200
 "$PY" -m naturall2s train --variant mel-vocoder --stage vocoder --steps 0 --run-dir "$RUNS/mel-vocoder" \
-  --init "$RUNS/vocoder/best.safetensors,$LIPREADER" --arch '{"word_head": true}' --export checkpoints/mel-vocoder.safetensors
+  --init "$RUNS/vocoder/best.safetensors,$LIPREADER" --arch '{"word_head": true}' --export "$OUT/mel-vocoder.safetensors"
 
 # 3. NaturalL2S with and without the DDSP prior, from the lip reader's front end
 #    The oscillator's phase gradients into the F0 predictor are scaled by 0.01: at 1 they drove the F0 head into its
@@ -77,7 +89,7 @@ declare -A LAMBDAS=([naturall2s-noddsp]='' [naturall2s]='"f0/l1": 0, ')  # loss 
 for v in naturall2s-noddsp naturall2s; do
   for steps in ${SYN_STEPS[$v]}; do
     # shellcheck disable=SC2086  # EXTRA holds several flags
-    "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v" --init "$LIPREADER" "${SYN[@]}" \
+    train_stage --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v" --init "$LIPREADER" "${SYN[@]}" \
       --steps "$steps" ${EXTRA[$v]} --lambdas "{${LAMBDAS[$v]%, }}" --eval-every 100
   done
 done
@@ -87,7 +99,7 @@ done
 #    cannot take this loss: its vocoder never sees predicted mels, and Griffin-Lim has no parameters.
 for v in naturall2s-noddsp naturall2s; do
   # shellcheck disable=SC2086
-  "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v-stoi" --init "$RUNS/$v/best.safetensors" \
+  train_stage --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v-stoi" --init "$RUNS/$v/best.safetensors" \
     "${SYN[@]}" "${STOI[@]}" ${EXTRA[$v]} --lambdas "{${LAMBDAS[$v]}\"stoi/neg\": 10}" --eval-every 100
 done
 
@@ -97,9 +109,9 @@ done
 #    0.087 -> 0.107). A small learning rate keeps the lip reader intact.
 for v in naturall2s-noddsp naturall2s; do
   # shellcheck disable=SC2086
-  "${LAUNCH[@]}" --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v-joint" \
+  train_stage --variant "$v" --stage synth --cache "$CACHE" --run-dir "$RUNS/$v-joint" \
     --init "$RUNS/$v-stoi/best.safetensors" "${JOINT[@]}" ${EXTRA[$v]} --lambdas "{${LAMBDAS[$v]}\"stoi/neg\": 10}" \
-    --eval-every 50 --export "checkpoints/$v.safetensors"
+    --eval-every 50 --export "$OUT/$v.safetensors"
 done
 
 "$PY" -m naturall2s models
