@@ -39,6 +39,7 @@ _DIGITS = {"z": "zero", "0": "zero", "1": "one", "2": "two", "3": "three", "4": 
            "6": "six", "7": "seven", "8": "eight", "9": "nine"}
 _ADVERBS = {"a": "again", "n": "now", "p": "please", "s": "soon"}
 _NAME_SLOTS = (_COMMANDS, _COLOURS, _PREPOSITIONS, _LETTERS, _DIGITS, _ADVERBS)
+GRID_SLOTS = ("command", "colour", "preposition", "letter", "digit", "adverb")  # the six words of every sentence
 
 GRID_VOCAB: list[str] = list(dict.fromkeys(w for slot in _NAME_SLOTS for w in slot.values()))
 """The 51 GRID words. CTC token of ``GRID_VOCAB[i]`` is ``i + 1``; token 0 is the blank."""

@@ -19,6 +19,10 @@ Paired differences: systems are scored on the same clips, so ``focus`` (default:
 compared with each other model clip by clip: the mean of the per-clip differences (focus minus other) with its 95%
 t-interval, which is much tighter than comparing two independent intervals.
 
+Word errors by GRID slot (:func:`slot_errors`): where in the sentence (command colour preposition letter digit
+adverb) the ASR misses words of each system's speech, beside where the system's own lip reading misses them; a
+word the lip reader got right but the ASR did not was lost in the synthesis.
+
 Outputs in ``out_dir``: ``results.md`` (the table, then the paired differences), ``summary.csv`` (one row per
 system: mean, ci95, n per metric), ``clips.csv`` (one row per clip and system, with transcripts) and ``results.json`` (all of it plus the settings).
 """
@@ -195,6 +199,34 @@ def summarize(rows: list[dict], systems: Sequence[str]) -> dict:
 
 
 PAIRED_METRICS = tuple(m for m in METRICS if m != "rtf")
+TEXT_SOURCES = {"asr": "asr_text", "lipread": "lipread_text"}  # whose words slot_errors counts -> the row's column
+
+
+def slot_errors(rows: list[dict], systems: Sequence[str]) -> dict | None:
+    """Word errors by position in the GRID sentence (command colour preposition letter digit adverb), per system,
+    for the ASR transcript of its speech and for its own lip reading: {system: {"asr" | "lipread": {slot:
+    {"errors", "n", "rate"}}}}. Counts every clip whose reference has six words; a reference word is an error
+    unless the minimum-edit alignment matches it (:func:`naturall2s.metrics.word_hits`). A system without lip
+    reading (the reference) has no "lipread" entry. None when no clip has a six-word reference."""
+    from naturall2s.data import GRID_SLOTS
+
+    counts: dict[str, dict[str, list[list[int]]]] = {}
+    for r in rows:
+        if r["system"] not in systems or len(metrics.normalize_text(r["text"]).split()) != len(GRID_SLOTS):
+            continue
+        for source, column in TEXT_SOURCES.items():
+            if source == "lipread" and not math.isfinite(r.get("lipread_wer", float("nan"))):
+                continue
+            hits = metrics.word_hits(r["text"], r.get(column, ""))
+            per_slot = counts.setdefault(r["system"], {}).setdefault(source, [[0, 0] for _ in GRID_SLOTS])
+            for k, hit in enumerate(hits):
+                per_slot[k][0] += not hit
+                per_slot[k][1] += 1
+    if not counts:
+        return None
+    return {system: {source: {slot: {"errors": e, "n": n, "rate": e / n} for slot, (e, n) in zip(GRID_SLOTS, c)}
+                     for source, c in by_source.items()}
+            for system, by_source in counts.items()}
 
 
 def paired_differences(rows: list[dict], focus: str, others: Sequence[str]) -> dict:
@@ -245,7 +277,7 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
 
     Returns a dict: ``settings``, ``summary`` ({system: {metric: {mean, ci95, n}}}), ``paired`` ({"focus": name,
     "vs": {other: {metric: {mean, ci95, n}}}} of ``focus`` minus each other model, when two or more models ran;
-    ``focus`` defaults to the last model), ``clips`` (per-clip rows), ``skipped`` (clips that could not be scored, with the reason), ``seconds`` (wall time).
+    ``focus`` defaults to the last model), ``slots`` (:func:`slot_errors`), ``clips`` (per-clip rows), ``skipped`` (clips that could not be scored, with the reason), ``seconds`` (wall time).
     """
     from tqdm import tqdm
 
@@ -304,6 +336,7 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
             "ci": f"{CI_LEVEL:.0%} Student-t interval over clips: mean ± t(0.975, n-1)·s/√n",
         },
         "summary": summarize(rows, names),
+        "slots": slot_errors(rows, names),
         "paired": paired,
         "clips": rows,
         "skipped": skipped,
@@ -357,6 +390,21 @@ def markdown_table(results: dict) -> str:
         "embeddings with the real audio of the same clip. F0 RMSE over frames voiced in both (pyworld).",
         f"± : {s['ci']}. RTF: compute seconds per second of audio (– for the reference).",
     ]
+    slots = results.get("slots")
+    if slots:
+        from naturall2s.data import GRID_SLOTS
+
+        notes += ["", "Word error rate by position in the GRID sentence: the ASR on each system's speech, and in "
+                  "brackets the system's own lip reading (its CTC transcript):", "",
+                  "| system | " + " | ".join(GRID_SLOTS) + " |", "|---" * (len(GRID_SLOTS) + 1) + "|"]
+        for system, by_source in slots.items():
+            cells = []
+            for slot in GRID_SLOTS:
+                cell = f"{by_source['asr'][slot]['rate']:.2f}"
+                if "lipread" in by_source:
+                    cell += f" ({by_source['lipread'][slot]['rate']:.2f})"
+                cells.append(cell)
+            notes.append("| " + " | ".join([system, *cells]) + " |")
     paired = results.get("paired")
     if paired:
         notes += ["", f"Paired differences, `{paired['focus']}` minus each system on the same clips (mean ± 95% "

@@ -255,6 +255,24 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(ref, normalize_text(hypothesis)))
 
 
+def word_hits(reference: str, hypothesis: str) -> list[bool]:
+    """Per word of the (normalised) reference: was it recognised? From jiwer's minimum-edit alignment, a word is
+    hit when it is aligned to the same word; substituted and deleted words are misses (insertions belong to no
+    reference word). ``("bin blue at f", "bin red at")`` -> ``[True, False, True, False]``."""
+    import jiwer
+
+    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
+    if not ref:
+        raise ValueError("word_hits: the reference text is empty")
+    hits = [False] * len(ref.split())
+    if not hyp:
+        return hits
+    for chunk in jiwer.process_words(ref, hyp).alignments[0]:
+        if chunk.type == "equal":
+            hits[chunk.ref_start_idx:chunk.ref_end_idx] = [True] * (chunk.ref_end_idx - chunk.ref_start_idx)
+    return hits
+
+
 def cer(reference: str, hypothesis: str) -> float:
     """Character error rate (edit distance over characters, spaces included) on :func:`normalize_text` text."""
     import jiwer

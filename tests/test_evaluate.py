@@ -151,6 +151,8 @@ def test_result_files(results):
     data = json.loads((out / "results.json").read_text())  # strict JSON: nan written as null
     assert data["summary"]["reference"]["rtf"]["mean"] is None
     assert data["settings"]["asr"] == "pocketsphinx+grid"
+    assert "Word error rate by position in the GRID sentence" in md and "| silent | 1.00 (1.00) |" in md
+    assert data["slots"]["silent"]["asr"]["letter"] == {"errors": 3, "n": 3, "rate": 1.0}
 
 
 def test_paired_differences_focus_on_the_last_model(results):
@@ -173,6 +175,30 @@ def test_paired_differences_known_answer():
     d = ev.paired_differences(rows, "a", ["b"])["b"]["stoi"]
     assert d["n"] == 2 and d["mean"] == pytest.approx(1.0)  # (0.5 + 1.5) / 2 over the clips both have
     assert d["ci95"] == pytest.approx(12.706 * 0.5 / 2 ** 0.5 * 2 ** 0.5, rel=1e-3)  # t(0.975, 1) · s / √n, s = √0.5
+
+
+def test_slot_errors_known_answer():
+    def row(system, text, asr, lipread, lipread_wer):
+        return {"system": system, "clip": "x", "speaker": "s1", "text": text, "asr_text": asr,
+                "lipread_text": lipread, "lipread_wer": lipread_wer}
+
+    rows = [row("m", "bin blue at f two now", "bin blue in s two now", "bin blue at f two now", 0.0),
+            row("m", "set red by u five soon", "set red by u five", "set red by e five soon", 1 / 6),
+            row("m", "not a grid sentence", "", "", 1.0),  # not six words: not counted
+            row("reference", "bin blue at f two now", "bin blue at f two now", "", float("nan"))]
+    slots = ev.slot_errors(rows, ["reference", "m"])
+    m = slots["m"]
+    assert m["asr"]["preposition"] == {"errors": 1, "n": 2, "rate": 0.5}
+    assert m["asr"]["letter"]["rate"] == 0.5 and m["asr"]["adverb"]["rate"] == 0.5  # deleted "soon"
+    assert m["asr"]["command"]["rate"] == 0.0 and m["lipread"]["letter"] == {"errors": 1, "n": 2, "rate": 0.5}
+    assert "lipread" not in slots["reference"] and slots["reference"]["asr"]["letter"]["rate"] == 0.0
+    assert ev.slot_errors(rows[2:3], ["m"]) is None
+    md = ev.markdown_table({"settings": {"split": "val", "data_root": "d", "n_clips": 2, "asr": "a",
+                                         "speaker_encoder": "e", "ci": "ci"},
+                            "summary": {}, "slots": slots,
+                            "skipped": [], "seconds": 1.0})
+    assert "| m | 0.00 (0.00) | 0.00 (0.00) | 0.50 (0.00) | 0.50 (0.50) | 0.00 (0.00) | 0.50 (0.00) |" in md
+    assert "| reference | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in md
 
 
 class RandomNoise:

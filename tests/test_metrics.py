@@ -167,6 +167,16 @@ def test_text_is_normalised_before_scoring():
     assert metrics.wer("bin blue at f two now", "Bin Blue, at F two now.") == 0.0
 
 
+def test_word_hits_follow_the_minimum_edit_alignment():
+    ref = "bin blue at f two now"
+    assert metrics.word_hits(ref, ref) == [True] * 6
+    assert metrics.word_hits(ref, "bin blue by f two now") == [True, True, False, True, True, True]  # substitution
+    assert metrics.word_hits(ref, "bin blue f two now") == [True, True, False, True, True, True]  # deletion
+    assert metrics.word_hits(ref, "bin blue at at f two now") == [True] * 6  # an insertion misses no word
+    assert metrics.word_hits(ref, "") == [False] * 6
+    assert sum(not h for h in metrics.word_hits(ref, "lay blue in f")) / 6 <= metrics.wer(ref, "lay blue in f")
+
+
 def test_wer_rejects_an_empty_reference():
     with pytest.raises(ValueError):
         metrics.wer("  ", "bin")
