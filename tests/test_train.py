@@ -262,9 +262,11 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
     out.mkdir()
     env = {**os.environ, "SMOKE": "1", "PREPARE": "0", "OUT": str(out), "GPU": gpu, "DEVICE": "cpu",
            "PY": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    shipped = {p.name: p.stat().st_mtime_ns for p in (REPO / "checkpoints").iterdir()}
     res = subprocess.run(["bash", str(REPO / "scripts" / "train_grid.sh"), str(tmp_path / "no-data"), str(work)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (REPO / "checkpoints").iterdir()} == shipped
     for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s"):
         model = load_model(out / f"{name}.safetensors")
         assert model.config.variant == name and model.info["train_config"]["steps"] in (0, 2)
