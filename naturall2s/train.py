@@ -247,8 +247,7 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     sums: dict[str, float] = {}
     n = 0
     refs, hyps = [], []
-    word_hits = word_total = content_hits = 0
-    has_word_head = False
+    accuracy = {"word/acc": [0, 0], "content/acc": [0, 0]}  # frame word hits, labelled frames
     for batch in loader:
         batch = to_device(batch, model.device)
         feats = feats_of(batch) if feats_of else None
@@ -263,14 +262,11 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
         for k, v in ls.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch["frames"])
         n += len(batch["frames"])
-        labelled = batch["words"] != UNKNOWN_WORD
-        has_word_head = "word_logits" in out
-        if has_word_head:
-            word_hits += int((out["word_logits"].argmax(-1) == batch["words"])[labelled].sum())
-        if judge is not None and "wav" in out:
-            heard = judge(audio.log_mel(out["wav"])).argmax(-1)[:, : labelled.shape[1]]
-            content_hits += int((heard == batch["words"][:, : heard.shape[1]])[labelled[:, : heard.shape[1]]].sum())
-        word_total += int(labelled.sum())
+        readers = {"word/acc": out.get("word_logits"),
+                   "content/acc": judge(audio.log_mel(out["wav"])) if judge is not None and "wav" in out else None}
+        for key, logits in readers.items():
+            if logits is not None:
+                accuracy[key] = [a + b for a, b in zip(accuracy[key], frame_word_hits(logits, batch["words"]))]
         if "ctc_log_probs" in out:
             for toks, ref in zip(ctc_greedy_batch(out["ctc_log_probs"], batch["frames"]), batch["text"]):
                 hyps.append(tokens_to_text(toks))
@@ -279,12 +275,18 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     result = {k: v / max(1, n) for k, v in sums.items()}
     if refs:
         result["lipread/wer"] = float(np.mean([wer(r, h) for r, h in zip(refs, hyps)]))
-    if word_total and has_word_head:
-        result["word/acc"] = word_hits / word_total
-    if word_total and judge is not None:
-        result["content/acc"] = content_hits / word_total
+    result |= {key: hits / total for key, (hits, total) in accuracy.items() if total}
     result["select"] = -result["estoi"] if cfg.select == "estoi" and "estoi" in result else result["score"]
     return result
+
+
+def frame_word_hits(logits: torch.Tensor, words: torch.Tensor) -> tuple[int, int]:
+    """Frame word logits (B, T', V) against labels (B, T) over the frames both cover -> (frames whose argmax is the
+    label, labelled frames); ``UNKNOWN_WORD`` frames do not count."""
+    n = min(logits.shape[1], words.shape[1])
+    words = words[:, :n]
+    labelled = words != UNKNOWN_WORD
+    return int((logits[:, :n].argmax(-1) == words)[labelled].sum()), int(labelled.sum())
 
 
 def to_device(batch: dict, device) -> dict:
@@ -553,9 +555,8 @@ def judge_accuracy(judge, loader, device) -> float:
     hits = total = 0
     for batch in loader:
         batch = to_device(batch, device)
-        labelled = batch["words"] != UNKNOWN_WORD
-        hits += int((judge(batch["mel"]).argmax(-1) == batch["words"])[labelled].sum())
-        total += int(labelled.sum())
+        h, t = frame_word_hits(judge(batch["mel"]), batch["words"])
+        hits, total = hits + h, total + t
     judge.train()
     return hits / max(1, total)
 
