@@ -9,7 +9,10 @@ Metrics per clip (see :mod:`naturall2s.metrics` for units): STOI, ESTOI, PESQ-nb
 voicing error, WER and CER of the ASR transcript against the true sentence, speaker similarity to the real audio
 of the same clip, and real-time factor. F0/voicing are measured on the output audio (pyworld) for every system
 alike, not taken from a model's own F0 prediction. Torch's RNG is reseeded before every synthesis, so a rerun
-reproduces every number.
+with the same number of CPU threads reproduces every number. Griffin-Lim (mel-gl) is the exception across thread
+counts: its momentum iterations amplify the float rounding of the predicted mel (on a random log-mel, a 1e-6
+change moved the waveform by 0.2% RMS), so its per-clip scores move a little with the thread count (the iSTFT
+systems' did not, beyond 1e-5).
 
 Summary: per system and metric the mean over clips with a defined value, and a 95% Student-t confidence interval
 (mean ± t_{0.975, n-1} · s / √n, s the sample standard deviation over clips). With GRID's fixed six-word
