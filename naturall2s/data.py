@@ -38,8 +38,10 @@ _LETTERS = {c: c for c in "abcdefghijklmnopqrstuvxyz"}  # no w
 _DIGITS = {"z": "zero", "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",
            "6": "six", "7": "seven", "8": "eight", "9": "nine"}
 _ADVERBS = {"a": "again", "n": "now", "p": "please", "s": "soon"}
-_NAME_SLOTS = (_COMMANDS, _COLOURS, _PREPOSITIONS, _LETTERS, _DIGITS, _ADVERBS)
-GRID_SLOTS = ("command", "colour", "preposition", "letter", "digit", "adverb")  # the six words of every sentence
+_SLOT_CODES = {"command": _COMMANDS, "colour": _COLOURS, "preposition": _PREPOSITIONS, "letter": _LETTERS,
+               "digit": _DIGITS, "adverb": _ADVERBS}  # slot name -> its letter code in a clip name, in order
+_NAME_SLOTS = tuple(_SLOT_CODES.values())
+GRID_SLOTS = tuple(_SLOT_CODES)  # the six words of every sentence
 
 GRID_VOCAB: list[str] = list(dict.fromkeys(w for slot in _NAME_SLOTS for w in slot.values()))
 """The 51 GRID words. CTC token of ``GRID_VOCAB[i]`` is ``i + 1``; token 0 is the blank."""
