@@ -49,3 +49,12 @@ def grid_clip(grid_root, grid_test_names) -> Path:
 def wild_clips() -> list[Path]:
     root = _require(SHARED_DATA / "wild")
     return sorted(root.glob("*.mp4"))
+
+
+@pytest.fixture(scope="session")
+def grid_mouth(grid_clip):
+    """The mouth crops (and audio) of ``grid_clip``, extracted once per session (MediaPipe)."""
+    from naturall2s.landmarks import get_detector
+    from naturall2s.roi import extract_mouth
+
+    return extract_mouth(grid_clip, detector=get_detector("mediapipe"))

@@ -6,7 +6,7 @@ def add_arguments(parser):
     from naturall2s.landmarks import DETECTOR_NAMES
     from naturall2s.model import DEFAULT_SEED
 
-    parser.add_argument("video", help="input video (any common container; its own audio is ignored)")
+    parser.add_argument("video", help="input video (any common container; its own sound, if any, is used only to check that the voice is like the training speaker's)")
     parser.add_argument("-o", "--output", default="out.wav", help="output wav (16 kHz mono)")
     parser.add_argument("--model", default="naturall2s", help="shipped model name or .safetensors path")
     parser.add_argument("--video-out", default=None, help="also write the video with the new audio (mp4)")
@@ -19,19 +19,27 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    import sys
+
     from naturall2s import load_model
     from naturall2s.audio import save_audio
+    from naturall2s.domain import assess
     from naturall2s.landmarks import get_detector
+    from naturall2s.roi import extract_mouth
 
     model = load_model(args.model, device=args.device)
-    result = model.synthesize(args.video, detector=get_detector(args.detector), max_seconds=args.max_seconds,
-                              seed=args.seed)
+    kwargs = {"max_seconds": args.max_seconds} if args.max_seconds is not None else {}
+    clip = extract_mouth(args.video, detector=get_detector(args.detector), **kwargs)
+    result = model.synthesize(clip, seed=args.seed)
     save_audio(args.output, result.wav, result.sample_rate)
     duration = len(result.wav) / result.sample_rate
     print(f"{args.output}: {duration:.2f} s of speech from {model.name} in {result.seconds:.2f} s "
           f"(real-time factor {result.seconds / max(duration, 1e-9):.3f})")
     if result.text:
         print(f"lip-read text: {result.text}")
+    report = assess(clip, model=model, synthesis=result)
+    if not report.in_domain:
+        print(f"warning: {report.message}", file=sys.stderr)
     if args.video_out:
         from naturall2s.video import mux_audio
 

@@ -1,0 +1,44 @@
+"""Model cards: training facts from the checkpoint, held-out scores from its metadata or the shipped results."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from naturall2s import load_model
+from naturall2s.card import SHIPPED_RESULTS, model_card
+from naturall2s.checkpoints import save_model
+from naturall2s.model import build
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model("naturall2s")
+
+
+def test_shipped_card_has_steps_and_test_scores(shipped):
+    card = model_card(shipped)
+    results = json.loads(SHIPPED_RESULTS.read_text())["summary"]["naturall2s"]
+    assert card.steps == shipped.info["step"] and card.stage == "synth"
+    assert card.scores["estoi"] == pytest.approx(results["estoi"]["mean"])
+    assert card.speakers == ["s1"] and card.vocabulary_size == 51
+    md = card.markdown()
+    assert f"step {shipped.info['step']}" in md
+    assert f"{results['estoi']['mean']:.3f}" in md and f"{results['wer']['mean']:.3f}" in md
+    assert "results/grid_s1_test/results.json" in md  # says where the scores came from
+    assert card.summary() == "one GRID speaker (s1), 51 words"
+
+
+def test_metadata_scores_win_and_unshipped_models_get_no_shipped_scores(tmp_path):
+    model = build("naturall2s-noddsp", dim=32, n_layers=1, head_hidden=32, gen_dim=32, gen_intermediate_dim=64,
+                  gen_layers=1)
+    plain = load_model(save_model(model, tmp_path / "naturall2s.safetensors", info={"step": 7, "stage": "synth"}))
+    card = model_card(plain)  # named like a shipped model, but not the shipped file
+    assert card.scores == {} and "No held-out scores" in card.markdown() and card.speakers == []
+    info = {"step": 12, "stage": "adapt", "speakers": ["s4"], "vocabulary": ["bin", "blue"],
+            "scores": {"wer": 0.25, "estoi": 0.4}, "scores_on": "GRID s4 held-out, 5 clips"}
+    adapted = load_model(save_model(model, tmp_path / "adapted.safetensors", info=info))
+    card = model_card(adapted)
+    assert card.scores == {"wer": 0.25, "estoi": 0.4} and card.speakers == ["s4"] and card.steps == 12
+    md = card.markdown()
+    assert "GRID s4 held-out, 5 clips" in md and "0.250" in md and "checkpoint metadata" in md
