@@ -267,7 +267,11 @@ def model_reference(model) -> dict | None:
     if info.get("domain"):
         return info["domain"]
     if is_shipped(model):
-        return _stored_references().get(model.name)
+        stored = _stored_references()
+        ref = stored.get(model.name)
+        while ref is not None and "same_as" in ref:  # models sharing a front end share statistics
+            ref = stored.get(ref["same_as"])
+        return ref
     return None
 
 

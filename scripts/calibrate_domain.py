@@ -169,13 +169,25 @@ def main() -> int:
     if args.dump:
         args.dump.write_text(json.dumps(dump, indent=1))
     if args.write:
-        doc = {"about": "training statistics of the shipped models for naturall2s.domain (aggregates over the "
-                        "training split only: per-dimension means and spreads, a mean embedding, a median F0); "
-                        "written by scripts/calibrate_domain.py --write",
-               "models": references}
-        domain.REFERENCE_FILE.write_text(json.dumps(doc, indent=1) + "\n")
+        write_references(references)
         print(f"\nwrote {domain.REFERENCE_FILE.relative_to(REPO)}")
     return 0
+
+
+def write_references(references: dict[str, dict]) -> None:
+    """resources/domain_reference.json, compact; a model whose statistics equal an earlier one's (the same front
+    end, e.g. mel-gl and mel-vocoder) is stored as ``{"same_as": name}``."""
+    models = {}
+    for name, ref in references.items():
+        same = next((n for n, r in models.items() if r == ref), None)
+        models[name] = {"same_as": same} if same else ref
+    doc = {"about": "training statistics of the shipped models for naturall2s.domain: aggregates over GRID s1 "
+                    "train only (means, principal directions and variances of per-clip mean features and lip "
+                    "shapes, a unit mean speaker embedding, a median F0) and thresholds from s1 val; written by "
+                    "scripts/calibrate_domain.py --write",
+           "models": models}
+    text = json.dumps(doc, separators=(",", ":"))
+    domain.REFERENCE_FILE.write_text(text.replace(',"', ',\n"') + "\n")  # one key per line: readable diffs
 
 
 if __name__ == "__main__":
