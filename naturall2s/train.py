@@ -478,7 +478,7 @@ def train(cfg: TrainConfig) -> dict:
     n_params = sum(p.numel() for p in params)
 
     # resume
-    step, best, baseline, start_time = 0, float("inf"), None, time.time()
+    step, best, baseline, start_time, cpu_before = 0, float("inf"), None, time.time(), -time.process_time()
     state_path = run_dir / "state.pt"
     resumed = load_state(state_path, map_location=device) if state_path.exists() else None
     if resumed is not None:
@@ -488,6 +488,7 @@ def train(cfg: TrainConfig) -> dict:
             disc.load_state_dict(resumed["disc"])
             disc_opt.load_state_dict(resumed["disc_opt"])
         step, best, baseline = resumed["step"], resumed["best"], resumed.get("baseline")
+        cpu_before += resumed.get("cpu_seconds", 0.0)
         if is_main:
             print(f"resumed {state_path} at step {step} (best score {best:.4f})")
 
@@ -505,12 +506,15 @@ def train(cfg: TrainConfig) -> dict:
         rows = [feats_cache[name][int(s) : int(s) + t] for name, s in zip(batch["name"], batch["start"])]
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(device)
 
+    def cpu_seconds() -> float:  # this run's CPU time over all its invocations (the budget of long CPU runs)
+        return cpu_before + time.process_time()
+
     def validate() -> dict:
         return evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge, asr=asr)
 
     def save_training_state():
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-              "baseline": baseline, "rng": rng_state()}
+              "baseline": baseline, "rng": rng_state(), "cpu_seconds": cpu_seconds()}
         if disc is not None:
             st |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
         save_state(st, state_path)
@@ -571,7 +575,8 @@ def train(cfg: TrainConfig) -> dict:
                 clips_seen, t_last = 0, time.time()
                 row = {k: round(float(v.detach()), 4) for k, v in ls.items()}
                 bar.set_postfix_str(f"loss {float(total.detach()):.3f}, {rate:.1f} clips/s{last_val}")
-                log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate})])
+                log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate,
+                                                         "cpu_hours": cpu_seconds() / 3600})])
                 log_file.flush()
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
             if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out:
