@@ -26,6 +26,7 @@ import math
 import os
 import random
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -549,7 +550,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.freeze_frontend and cfg.stage == "synth":
         whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
         whole_clips.segment_frames = None
-        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main)
+        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main,
+                                     path=run_dir / "features.pt" if is_main else None)
 
     def feats_of(batch):
         if feats_cache is None:
@@ -758,8 +760,19 @@ def _flat(feature_maps) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[str, torch.Tensor]:
-    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end)."""
+def cache_features(model: LipToSpeech, datasets, device, verbose: bool,
+                   path: Path | None = None) -> dict[str, torch.Tensor]:
+    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end). With ``path``
+    they are kept there too, and read back by a resumed run whose front end and clips are the same (a fingerprint
+    of the front end's weights and the clip names decides), which spares a long run minutes at every resume."""
+    names = [ds.names[i] for ds in datasets for i in range(len(ds))]
+    fingerprint = torch.tensor([float(sum(v.double().sum() + v.double().abs().sum()
+                                          for v in model.frontend.state_dict().values() if v.is_floating_point())),
+                                float(zlib.crc32("\n".join(names).encode()))], dtype=torch.float64)
+    if path is not None and path.is_file():
+        kept = load_state(path)
+        if torch.equal(kept["fingerprint"], fingerprint):
+            return kept["features"]
     model.eval()
     cache = {}
     items = [(ds, i) for ds in datasets for i in range(len(ds))]
@@ -769,6 +782,8 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[
         lips = item["lips"][None].to(device)
         cache[item["name"]] = model.encode(roi, lips)[0].cpu()
     model.train()
+    if path is not None:
+        save_state({"fingerprint": fingerprint, "features": cache}, path)
     return cache
 
 

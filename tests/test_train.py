@@ -353,3 +353,24 @@ def test_train_help_explains_every_option_with_its_default_and_real_loss_names()
     example = re.search(r"e\.g\. '(\{.*?\})'", HELP["lambdas"]).group(1)
     assert set(json.loads(example)) <= set(losses.DEFAULT_LAMBDAS)
     assert "--save-minutes" in text and "--disc" in text
+
+
+def test_frozen_front_end_features_are_kept_for_a_resumed_run_and_refused_for_another_front_end(cache, tmp_path):
+    from naturall2s.train import cache_features
+
+    cfg = cfg_for(cache, tmp_path)
+    model = build_model(cfg)
+    sets = [CachedGrid(cache, "train"), CachedGrid(cache, "val")]
+    path = tmp_path / "features.pt"
+    first = cache_features(model, sets, "cpu", False, path=path)
+    assert path.is_file() and set(first) == {n for ds in sets for n in ds.names}
+    kept = load_state(path)["features"]
+    kept[sets[0].names[0]].fill_(7.0)  # mark the kept copy: a resumed run must read it, not recompute
+    from naturall2s.checkpoints import save_state
+
+    save_state({**load_state(path), "features": kept}, path)
+    assert torch.all(cache_features(model, sets, "cpu", False, path=path)[sets[0].names[0]] == 7.0)
+    with torch.no_grad():
+        next(model.frontend.parameters()).add_(0.1)  # another front end: the kept features no longer apply
+    fresh = cache_features(model, sets, "cpu", False, path=path)
+    assert not torch.all(fresh[sets[0].names[0]] == 7.0)
