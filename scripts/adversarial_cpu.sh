@@ -10,7 +10,8 @@
 # have not regressed from the shipped model's; the MOS predictor is never part of training or selection.
 #
 #   scripts/adversarial_cpu.sh [WORK_DIR]        # start, or resume after an interruption (the same command)
-#   scripts/adversarial_cpu.sh [WORK_DIR] status # where each run stands
+#   scripts/adversarial_cpu.sh [WORK_DIR] status # where each run stands (last validation, progress)
+#   scripts/adversarial_cpu.sh [WORK_DIR] stop   # end the runs (each resumes from its last save)
 #
 # Each run saves its resumable state (models, optimisers, discriminator, RNG, data order, best so far) every
 # SAVE_MINUTES (default 10) and at every evaluation: a lost process loses at most that much.
@@ -41,9 +42,13 @@ if [ "${2:-}" = status ]; then
   done
   exit 0
 fi
+if [ "${2:-}" = stop ]; then
+  for v in "${!ARGS[@]}"; do pkill -f -- "--run-dir $RUNS/$v( |$)" && echo "$v: stopped" || true; done
+  exit 0
+fi
 
 for v in "${!ARGS[@]}"; do
-  if pgrep -f -- "--run-dir $RUNS/$v " >/dev/null; then echo "$v: already running"; continue; fi
+  if pgrep -f -- "--run-dir $RUNS/$v( |$)" >/dev/null; then echo "$v: already running"; continue; fi
   # shellcheck disable=SC2086  # ARGS holds several flags
   nohup nice -n 19 "$PY" -m naturall2s train ${ARGS[$v]} "${COMMON[@]}" --steps "$STEPS" \
     --init "checkpoints/$v.safetensors" --run-dir "$RUNS/$v" >> "$RUNS/$v.log" 2>&1 &
