@@ -54,41 +54,93 @@ DISCRIMINATORS = ("mpd", "mrd")  # --disc: any of these joined by "+" (benchmark
 
 @dataclass
 class TrainConfig:
+    """One training run; every field is a ``--flag`` of ``python -m naturall2s train`` (its help: :data:`HELP`)."""
+
     variant: str = "naturall2s"
     stage: str = "synth"
-    cache: str = "cache/grid"  # output of `python -m naturall2s prepare`
+    cache: str = "cache/grid"
     run_dir: str = "runs/naturall2s"
-    init: str = ""  # .safetensors (comma-separated: later win) whose matching weights start the model
-    # steps 0 = compose: build from --init and export, no training (e.g. vocoder run + lip reader → mel-vocoder)
-    freeze_frontend: bool = False  # synth/vocoder: keep the front end fixed (features cached once: the CPU recipe)
+    init: str = ""
+    freeze_frontend: bool = False
     steps: int = 3000
     batch_size: int = 16
-    segment_frames: int = 0  # train on random crops of this many video frames (0: whole clips)
+    segment_frames: int = 0
     lr: float = 3e-4
     lr_disc: float = 2e-4
     weight_decay: float = 0.01
     warmup: int = 200
     grad_clip: float = 1.0
-    adv_start: int = -1  # step from which adversarial + feature-matching losses are on (-1: never)
-    adv_segment: int = 16000  # samples the discriminators see per item
-    disc: str = "mpd+mrd"  # the discriminators of the adversarial losses: mpd, mrd or mpd+mrd (DISCRIMINATORS)
-    feature_noise: float = 0.0  # std of Gaussian noise on cached front-end features (regularises frozen features)
-    augment: bool = False  # random crop shift, contrast and a masked time span per clip (front end not frozen)
-    teacher_f0: bool = False  # synth: drive the DDSP synthesizer with the real F0 (voiced frames) while training
-    judge: str = ""  # synth: content judge checkpoint (stage judge) for the content/ce loss and the content/acc probe
-    select: str = "mel"  # SELECT: which validation number picks the best model
-    guard_estoi: float = 0.01  # --select guarded: refuse checkpoints whose val ESTOI fell more than this from the start
-    guard_wer: float = 0.03  # --select guarded: refuse checkpoints whose val speech WER rose more than this
-    lambdas: dict = field(default_factory=dict)  # overrides of losses.DEFAULT_LAMBDAS
-    arch: dict = field(default_factory=dict)  # ModelConfig overrides, e.g. {"dim": 128}
+    adv_start: int = -1
+    adv_segment: int = 16000
+    disc: str = "mpd+mrd"
+    feature_noise: float = 0.0
+    augment: bool = False
+    teacher_f0: bool = False
+    judge: str = ""
+    select: str = "mel"
+    guard_estoi: float = 0.01
+    guard_wer: float = 0.03
+    lambdas: dict = field(default_factory=dict)
+    arch: dict = field(default_factory=dict)
     eval_every: int = 250
     log_every: int = 25
     seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads (0: all cores / world size)
-    max_minutes: float = 0.0  # stop (resumable) after this much wall time in this invocation; 0: no limit
-    save_minutes: float = 0.0  # also save the resumable state this often between evaluations; 0: at evaluations only
-    export: str = ""  # also copy the best model here (e.g. checkpoints/naturall2s.safetensors)
+    device: str = "auto"
+    threads: int = 0
+    max_minutes: float = 0.0
+    save_minutes: float = 0.0
+    export: str = ""
+
+
+# the --help of every TrainConfig field (argparse adds each default)
+HELP = {
+    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp or naturall2s",
+    "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl), vocoder (the cascade's vocoder on "
+             "real mels), synth (the naturall2s variants' speech heads and generator), judge (the content judge)",
+    "cache": "the prepared data: the output folder of `python -m naturall2s prepare`",
+    "run_dir": "this run's folder: state.pt (to resume), log.csv, config.json, best.safetensors",
+    "init": "checkpoints (names or .safetensors paths, comma-separated, later ones win) whose tensors of matching "
+            "name and shape start the model; with --steps 0 the model is only composed from them and exported",
+    "freeze_frontend": "synth/vocoder: keep the visual front end and its lip-reading heads fixed; their features are "
+                       "computed once and cached (the CPU recipe)",
+    "steps": "training steps in all (a resumed run continues to this many; 0: compose from --init and export)",
+    "batch_size": "clips per step (per process under torchrun)",
+    "segment_frames": "train on random crops of this many video frames (25 = 1 s); 0: whole clips",
+    "lr": "peak learning rate of the model (linear warm-up, then cosine decay to 10%)",
+    "lr_disc": "learning rate of the discriminators (adversarial training)",
+    "weight_decay": "AdamW weight decay",
+    "warmup": "steps of linear learning-rate warm-up",
+    "grad_clip": "clip the model's gradient norm to this (0: no clipping)",
+    "adv_start": "step from which the adversarial and feature-matching losses are on (-1: never; 0: from the start, "
+                 "for adversarial fine-tuning of a trained model)",
+    "adv_segment": "samples of each clip the discriminators see (a random window; 16000 = 1 s)",
+    "disc": f"the discriminators of the adversarial losses: {', '.join(DISCRIMINATORS)} or several joined by '+' "
+            "(benchmarks/bench_layers.py gives their cost per step)",
+    "feature_noise": "std of Gaussian noise added to cached front-end features while training (regularises a "
+                     "frozen front end)",
+    "augment": "random crop shift, contrast and a masked time span per clip (when the front end runs, not on "
+               "cached features)",
+    "teacher_f0": "synth: drive the DDSP synthesizer with the real F0 of voiced frames while training",
+    "judge": "synth: a content judge checkpoint (--stage judge) for the content/ce loss and the content/acc probe",
+    "select": f"which validation number picks best.safetensors: {', '.join(SELECT)} (mel: log-mel L1; estoi: "
+              "differentiable ESTOI; guarded: least pause buzz among checkpoints without ESTOI or speech-WER "
+              "regressions from the run's start)",
+    "guard_estoi": "--select guarded: refuse checkpoints whose val ESTOI fell more than this below the start's",
+    "guard_wer": "--select guarded: refuse checkpoints whose val speech WER (the ASR on the generated speech) rose "
+                 "more than this above the start's",
+    "lambdas": "loss weights overriding losses.DEFAULT_LAMBDAS, a JSON object, e.g. '{\"stoi/neg\": 10, "
+               "\"f0/l1\": 0}'",
+    "arch": "ModelConfig overrides (the architecture, stored in the checkpoint), a JSON object, e.g. "
+            "'{\"word_head\": true}'",
+    "eval_every": "validate (and save state.pt) every this many steps",
+    "log_every": "write a training row to log.csv every this many steps",
+    "seed": "seed of the weights' initialisation, the data order and the augmentation",
+    "device": "auto (a CUDA GPU when present), cpu or cuda",
+    "threads": "torch CPU threads (0: all cores divided by the number of processes)",
+    "max_minutes": "stop after this much wall time in this invocation, resumable with the same command (0: no limit)",
+    "save_minutes": "also save the resumable state this often between evaluations (0: at evaluations only)",
+    "export": "also write the best model here (e.g. checkpoints/naturall2s.safetensors)",
+}
 
 
 # loss keys each stage optimises (their weights come from the lambdas table)
@@ -724,14 +776,19 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[
 # command line: every TrainConfig field is a --flag
 # ------------------------------------------------------------------------------------------------
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`TrainConfig` field, with its :data:`HELP` and its default."""
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = {} if f.type == "dict" else f.default
+        shown = json.dumps(default) if f.type == "dict" else repr(default)
+        help_text = f"{HELP[f.name]} (default: {shown})".replace("%", "%%")
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type == "dict":
-            parser.add_argument(flag, type=json.loads, default={}, help="JSON object, e.g. '{\"dim\": 128}'")
+            parser.add_argument(flag, type=json.loads, default=default, help=help_text)
         else:
-            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=default,
+                                help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

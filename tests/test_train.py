@@ -335,3 +335,21 @@ def test_unknown_discriminator_is_a_clear_error():
     assert list(build_discriminators("mpd+mrd")) == ["mpd", "mrd"]
     with pytest.raises(NaturalL2SError, match="unknown --disc"):
         build_discriminators("msd")
+
+
+def test_train_help_explains_every_option_with_its_default_and_real_loss_names():
+    import argparse
+    import re
+
+    from naturall2s import losses
+    from naturall2s.train import HELP, add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    text = parser.format_help()
+    for action in parser._actions[1:]:
+        assert action.help and "(default:" in action.help, action.dest
+    assert set(HELP) == {a.dest for a in parser._actions[1:]}
+    example = re.search(r"e\.g\. '(\{.*?\})'", HELP["lambdas"]).group(1)
+    assert set(json.loads(example)) <= set(losses.DEFAULT_LAMBDAS)
+    assert "--save-minutes" in text and "--disc" in text
