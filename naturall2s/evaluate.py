@@ -8,7 +8,7 @@ own floor (ASR error on real speech; STOI 1, MCD 0 by construction).
 Metrics per clip (see :mod:`naturall2s.metrics` for units): STOI, ESTOI, PESQ-nb, PESQ-wb, MCD, F0 RMSE (cents),
 voicing error, WER and CER of the ASR transcript against the true sentence, speaker similarity to the real audio
 of the same clip, and real-time factor. F0/voicing are measured on the output audio (pyworld) for every system
-alike, not taken from a model's own F0 prediction. Torch's RNG is reseeded before every synthesis, so a rerun
+alike, not taken from a model's own F0 prediction. Every synthesis uses the same seed (:data:`SEED`), so a rerun
 with the same number of CPU threads reproduces every number. Griffin-Lim (mel-gl) is the exception across thread
 counts: its momentum iterations amplify the float rounding of the predicted mel (on a random log-mel, a 1e-6
 change moved the waveform by 0.2% RMS), so its per-clip scores move a little with the thread count (the iSTFT
@@ -45,9 +45,13 @@ import torch
 from naturall2s import audio, metrics
 from naturall2s.errors import DataError, NaturalL2SError, NoAudioError
 from naturall2s.metrics import mean_ci
+from naturall2s.model import DEFAULT_SEED
 
 REFERENCE = "reference"  # name of the ground-truth "system"
-SEED = 0  # torch's RNG is reseeded with it before every synthesis (noise excitation, Griffin-Lim's phase): reruns agree
+# the synthesis seed: shipped models draw their noise excitation from a generator of their own seeded with it (the
+# default of LipToSpeech.synthesize, as in the CLI and the studio); any other system runs with torch's RNG reseeded
+# with it (inside torch.random.fork_rng, so the caller's RNG state is left alone): reruns agree
+SEED = DEFAULT_SEED
 CI_LEVEL = 0.95
 # metric key -> (column label, better direction); the order is the order of every table
 METRICS = {
@@ -318,8 +322,9 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
             rows.append({**base, "system": REFERENCE, "lipread_text": "", "lipread_wer": float("nan"),
                          **score(ref, ref.wav, asr=recogniser, encoder=encoder, seconds=None)})
         for system in systems:
-            torch.manual_seed(SEED)
-            out = system.synthesize(mouth)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(SEED)
+                out = system.synthesize(mouth)
             wav = audio.resample(np.asarray(out.wav, np.float32).reshape(-1), int(out.sample_rate), audio.SAMPLE_RATE)
             scores = score(ref, wav, asr=recogniser, encoder=encoder, seconds=float(out.seconds))
             lipread_wer = metrics.wer(ref.text, out.text) if out.text is not None else float("nan")
