@@ -38,7 +38,8 @@ from tqdm import tqdm
 from naturall2s import audio, losses
 from naturall2s.checkpoints import load_state, save_model, save_state
 from naturall2s.augment import augment_clips
-from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate, tokens_to_text
+from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
+from naturall2s.grid import tokens_to_text
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.errors import DataError, NaturalL2SError
 from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
