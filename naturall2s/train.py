@@ -297,7 +297,9 @@ def to_device(batch: dict, device) -> dict:
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, *, on_step=None) -> dict:
+    """Run one stage (see the module doc); ``on_step(step, val)`` (optional) is called after every training step
+    with the validation dict at evaluation steps, else None (e.g. to drive a progress bar; rank 0 only)."""
     if cfg.stage not in STAGES:
         raise NaturalL2SError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
     if cfg.stage == "synth" and cfg.variant in MEL_VARIANTS:
@@ -405,6 +407,7 @@ def train(cfg: TrainConfig) -> dict:
     model.train()
     stop = False
     clips_seen, t_last = 0, time.time()
+    held_out = {}  # the last validation score, shown on the progress bar
     while step < cfg.steps and not stop:
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -446,7 +449,7 @@ def train(cfg: TrainConfig) -> dict:
                 rate = clips_seen / max(1e-9, time.time() - t_last)
                 clips_seen, t_last = 0, time.time()
                 row = {k: round(float(v.detach()), 4) for k, v in ls.items()}
-                bar.set_postfix(loss=f"{float(total.detach()):.3f}", clips_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{float(total.detach()):.3f}", clips_s=f"{rate:.1f}", **held_out)
                 log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate})])
                 log_file.flush()
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
@@ -457,6 +460,7 @@ def train(cfg: TrainConfig) -> dict:
                     log_file.flush()
                     msg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc"))
                     tqdm.write(f"step {step}: val {msg}")
+                    held_out = {"val_" + cfg.select: f"{val['score' if cfg.select == 'mel' else 'estoi']:.3f}"}
                     if val["select"] < best:
                         best = val["select"]
                         info = {"step": step, "val": val, "stage": cfg.stage, "train_config": asdict(cfg)}
@@ -469,6 +473,8 @@ def train(cfg: TrainConfig) -> dict:
                     save_state(st, state_path)
                 if world > 1:
                     dist.barrier()
+            if on_step is not None and is_main:
+                on_step(step, val if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out else None)
             if step >= cfg.steps or timed_out:
                 stop = True
                 break
