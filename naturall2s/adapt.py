@@ -43,6 +43,7 @@ MIN_FACE = 0.5  # fraction of frames with a detected face (roi.MIN_FACE_FRACTION
 SPEAKER_WARN_SIMILARITY = 0.70  # a clip's speaker similarity to the others' mean below this: a warning
 # (Resemblyzer, GRID: 12 clips of s4 scored 0.81-0.90 against the other 11; clips of s1 0.48-0.62 against s4's)
 MAX_HOLDOUT = 5
+BASE_PREFIX = "base-"  # names of the base speaker's clips in an adaptation cache (--keep-base)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 WORK_FOLDER = ".adapt"  # inside the output folder: the cache and training run of each adaptation (resumable)
 HOLDOUT_SEED = 0
@@ -281,9 +282,9 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     target = out_dir / f"{name}.safetensors"
     recipe = {**RECIPE, **(recipe or {}), **({"steps": steps} if steps is not None else {})}
     settings = {"base": str(base_path.resolve()), "recipe": recipe, "keep_base": str(keep_base), "holdout": holdout,
-                "base_clips": base_clips, "names": names_as_transcripts, "seed": seed}
+                "base_clips": base_clips, "seed": seed}
     work = out_dir / WORK_FOLDER / name
-    state = _open_work(work, _fingerprint(paths, settings), say)
+    state = _open_work(work, _fingerprint(paths, {"names": names_as_transcripts}), _fingerprint([], settings), say)
 
     # 1. examine the clips (skips the ones already in the work cache)
     keys = _keys(paths)
@@ -350,21 +351,32 @@ def _printer(verbose: bool, report: Progress):
     return say
 
 
-def _open_work(work: Path, fingerprint: str, say) -> dict:
-    """The work folder's state; a folder made for other clips or settings is cleared first."""
+def _open_work(work: Path, examined_for: str, trained_for: str, say) -> dict:
+    """The work folder's state. The clip examinations are kept while the clips are the same (``examined_for``); the
+    training run is kept while the settings are too (``trained_for``), else it starts over."""
     state_file = work / "adapt.json"
+    state = {}
     if state_file.is_file():
         try:
             state = json.loads(state_file.read_text())
         except (OSError, json.JSONDecodeError):
             state = {}
-        if state.get("fingerprint") == fingerprint:
-            say(None, f"resuming the adaptation in {work}")
-            return state
-        say(None, f"{work} holds an adaptation of other clips or settings: starting over")
-        shutil.rmtree(work)
+    if state.get("examined_for") != examined_for:
+        if work.exists():
+            say(None, f"{work} holds an adaptation of other clips: starting over")
+            shutil.rmtree(work)
+        state = {"examined_for": examined_for, "checks": {}}
+    if state.get("trained_for") != trained_for:
+        if (work / "run").exists():
+            say(None, f"{work}: other settings than the last run's: training starts over")
+        for sub in ("run", "heldout"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+        for link in (work / "cache" / "clips").glob(BASE_PREFIX + "*.npz"):
+            link.unlink()
+        state |= {"trained_for": trained_for, "wall_s": 0.0}
+    elif (work / "run" / "state.pt").is_file():
+        say(None, f"resuming the adaptation in {work}")
     work.mkdir(parents=True, exist_ok=True)
-    state = {"fingerprint": fingerprint, "checks": {}, "wall_s": 0.0}
     _save_state(work, state)
     return state
 
@@ -422,7 +434,6 @@ def _speaker_warnings(work: Path, usable: list[str]) -> dict[str, float]:
     return speaker_outliers(embeddings)
 
 
-BASE_PREFIX = "base-"  # names of the base speaker's clips in an adaptation cache
 
 
 def _layout_cache(cache: Path, train_keys: list[str], held: list[str], keep_base: str | None,

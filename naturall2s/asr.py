@@ -148,7 +148,7 @@ def align_words(wav: np.ndarray, sample_rate: int, text: str) -> list[tuple[floa
         d.start_utt()
         d.process_raw(_to_pcm16(wav, sample_rate), full_utt=True)
         d.end_utt()
-        segs = [s for s in d.seg() if not s.word.startswith(("<", "["))]
+        segs = [s for s in d.seg() or () if not s.word.startswith(("<", "["))]
     except RuntimeError as e:
         raise AlignmentError(f"alignment failed ({e})") from None
     if len(segs) != len(words):
