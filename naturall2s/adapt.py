@@ -49,7 +49,7 @@ WORK_FOLDER = ".adapt"  # inside the output folder: the cache and training run o
 HOLDOUT_SEED = 0
 # the adaptation recipe (what trains, how long, how): chosen on 25 clips of GRID speaker s4 (docs/results.md)
 RECIPE = {"steps": 300, "batch_size": 8, "lr": 2e-4, "warmup": 20, "augment": True, "segment_frames": 0,
-          "freeze_frontend": False, "eval_every": 25, "select": "mel"}
+          "freeze_frontend": False, "eval_every": 25, "select": "mel", "save_minutes": 0.5}
 # training-config keys of the base model's own run that the adaptation keeps (architecture knobs and loss weights)
 INHERITED = ("feature_noise", "lambdas")
 EVAL_RESERVE_MINUTES = 1.0  # of a --minutes budget, kept for scoring the held-out clips at the end

@@ -89,6 +89,27 @@ def word_frames(words: list[tuple[float, float, str]], n_frames: int, *, fps: fl
     return labels
 
 
+def align_pauses(words: list[tuple[float, float, str]], n_frames: int) -> np.ndarray:
+    """Pause mask over 100 Hz audio frames from :func:`read_align` timings -> (n_frames,) bool.
+
+    Frame ``k`` (samples ``[160k, 160k + 160)``, centre ``(k + 0.5) / 100`` s) is a pause when no word (sil/sp
+    excluded) is spoken at its centre: :func:`word_frames` at 100 frames per second, labels == BLANK.
+    """
+    return word_frames(words, n_frames, fps=SAMPLE_RATE / HOP_LENGTH) == BLANK
+
+
+def label_pauses(labels: np.ndarray) -> np.ndarray:
+    """Pause mask over 100 Hz audio frames from per-video-frame word labels (the cache's ``words``, (T,)).
+
+    -> (4T,) bool: BLANK frames repeated AUDIO_FRAMES_PER_VIDEO_FRAME times. Raises DataError when the labels are
+    unknown (UNKNOWN_WORD: the clip had no alignment), since then nothing says where the pauses are.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if np.any(labels == UNKNOWN_WORD):
+        raise DataError("the clip has no word labels (no .align file): its pauses are unknown")
+    return np.repeat(labels == BLANK, AUDIO_FRAMES_PER_VIDEO_FRAME)
+
+
 # ------------------------------------------------------------------------------------------ splits
 def split_entries(data_root: Path) -> list[tuple[str, str, str]]:
     """[(split, speaker, name), ...] from ``data_root/splits.json``, in file order; name None opens a split."""

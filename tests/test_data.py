@@ -52,6 +52,19 @@ def test_word_frames_label_each_video_frame():
         data.word_frames([(0.0, 1.0, "hello")], 10)
 
 
+def test_pause_masks_from_timings_and_from_labels():
+    words = [(0.0, 0.5, "sil"), (0.5, 0.74, "bin"), (0.74, 0.9, "sp"), (0.9, 1.0, "blue")]
+    pauses = data.align_pauses(words, 120)  # 100 Hz: frame k is centred at (k + 0.5) / 100 s
+    assert pauses.dtype == bool and pauses.shape == (120,)
+    assert pauses[:50].all() and not pauses[50:74].any() and pauses[74:90].all()
+    assert not pauses[90:100].any() and pauses[100:].all()
+    labels = data.word_frames(words, 30)
+    from_labels = data.label_pauses(labels)
+    assert from_labels.shape == (120,) and from_labels[:48].all() and not from_labels[52:72].any()
+    with pytest.raises(DataError, match="no word labels"):
+        data.label_pauses(data.unknown_words(5))
+
+
 def test_name_transcript():
     assert grid.name_transcript("bbaf2n") == "bin blue at f two now"
     assert grid.name_transcript("sgwxzs.mp4") == "set green with x zero soon"

@@ -272,3 +272,67 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
         model = load_model(out / f"{name}.safetensors")
         assert model.config.variant == name and model.info["train_config"]["steps"] in (0, 2)
     assert load_model(out / "naturall2s.safetensors").config.prior_free_phase  # the shipped recipe's flags
+
+
+def test_adversarial_run_resumes_exactly_to_the_step(cache, tmp_path, monkeypatch):
+    """An adversarial run stopped after its step-2 save and resumed ends with the same generator and discriminator
+    weights as the same run uninterrupted: optimisers, discriminators, RNG and data order all travel in state.pt."""
+    import naturall2s.train as train_module
+
+    extra = dict(variant="naturall2s", stage="synth", freeze_frontend=True, segment_frames=6, adv_start=0,
+                 adv_segment=3200, disc="mrd", steps=4, eval_every=2)
+    whole = train(cfg_for(cache, tmp_path / "whole", **extra))
+    assert whole["step"] == 4
+
+    real_lr_at = train_module.lr_at
+
+    def crash_at_step_3(step, cfg):
+        if step == 3:
+            raise KeyboardInterrupt  # what Ctrl-C or the end of a working session does
+        return real_lr_at(step, cfg)
+
+    monkeypatch.setattr(train_module, "lr_at", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(cache, tmp_path / "split", **extra))
+    assert load_state(tmp_path / "split" / "run" / "state.pt")["step"] == 2
+    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+    assert train(cfg_for(cache, tmp_path / "split", **extra))["step"] == 4
+
+    a, b = (load_state(tmp_path / d / "run" / "state.pt") for d in ("whole", "split"))
+    for part in ("model", "disc"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resuming"
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch_and_shard_without_overlap():
+    from naturall2s.train import epoch_batches
+
+    a = epoch_batches(10, 3, seed=1, epoch=0)
+    assert a == epoch_batches(10, 3, seed=1, epoch=0) and a != epoch_batches(10, 3, seed=1, epoch=1)
+    assert len(a) == 3 and all(len(b) == 3 for b in a) and len({i for b in a for i in b}) == 9
+    r0, r1 = (epoch_batches(10, 2, seed=1, epoch=0, rank=r, world=2) for r in (0, 1))
+    assert len(r0) == len(r1) == 2
+    assert not {i for b in r0 for i in b} & {i for b in r1 for i in b}
+
+
+def test_guarded_selection_refuses_regressions_and_prefers_less_buzz():
+    from naturall2s.train import select_value
+
+    cfg = TrainConfig(select="guarded", guard_estoi=0.01, guard_wer=0.03)
+    base = {"estoi": 0.40, "speech/wer": 0.20, "comb": 18.0}
+    assert select_value({**base, "comb": 9.0}, cfg, base) == 9.0
+    assert select_value({**base, "comb": 9.0, "estoi": 0.385}, cfg, base) == float("inf")
+    assert select_value({**base, "comb": 9.0, "speech/wer": 0.24}, cfg, base) == float("inf")
+    assert select_value({**base, "comb": 9.0, "estoi": 0.395, "speech/wer": 0.22}, cfg, base) == 9.0
+    assert select_value({"score": 0.6, "estoi": 0.4}, TrainConfig(select="estoi")) == -0.4
+    assert select_value({"score": 0.6, "estoi": 0.4}, TrainConfig(select="mel")) == 0.6
+
+
+def test_unknown_discriminator_is_a_clear_error():
+    from naturall2s.errors import NaturalL2SError
+    from naturall2s.train import build_discriminators
+
+    assert list(build_discriminators("mpd+mrd")) == ["mpd", "mrd"]
+    with pytest.raises(NaturalL2SError, match="unknown --disc"):
+        build_discriminators("msd")
