@@ -145,7 +145,8 @@ def split_clips(data_root: str | Path, split: str, *, limit: int | None = None) 
 
 def clip_text(clip: GridClip, cached: dict | None = None) -> str:
     """The true sentence: the ``.align`` file, else the prepared cache's text, else spelled from the clip name."""
-    from naturall2s.data import align_transcript, name_transcript
+    from naturall2s.data import align_transcript
+    from naturall2s.grid import name_transcript
 
     if clip.align.is_file():
         return align_transcript(clip.align)
@@ -258,7 +259,7 @@ def slot_errors(rows: list[dict], systems: Sequence[str]) -> dict | None:
     {"errors", "n", "rate"}}}}. Counts every clip whose reference has six words; a reference word is an error
     unless the minimum-edit alignment matches it (:func:`naturall2s.metrics.word_hits`). A system without lip
     reading (the reference) has no "lipread" entry. None when no clip has a six-word reference."""
-    from naturall2s.data import GRID_SLOTS
+    from naturall2s.grid import GRID_SLOTS
 
     counts: dict[str, dict[str, list[list[int]]]] = {}
     for r in rows:
@@ -461,7 +462,7 @@ def markdown_table(results: dict) -> str:
     ]
     slots = results.get("slots")
     if slots:
-        from naturall2s.data import GRID_SLOTS
+        from naturall2s.grid import GRID_SLOTS
 
         notes += ["", "Word error rate by position in the GRID sentence: the ASR on each system's speech, and in "
                   "brackets the system's own lip reading (its CTC transcript):", "",

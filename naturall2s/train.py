@@ -39,7 +39,8 @@ from tqdm import tqdm
 from naturall2s import audio, losses
 from naturall2s.checkpoints import load_state, save_model, save_state
 from naturall2s.augment import augment_clips
-from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate, tokens_to_text
+from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
+from naturall2s.grid import tokens_to_text
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.errors import DataError, NaturalL2SError
 from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
@@ -460,7 +461,9 @@ def to_device(batch: dict, device) -> dict:
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, *, on_step=None) -> dict:
+    """Run one stage (see the module doc); ``on_step(step, val)`` (optional) is called after every training step
+    with the validation dict at evaluation steps, else None (e.g. to drive a progress bar; rank 0 only)."""
     if cfg.stage not in STAGES:
         raise NaturalL2SError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
     if cfg.stage == "synth" and cfg.variant in MEL_VARIANTS:
@@ -654,6 +657,8 @@ def train(cfg: TrainConfig) -> dict:
             elif is_main and cfg.save_minutes > 0 and time.time() - t_saved > 60 * cfg.save_minutes:
                 save_training_state()  # between evaluations: a lost process loses at most save_minutes of work
                 t_saved = time.time()
+            if on_step is not None and is_main:
+                on_step(step, val if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out else None)
             if step >= cfg.steps or timed_out:
                 stop = True
                 break

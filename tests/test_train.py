@@ -14,7 +14,8 @@ import torch
 
 from naturall2s import audio
 from naturall2s.checkpoints import load_model, load_state
-from naturall2s.data import CachedGrid, clip_features, collate, name_transcript, save_npz_atomic, text_to_tokens
+from naturall2s.data import CachedGrid, clip_features, collate, save_npz_atomic
+from naturall2s.grid import name_transcript, text_to_tokens
 from naturall2s.roi import LIP_DIM, ROI_HEIGHT, ROI_WIDTH
 from naturall2s.train import TrainConfig, compute_losses, build_model, train
 
