@@ -269,13 +269,13 @@ def select_value(val: dict, cfg: TrainConfig, baseline: dict | None = None) -> f
         if baseline and (val["estoi"] < baseline["estoi"] - cfg.guard_estoi
                          or val["speech/wer"] > baseline["speech/wer"] + cfg.guard_wer):
             return float("inf")
-        return val["comb"]
+        return val["comb"] if math.isfinite(val["comb"]) else val["score"]  # clips without pauses: log-mel L1
     return val["score"]
 
 
 def format_val(val: dict, keys) -> str:
     """The validation numbers worth a line on the console."""
-    shown = (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc", *GUARDED, "select")
+    shown = (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc", *GUARDED, "judge/mos", "select")
     return ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in shown)
 
 
@@ -380,20 +380,23 @@ def adversarial_losses(disc: torch.nn.ModuleDict, disc_opt, real: torch.Tensor, 
 # evaluation
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None, asr=None) -> dict[str, float]:
+def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None, asr=None,
+             mos=None) -> dict[str, float]:
     """Validation: mean losses, ``score`` (log-mel L1 of what the variant outputs), the differentiable ESTOI
     ``estoi`` of waveform outputs, the greedy lip-reading word error rate ``lipread/wer``, the word accuracy
     ``content/acc`` of the content judge on the generated speech (given a judge), given an ``asr`` the word error
     rate of its transcripts of the generated speech ``speech/wer`` and the pause buzz ``comb`` (dB,
-    :func:`naturall2s.metrics.comb_db` in the clips' silent frames), and ``select``: the number (lower is better)
-    that picks the best model, per ``cfg.select`` (see :func:`select_value`)."""
+    :func:`naturall2s.metrics.comb_db` in the clips' silent frames), given a MOS predictor its mean predicted
+    naturalness ``judge/mos`` (logged for the learning curve only: never a loss, never read by the selection), and
+    ``select``: the number (lower is better) that picks the best model, per ``cfg.select`` (see
+    :func:`select_value`)."""
     from naturall2s.metrics import wer
 
     model.eval()
     sums: dict[str, float] = {}
     n = 0
     refs, hyps = [], []
-    speech = {"speech/wer": [], "comb": []}
+    speech = {"speech/wer": [], "comb": [], "judge/mos": []}
     accuracy = {"word/acc": [0, 0], "content/acc": [0, 0]}  # frame word hits, labelled frames
     for batch in loader:
         batch = to_device(batch, model.device)
@@ -415,7 +418,7 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
             if logits is not None:
                 accuracy[key] = [a + b for a, b in zip(accuracy[key], frame_word_hits(logits, batch["words"]))]
         if asr is not None and "wav" in out:
-            for key, values in speech_scores(out["wav"], batch, asr).items():
+            for key, values in speech_scores(out["wav"], batch, asr, mos).items():
                 speech[key] += values
         if "ctc_log_probs" in out:
             for toks, ref in zip(ctc_greedy_batch(out["ctc_log_probs"], batch["frames"]), batch["text"]):
@@ -431,17 +434,21 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     return result
 
 
-def speech_scores(wav: torch.Tensor, batch: dict, asr) -> dict[str, list[float]]:
+def speech_scores(wav: torch.Tensor, batch: dict, asr, mos=None) -> dict[str, list[float]]:
     """Per clip of a batch: the WER of ``asr``'s transcript of the generated waveform ``wav`` (B,N) against the
-    clip's text, and its pause buzz (:func:`naturall2s.metrics.comb_db`) in the frames labelled silence (word 0)."""
+    clip's text, its pause buzz (:func:`naturall2s.metrics.comb_db`) in the frames labelled silence (word 0), and
+    given a MOS predictor its predicted naturalness (``judge/mos``)."""
     from naturall2s.metrics import comb_db, wer
 
     scores = {"speech/wer": [], "comb": []}
-    for i, n_frames in enumerate(batch["frames"].tolist()):
-        w = wav[i, : n_frames * audio.SAMPLES_PER_VIDEO_FRAME].detach().float().cpu().numpy()
-        pause = (batch["words"][i, :n_frames] == 0).cpu().numpy().repeat(audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH)
+    clips = [wav[i, : n * audio.SAMPLES_PER_VIDEO_FRAME].detach().float().cpu().numpy()
+             for i, n in enumerate(batch["frames"].tolist())]
+    for i, w in enumerate(clips):
+        pause = (batch["words"][i, : len(w) // audio.SAMPLES_PER_VIDEO_FRAME] == 0).cpu().numpy()
         scores["speech/wer"].append(wer(batch["text"][i], asr.transcribe(w, audio.SAMPLE_RATE)))
-        scores["comb"].append(comb_db(w, pause=pause))
+        scores["comb"].append(comb_db(w, pause=pause.repeat(audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH)))
+    if mos is not None:
+        scores["judge/mos"] = [float(x) for x in mos.score(clips, audio.SAMPLE_RATE)]
     return scores
 
 
@@ -524,11 +531,16 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         from naturall2s.content import load_judge
 
         judge = load_judge(cfg.judge, device=device)
-    asr = None
-    if cfg.select == "guarded" and is_main:
+    asr = mos = None
+    if cfg.select == "guarded" and is_main:  # the speech is transcribed and scored at every validation
         from naturall2s.asr import get_asr
+        from naturall2s.naturalness import MOSPredictorUnavailableError, get_mos_predictor
 
         asr = get_asr("auto", grammar="grid")
+        try:  # the learning curve's naturalness: read, never optimised or selected on
+            mos = get_mos_predictor("auto")
+        except MOSPredictorUnavailableError as e:
+            print(f"no MOS in the learning curve: {e}")
     lambdas = loss_weights(cfg)
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
@@ -567,7 +579,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         return cpu_before + time.process_time()
 
     def validate() -> dict:
-        return evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge, asr=asr)
+        return evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge, asr=asr, mos=mos)
 
     def save_training_state():
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
