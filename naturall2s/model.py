@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from naturall2s import audio
-from naturall2s.data import GRID_VOCAB, tokens_to_text
+from naturall2s.grid import GRID_VOCAB, tokens_to_text
 from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
 from naturall2s.generator import PRIOR_MODES, ISTFTGenerator
 from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
