@@ -10,6 +10,9 @@ also carry the provenance keys of :data:`PROVENANCE_KEYS` (adapted models store 
 - ``info["scores"]``: ``{metric: value}`` measured on held-out clips (metric keys of :data:`naturall2s.evaluate.METRICS`);
 - ``info["scores_on"]``: what those clips were (``"GRID s4 test, 10 clips"``).
 
+Adapted models (``python -m naturall2s adapt``) keep their provenance under ``info["adapt"]`` (base model, clips,
+held-out scores before and after): without the keys above the card reads it (:func:`_adapted_facts`).
+
 The shipped checkpoints predate these keys and are not re-saved (each re-save would add its whole size to the git
 history): for a shipped name the card takes the training facts from :data:`SHIPPED_TRAINING` (as stated in
 ``checkpoints/README.md``) and the test scores from ``results/grid_s1_test/results.json``, and says so.
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from naturall2s.checkpoints import CHECKPOINT_DIR, REPO
-from naturall2s.data import GRID_VOCAB
+from naturall2s.grid import GRID_VOCAB
 
 PROVENANCE_KEYS = ("speakers", "vocabulary", "data", "scores", "scores_on")
 SHIPPED_RESULTS = REPO / "results" / "grid_s1_test" / "results.json"  # test scores of the shipped names
@@ -138,6 +141,24 @@ def shipped_scores(name: str, path: Path = SHIPPED_RESULTS) -> tuple[dict, dict,
     return means, cis, on
 
 
+def _adapted_facts(adapt: dict) -> dict | None:
+    """Speakers, vocabulary, data and held-out scores of an adapted model from its ``info["adapt"]``."""
+    clips = adapt.get("clips") or []
+    n_train = sum(c.get("role") == "train" for c in clips)
+    base = adapt.get("base", "?")
+    base_speakers = SHIPPED_TRAINING["speakers"] if (CHECKPOINT_DIR / f"{base}.safetensors").is_file() else []
+    held = adapt.get("heldout") or {}
+    facts = {
+        "speakers": [*base_speakers, f"a new speaker ({n_train} clips)"],
+        "vocabulary": list(GRID_VOCAB),
+        "data": (f"adapted from `{base}` on {n_train} clips of a new speaker ({adapt.get('steps', '?')} steps, "
+                 f"best at {adapt.get('best_step', '?')}); {held.get('n', 0)} clips held out"),
+    }
+    scores = {k: v for k, v in (held.get("after") or {}).items() if v is not None}
+    return {"facts": facts, "scores": scores,
+            "scores_on": f"{held.get('n', 0)} held-out clips of the new speaker (their transcripts as the text)"}
+
+
 def model_card(model) -> ModelCard:
     """The card of a loaded :class:`~naturall2s.model.LipToSpeech` (``model.info`` from its checkpoint)."""
     info = dict(getattr(model, "info", None) or {})
@@ -146,7 +167,11 @@ def model_card(model) -> ModelCard:
     train_config = info.get("train_config") or {}
     sources = {"training": "checkpoint metadata"}
     facts = {k: info[k] for k in ("speakers", "vocabulary", "data") if k in info}
-    if len(facts) < 3 and shipped:
+    adapted = _adapted_facts(info.get("adapt")) if isinstance(info.get("adapt"), dict) else None
+    if adapted:
+        facts = {**adapted["facts"], **facts}
+        sources["data"] = "checkpoint metadata (adapt)"
+    elif len(facts) < 3 and shipped:
         facts = {**SHIPPED_TRAINING, **facts}
         sources["data"] = "checkpoints/README.md (the shipped checkpoints predate the provenance keys)"
     elif facts:
@@ -154,6 +179,9 @@ def model_card(model) -> ModelCard:
     scores, cis, scores_on = dict(info.get("scores") or {}), {}, str(info.get("scores_on") or "")
     if scores:
         sources["scores"] = "checkpoint metadata"
+    elif adapted and adapted["scores"]:
+        scores, scores_on = adapted["scores"], adapted["scores_on"]
+        sources["scores"] = "checkpoint metadata (adapt: held-out clips)"
     elif shipped and (found := shipped_scores(name)) is not None:
         scores, cis, scores_on = found
         sources["scores"] = str(SHIPPED_RESULTS.relative_to(REPO))

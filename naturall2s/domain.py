@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from naturall2s.data import _SLOT_CODES as SLOT_CODES
+from naturall2s.grid import SLOT_CODES
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 REFERENCE_FILE = RESOURCES / "domain_reference.json"
@@ -149,7 +149,7 @@ def subspace_distance(x: np.ndarray, stats: dict) -> float:
 def summarize(model, roi: np.ndarray, lips: np.ndarray, audio: np.ndarray | None = None, *, encoder=None) -> ClipSummary:
     """One clip -> :class:`ClipSummary`: the model's front end and lip reader on roi (T,H,W) uint8 and lips (T,40),
     and, with ``audio`` (N,) @16 kHz, its speaker embedding and median F0."""
-    from naturall2s.data import tokens_to_text
+    from naturall2s.grid import tokens_to_text
     from naturall2s.model import _ctc_greedy
 
     device = model.device

@@ -42,3 +42,18 @@ def test_metadata_scores_win_and_unshipped_models_get_no_shipped_scores(tmp_path
     assert card.scores == {"wer": 0.25, "estoi": 0.4} and card.speakers == ["s4"] and card.steps == 12
     md = card.markdown()
     assert "GRID s4 held-out, 5 clips" in md and "0.250" in md and "checkpoint metadata" in md
+
+
+def test_adapted_model_card_reads_its_adapt_provenance(tmp_path):
+    model = build("naturall2s-noddsp", dim=32, n_layers=1, head_hidden=32, gen_dim=32, gen_intermediate_dim=64,
+                  gen_layers=1)
+    adapt = {"base": "naturall2s", "steps": 40, "best_step": 30,
+             "clips": [{"file": "a.mp4", "role": "train"}, {"file": "b.mp4", "role": "train"},
+                       {"file": "c.mp4", "role": "held-out"}],
+             "heldout": {"n": 1, "before": {"wer": 0.8}, "after": {"wer": 0.5, "estoi": 0.3}}}
+    loaded = load_model(save_model(model, tmp_path / "mine.safetensors", info={"step": 30, "stage": "synth",
+                                                                              "adapt": adapt}))
+    card = model_card(loaded)
+    assert card.scores == {"wer": 0.5, "estoi": 0.3} and "1 held-out clips" in card.scores_on
+    assert card.speakers == ["s1", "a new speaker (2 clips)"] and card.vocabulary_size == 51
+    assert "adapted from `naturall2s` on 2 clips" in card.markdown()
