@@ -170,7 +170,8 @@ def summarize(model, roi: np.ndarray, lips: np.ndarray, audio: np.ndarray | None
 def _audio_summary(wav: np.ndarray, encoder=None) -> tuple[np.ndarray, float | None]:
     from naturall2s.audio import SAMPLE_RATE, f0_voicing
 
-    encoder = encoder or _encoder()
+    if encoder is None or encoder.name != _encoder().name:  # the stored mean embeddings are Resemblyzer's
+        encoder = _encoder()
     f0, voiced = f0_voicing(wav)
     median = float(np.median(f0[voiced])) if voiced.sum() >= MIN_VOICED_FRAMES else None
     return encoder.embed(wav, SAMPLE_RATE), median
@@ -282,15 +283,17 @@ def _stored_references() -> dict:
     return json.loads(REFERENCE_FILE.read_text()).get("models", {})
 
 
-def assess(clip, *, model, synthesis=None, reference_wav=None) -> DomainReport:
+def assess(clip, *, model, synthesis=None, reference_wav=None, encoder=None) -> DomainReport:
     """Is ``clip`` (a :class:`~naturall2s.roi.MouthClip`) like what ``model`` was trained on?
 
     ``reference_wav`` (N,) @16 kHz: the speaker's real voice when known (else the clip's own audio track, if any);
     with no audio at all only the video signals are used. ``synthesis`` (the model's output for this clip) is
     accepted for the callers' convenience; the signals come from the front end, which is cheap to rerun.
+    ``encoder``: a Resemblyzer speaker encoder to reuse (e.g. the studio's, under its lock); any other encoder is
+    replaced by this module's own Resemblyzer (the stored embeddings are Resemblyzer's).
     """
     wav = reference_wav if reference_wav is not None else clip.audio
-    summary = summarize(model, clip.roi, clip.lips, wav)
+    summary = summarize(model, clip.roi, clip.lips, wav, encoder=encoder)
     reference = model_reference(model)
     values = signals(summary, reference)
     thresholds = thresholds_of(reference)
