@@ -11,7 +11,7 @@ Metrics per clip (see :mod:`naturall2s.metrics` for units): STOI, ESTOI, PESQ-nb
 :func:`naturall2s.metrics.comb_db`, in the clip's ``.align`` pauses, else in the output's frames 30 dB below its
 loudest), MCD, F0 RMSE (cents), voicing error, WER and CER of the ASR transcript against the true sentence,
 speaker similarity to the real audio of the same clip, and real-time factor. F0/voicing are measured on the output audio (pyworld) for every system
-alike, not taken from a model's own F0 prediction. Torch's RNG is reseeded before every synthesis, so a rerun
+alike, not taken from a model's own F0 prediction. Every synthesis uses the same seed (:data:`SEED`), so a rerun
 with the same number of CPU threads reproduces every number. Griffin-Lim (mel-gl) is the exception across thread
 counts: its momentum iterations amplify the float rounding of the predicted mel (on a random log-mel, a 1e-6
 change moved the waveform by 0.2% RMS), so its per-clip scores move a little with the thread count (the iSTFT
@@ -48,10 +48,14 @@ import torch
 from naturall2s import audio, metrics
 from naturall2s.errors import DataError, NaturalL2SError, NoAudioError
 from naturall2s.metrics import mean_ci
+from naturall2s.model import DEFAULT_SEED
 from naturall2s.naturalness import get_mos_predictor, mos_key
 
 REFERENCE = "reference"  # name of the ground-truth "system"
-SEED = 0  # torch's RNG is reseeded with it before every synthesis (noise excitation, Griffin-Lim's phase): reruns agree
+# the synthesis seed: shipped models draw their noise excitation from a generator of their own seeded with it (the
+# default of LipToSpeech.synthesize, as in the CLI and the studio); any other system runs with torch's RNG reseeded
+# with it (inside torch.random.fork_rng, so the caller's RNG state is left alone): reruns agree
+SEED = DEFAULT_SEED
 CI_LEVEL = 0.95
 # metric key -> (column label, better direction); the order is the order of every table
 METRICS = {
@@ -141,7 +145,8 @@ def split_clips(data_root: str | Path, split: str, *, limit: int | None = None) 
 
 def clip_text(clip: GridClip, cached: dict | None = None) -> str:
     """The true sentence: the ``.align`` file, else the prepared cache's text, else spelled from the clip name."""
-    from naturall2s.data import align_transcript, name_transcript
+    from naturall2s.data import align_transcript
+    from naturall2s.grid import name_transcript
 
     if clip.align.is_file():
         return align_transcript(clip.align)
@@ -254,7 +259,7 @@ def slot_errors(rows: list[dict], systems: Sequence[str]) -> dict | None:
     {"errors", "n", "rate"}}}}. Counts every clip whose reference has six words; a reference word is an error
     unless the minimum-edit alignment matches it (:func:`naturall2s.metrics.word_hits`). A system without lip
     reading (the reference) has no "lipread" entry. None when no clip has a six-word reference."""
-    from naturall2s.data import GRID_SLOTS
+    from naturall2s.grid import GRID_SLOTS
 
     counts: dict[str, dict[str, list[list[int]]]] = {}
     for r in rows:
@@ -370,8 +375,9 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
                          **score(ref, ref.wav, asr=recogniser, encoder=encoder, seconds=None)})
             outputs.append(ref.wav)
         for system in systems:
-            torch.manual_seed(SEED)
-            out = system.synthesize(mouth)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(SEED)
+                out = system.synthesize(mouth)
             wav = audio.resample(np.asarray(out.wav, np.float32).reshape(-1), int(out.sample_rate), audio.SAMPLE_RATE)
             scores = score(ref, wav, asr=recogniser, encoder=encoder, seconds=float(out.seconds))
             lipread_wer = metrics.wer(ref.text, out.text) if out.text is not None else float("nan")
@@ -456,7 +462,7 @@ def markdown_table(results: dict) -> str:
     ]
     slots = results.get("slots")
     if slots:
-        from naturall2s.data import GRID_SLOTS
+        from naturall2s.grid import GRID_SLOTS
 
         notes += ["", "Word error rate by position in the GRID sentence: the ASR on each system's speech, and in "
                   "brackets the system's own lip reading (its CTC transcript):", "",

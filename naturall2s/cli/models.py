@@ -1,5 +1,5 @@
 """python -m naturall2s models"""
-HELP = "list the shipped models (checkpoints/) with their variant, size and training facts"
+HELP = "list the models (shipped ones in checkpoints/, your own in the user models folder) with their facts"
 
 
 def add_arguments(parser):
@@ -9,7 +9,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import json
 
-    from naturall2s.checkpoints import available_models, read_metadata, resolve
+    from naturall2s.checkpoints import CHECKPOINT_DIR, available_models, read_metadata, resolve, user_models_dir
 
     rows = []
     for name in available_models():
@@ -23,16 +23,20 @@ def run(args) -> int:
                 "size_mb": round(path.stat().st_size / 2**20, 1),
                 "step": info.get("step"),
                 "val_score": info.get("val", {}).get("score"),
+                "where": "shipped" if path.parent == CHECKPOINT_DIR else "user",
+                "base": info.get("adapt", {}).get("base"),
                 "path": str(path),
             }
         )
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
-        print("no models in checkpoints/ (train one: python -m naturall2s train --help)")
+        print(f"no models in {CHECKPOINT_DIR} or {user_models_dir()} (train one: python -m naturall2s train --help)")
     else:
-        print(f"{'name':<20} {'variant':<20} {'MB':>6} {'step':>7}  val log-mel L1")
+        print(f"{'name':<20} {'variant':<20} {'MB':>6} {'step':>7}  {'val log-mel L1':<15} where")
         for r in rows:
             score = f"{r['val_score']:.3f}" if r["val_score"] is not None else "-"
-            print(f"{r['name']:<20} {r['variant']:<20} {r['size_mb']:>6} {r['step'] or '-':>7}  {score}")
+            where = r["where"] + (f" (adapted from {r['base']})" if r["base"] else "")
+            print(f"{r['name']:<20} {r['variant']:<20} {r['size_mb']:>6} {r['step'] or '-':>7}  {score:<15} {where}")
+        print(f"your models folder: {user_models_dir()}")
     return 0

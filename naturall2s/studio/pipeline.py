@@ -136,7 +136,7 @@ def default_cache_dir() -> Path:
 
 def grid_transcript(path: str | Path) -> str | None:
     """The GRID sentence spelled by a clip's file name (``bbaf2n.mp4``), or None for other names."""
-    from naturall2s.data import name_transcript
+    from naturall2s.grid import name_transcript
 
     try:
         return name_transcript(Path(path).stem)
