@@ -52,19 +52,6 @@ def _mono16k(wav, sample_rate: int) -> np.ndarray:
     return audio.resample(x, int(sample_rate), MOS_RATE) if x.size else x
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads, restoring the previous count after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _batched(predict, wavs: Sequence[np.ndarray], sample_rate: int, *, batch_size: int, length: int | None,
              threads: int) -> np.ndarray:
     """Score every waveform with ``predict((B, L) float32 tensor) -> (B,)``, grouping clips into batches.
@@ -76,12 +63,14 @@ def _batched(predict, wavs: Sequence[np.ndarray], sample_rate: int, *, batch_siz
     """
     import torch
 
+    from naturall2s.speaker import torch_threads
+
     x = [_mono16k(w, sample_rate) for w in wavs]
     out = np.full(len(x), np.nan)
     short = [i for i, w in enumerate(x) if w.size and length is not None and w.size <= length]
     single = [i for i, w in enumerate(x) if w.size and not (length is not None and w.size <= length)]
     groups = [short[i: i + batch_size] for i in range(0, len(short), batch_size)] + [[i] for i in single]
-    with _torch_threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         for group in groups:
             size = length if length is not None and group[0] in short else x[group[0]].size
             batch = np.zeros((len(group), size), np.float32)
