@@ -27,8 +27,10 @@ from naturall2s.errors import NaturalL2SError
 REPO = Path(__file__).resolve().parents[1]
 PREDICTOR_NAMES = ("auto", "distillmos", "utmos")
 MOS_RATE = 16000  # Hz: both predictors take 16 kHz mono
-MOS_THREADS = 1  # torch intra-op threads while scoring (benchmarks/bench_mos.py: one thread was fastest on 2 cores)
-DISTILLMOS_BATCH = 1  # clips per forward pass (benchmarks/bench_mos.py: batching was not faster on CPU)
+# benchmarks/bench_mos.py on 2 cores (3 s clips): one thread, one clip per pass 0.185 CPU s per second of audio;
+# batched 0.248; two threads 0.547 (one at a time) / 0.308 (batched)
+MOS_THREADS = 1  # torch intra-op threads while scoring
+DISTILLMOS_BATCH = 1  # clips per forward pass
 UTMOS_REPO_ID = "Blinorot/UTMOS-PyTorch"
 UTMOS_FILE = "utmos_state_dict.pt"
 UTMOS_LOCAL_DIR = REPO / "pretrained_models" / "utmos"  # repo-relative, beside the ECAPA folder
