@@ -27,8 +27,10 @@ from naturall2s.errors import NaturalL2SError
 REPO = Path(__file__).resolve().parents[1]
 PREDICTOR_NAMES = ("auto", "distillmos", "utmos")
 MOS_RATE = 16000  # Hz: both predictors take 16 kHz mono
-MOS_THREADS = 1  # torch intra-op threads while scoring (benchmarks/bench_mos.py: one thread was fastest on 2 cores)
-DISTILLMOS_BATCH = 1  # clips per forward pass (benchmarks/bench_mos.py: batching was not faster on CPU)
+# benchmarks/bench_mos.py on 2 cores (3 s clips): one thread, one clip per pass 0.185 CPU s per second of audio;
+# batched 0.248; two threads 0.547 (one at a time) / 0.308 (batched)
+MOS_THREADS = 1  # torch intra-op threads while scoring
+DISTILLMOS_BATCH = 1  # clips per forward pass
 UTMOS_REPO_ID = "Blinorot/UTMOS-PyTorch"
 UTMOS_FILE = "utmos_state_dict.pt"
 UTMOS_LOCAL_DIR = REPO / "pretrained_models" / "utmos"  # repo-relative, beside the ECAPA folder
@@ -52,34 +54,25 @@ def _mono16k(wav, sample_rate: int) -> np.ndarray:
     return audio.resample(x, int(sample_rate), MOS_RATE) if x.size else x
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads, restoring the previous count after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _batched(predict, wavs: Sequence[np.ndarray], sample_rate: int, *, batch_size: int, length: int | None) -> np.ndarray:
+def _batched(predict, wavs: Sequence[np.ndarray], sample_rate: int, *, batch_size: int, length: int | None,
+             threads: int) -> np.ndarray:
     """Score every waveform with ``predict((B, L) float32 tensor) -> (B,)``, grouping clips into batches.
 
     Clips of at most ``length`` samples (at MOS_RATE) are zero-padded to ``length`` and batched, ``batch_size`` at a
     time (the model pads every shorter clip to that length itself, so batching changes no score beyond float
     rounding); longer clips, and every clip when ``length`` is None, go one at a time. Empty clips score nan.
+    Runs with ``threads`` torch intra-op threads.
     """
     import torch
+
+    from naturall2s.speaker import torch_threads
 
     x = [_mono16k(w, sample_rate) for w in wavs]
     out = np.full(len(x), np.nan)
     short = [i for i, w in enumerate(x) if w.size and length is not None and w.size <= length]
     single = [i for i, w in enumerate(x) if w.size and not (length is not None and w.size <= length)]
     groups = [short[i: i + batch_size] for i in range(0, len(short), batch_size)] + [[i] for i in single]
-    with _torch_threads(MOS_THREADS), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         for group in groups:
             size = length if length is not None and group[0] in short else x[group[0]].size
             batch = np.zeros((len(group), size), np.float32)
@@ -99,15 +92,16 @@ class DistillMOS:
 
     name = "distillmos"
 
-    def __init__(self, *, batch_size: int = DISTILLMOS_BATCH):
+    def __init__(self, *, batch_size: int = DISTILLMOS_BATCH, threads: int = MOS_THREADS):
         self._model = _distillmos_model()
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size, self.threads = max(1, int(batch_size)), max(1, int(threads))
 
     def score(self, wavs: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
         """(B,) float64 MOS (about 1..5) of a list of (N_i,) float waveforms at ``sample_rate``; nan for empty ones."""
         from distillmos.sqa import SEQ_LEN
 
-        return _batched(self._model, wavs, sample_rate, batch_size=self.batch_size, length=SEQ_LEN)
+        return _batched(self._model, wavs, sample_rate, batch_size=self.batch_size, length=SEQ_LEN,
+                        threads=self.threads)
 
 
 @functools.lru_cache(maxsize=None)
@@ -141,7 +135,8 @@ class UTMOS:
 
     name = "utmos"
 
-    def __init__(self, weights: str | Path | None = None):
+    def __init__(self, weights: str | Path | None = None, *, threads: int = MOS_THREADS):
+        self.threads = max(1, int(threads))
         weights = Path(weights) if weights is not None else find_utmos()
         if weights is None or not weights.is_file():
             raise MOSPredictorUnavailableError(
@@ -152,7 +147,7 @@ class UTMOS:
 
     def score(self, wavs: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
         """(B,) float64 MOS (about 1..5) of a list of (N_i,) float waveforms at ``sample_rate``; nan for empty ones."""
-        return _batched(self._model.score, wavs, sample_rate, batch_size=1, length=None)
+        return _batched(self._model.score, wavs, sample_rate, batch_size=1, length=None, threads=self.threads)
 
 
 @functools.lru_cache(maxsize=None)

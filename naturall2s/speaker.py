@@ -81,13 +81,14 @@ class ResemblyzerEncoder:
             trimmed = trim_long_silences(np.clip(x, -1.0, 1.0))
             if trimmed.shape[0] >= VAD_MIN_SECONDS * ENCODER_RATE:
                 x = trimmed
-        with _torch_threads(1):
+        with torch_threads(1):
             return _unit(self._encoder.embed_utterance(x.astype(np.float32)))
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads, restoring the previous count after.
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, restoring the previous count after (also used by
+    :mod:`naturall2s.naturalness`).
 
     The GE2E LSTM runs ~500 tiny sequential steps per utterance; with several threads each step ends in a thread
     barrier, which on a busy machine costs seconds per utterance (measured: 0.02 s with one thread, 1-5 s with two

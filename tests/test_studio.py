@@ -363,6 +363,8 @@ def test_e2e_synthesize_grid_clip(served, client, grid_clip):
     assert set(rows) == {*names, REFERENCE}
     for name in names:
         assert rows[name]["RTF"] is not None and rows[name]["Model time (s)"] > 0
+        assert 1.0 <= rows[name]["MOS"] < rows[REFERENCE]["MOS"]  # the real speech sounds the most natural
+    assert rows[REFERENCE]["MOS"] > 3.0
 
 
 def test_e2e_no_face_is_an_error_and_the_server_keeps_serving(served, client, tmp_path, grid_clip):
