@@ -96,13 +96,15 @@ def load_tensors(name_or_path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"):
-    """Load a model by shipped name or path; float32 on ``device``, eval mode."""
+    """Load a model by shipped name or path; float32 on ``device``, eval mode. Sets ``model.name`` (the shipped
+    name, else the variant), ``model.info`` (the training facts of the metadata) and ``model.path`` (the file)."""
     from naturall2s.model import LipToSpeech, ModelConfig
 
     path = resolve(name_or_path)
     model, meta = load_module(path, ModelConfig, LipToSpeech, bad_config="its model config does not match this code")
     model.name = Path(path).stem if Path(path).parent in model_dirs() else model.config.variant
     model.info = meta["info"]
+    model.path = str(path)
     return model.to(device).eval()
 
 

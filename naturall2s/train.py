@@ -26,6 +26,7 @@ import math
 import os
 import random
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -55,41 +56,93 @@ DISCRIMINATORS = ("mpd", "mrd")  # --disc: any of these joined by "+" (benchmark
 
 @dataclass
 class TrainConfig:
+    """One training run; every field is a ``--flag`` of ``python -m naturall2s train`` (its help: :data:`HELP`)."""
+
     variant: str = "naturall2s"
     stage: str = "synth"
-    cache: str = "cache/grid"  # output of `python -m naturall2s prepare`
+    cache: str = "cache/grid"
     run_dir: str = "runs/naturall2s"
-    init: str = ""  # .safetensors (comma-separated: later win) whose matching weights start the model
-    # steps 0 = compose: build from --init and export, no training (e.g. vocoder run + lip reader → mel-vocoder)
-    freeze_frontend: bool = False  # synth/vocoder: keep the front end fixed (features cached once: the CPU recipe)
+    init: str = ""
+    freeze_frontend: bool = False
     steps: int = 3000
     batch_size: int = 16
-    segment_frames: int = 0  # train on random crops of this many video frames (0: whole clips)
+    segment_frames: int = 0
     lr: float = 3e-4
     lr_disc: float = 2e-4
     weight_decay: float = 0.01
     warmup: int = 200
     grad_clip: float = 1.0
-    adv_start: int = -1  # step from which adversarial + feature-matching losses are on (-1: never)
-    adv_segment: int = 16000  # samples the discriminators see per item
-    disc: str = "mpd+mrd"  # the discriminators of the adversarial losses: mpd, mrd or mpd+mrd (DISCRIMINATORS)
-    feature_noise: float = 0.0  # std of Gaussian noise on cached front-end features (regularises frozen features)
-    augment: bool = False  # random crop shift, contrast and a masked time span per clip (front end not frozen)
-    teacher_f0: bool = False  # synth: drive the DDSP synthesizer with the real F0 (voiced frames) while training
-    judge: str = ""  # synth: content judge checkpoint (stage judge) for the content/ce loss and the content/acc probe
-    select: str = "mel"  # SELECT: which validation number picks the best model
-    guard_estoi: float = 0.01  # --select guarded: refuse checkpoints whose val ESTOI fell more than this from the start
-    guard_wer: float = 0.03  # --select guarded: refuse checkpoints whose val speech WER rose more than this
-    lambdas: dict = field(default_factory=dict)  # overrides of losses.DEFAULT_LAMBDAS
-    arch: dict = field(default_factory=dict)  # ModelConfig overrides, e.g. {"dim": 128}
+    adv_start: int = -1
+    adv_segment: int = 16000
+    disc: str = "mpd+mrd"
+    feature_noise: float = 0.0
+    augment: bool = False
+    teacher_f0: bool = False
+    judge: str = ""
+    select: str = "mel"
+    guard_estoi: float = 0.01
+    guard_wer: float = 0.03
+    lambdas: dict = field(default_factory=dict)
+    arch: dict = field(default_factory=dict)
     eval_every: int = 250
     log_every: int = 25
     seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads (0: all cores / world size)
-    max_minutes: float = 0.0  # stop (resumable) after this much wall time in this invocation; 0: no limit
-    save_minutes: float = 0.0  # also save the resumable state this often between evaluations; 0: at evaluations only
-    export: str = ""  # also copy the best model here (e.g. checkpoints/naturall2s.safetensors)
+    device: str = "auto"
+    threads: int = 0
+    max_minutes: float = 0.0
+    save_minutes: float = 0.0
+    export: str = ""
+
+
+# the --help of every TrainConfig field (argparse adds each default)
+HELP = {
+    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp or naturall2s",
+    "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl), vocoder (the cascade's vocoder on "
+             "real mels), synth (the naturall2s variants' speech heads and generator), judge (the content judge)",
+    "cache": "the prepared data: the output folder of `python -m naturall2s prepare`",
+    "run_dir": "this run's folder: state.pt (to resume), log.csv, config.json, best.safetensors",
+    "init": "checkpoints (names or .safetensors paths, comma-separated, later ones win) whose tensors of matching "
+            "name and shape start the model; with --steps 0 the model is only composed from them and exported",
+    "freeze_frontend": "synth/vocoder: keep the visual front end and its lip-reading heads fixed; their features are "
+                       "computed once and cached (the CPU recipe)",
+    "steps": "training steps in all (a resumed run continues to this many; 0: compose from --init and export)",
+    "batch_size": "clips per step (per process under torchrun)",
+    "segment_frames": "train on random crops of this many video frames (25 = 1 s); 0: whole clips",
+    "lr": "peak learning rate of the model (linear warm-up, then cosine decay to 10%)",
+    "lr_disc": "learning rate of the discriminators (adversarial training)",
+    "weight_decay": "AdamW weight decay",
+    "warmup": "steps of linear learning-rate warm-up",
+    "grad_clip": "clip the model's gradient norm to this (0: no clipping)",
+    "adv_start": "step from which the adversarial and feature-matching losses are on (-1: never; 0: from the start, "
+                 "for adversarial fine-tuning of a trained model)",
+    "adv_segment": "samples of each clip the discriminators see (a random window; 16000 = 1 s)",
+    "disc": f"the discriminators of the adversarial losses: {', '.join(DISCRIMINATORS)} or several joined by '+' "
+            "(benchmarks/bench_layers.py gives their cost per step)",
+    "feature_noise": "std of Gaussian noise added to cached front-end features while training (regularises a "
+                     "frozen front end)",
+    "augment": "random crop shift, contrast and a masked time span per clip (when the front end runs, not on "
+               "cached features)",
+    "teacher_f0": "synth: drive the DDSP synthesizer with the real F0 of voiced frames while training",
+    "judge": "synth: a content judge checkpoint (--stage judge) for the content/ce loss and the content/acc probe",
+    "select": f"which validation number picks best.safetensors: {', '.join(SELECT)} (mel: log-mel L1; estoi: "
+              "differentiable ESTOI; guarded: least pause buzz among checkpoints without ESTOI or speech-WER "
+              "regressions from the run's start)",
+    "guard_estoi": "--select guarded: refuse checkpoints whose val ESTOI fell more than this below the start's",
+    "guard_wer": "--select guarded: refuse checkpoints whose val speech WER (the ASR on the generated speech) rose "
+                 "more than this above the start's",
+    "lambdas": "loss weights overriding losses.DEFAULT_LAMBDAS, a JSON object, e.g. '{\"stoi/neg\": 10, "
+               "\"f0/l1\": 0}'",
+    "arch": "ModelConfig overrides (the architecture, stored in the checkpoint), a JSON object, e.g. "
+            "'{\"word_head\": true}'",
+    "eval_every": "validate (and save state.pt) every this many steps",
+    "log_every": "write a training row to log.csv every this many steps",
+    "seed": "seed of the weights' initialisation, the data order and the augmentation",
+    "device": "auto (a CUDA GPU when present), cpu or cuda",
+    "threads": "torch CPU threads (0: all cores divided by the number of processes)",
+    "max_minutes": "stop after this much wall time in this invocation, resumable with the same command (0: no limit)",
+    "save_minutes": "also save the resumable state this often between evaluations (0: at evaluations only)",
+    "export": "also write the best model here (e.g. checkpoints/naturall2s.safetensors)",
+}
 
 
 # loss keys each stage optimises (their weights come from the lambdas table)
@@ -216,13 +269,13 @@ def select_value(val: dict, cfg: TrainConfig, baseline: dict | None = None) -> f
         if baseline and (val["estoi"] < baseline["estoi"] - cfg.guard_estoi
                          or val["speech/wer"] > baseline["speech/wer"] + cfg.guard_wer):
             return float("inf")
-        return val["comb"]
+        return val["comb"] if math.isfinite(val["comb"]) else val["score"]  # clips without pauses: log-mel L1
     return val["score"]
 
 
 def format_val(val: dict, keys) -> str:
     """The validation numbers worth a line on the console."""
-    shown = (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc", *GUARDED, "select")
+    shown = (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc", *GUARDED, "judge/mos", "select")
     return ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in shown)
 
 
@@ -327,20 +380,23 @@ def adversarial_losses(disc: torch.nn.ModuleDict, disc_opt, real: torch.Tensor, 
 # evaluation
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None, asr=None) -> dict[str, float]:
+def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None, asr=None,
+             mos=None) -> dict[str, float]:
     """Validation: mean losses, ``score`` (log-mel L1 of what the variant outputs), the differentiable ESTOI
     ``estoi`` of waveform outputs, the greedy lip-reading word error rate ``lipread/wer``, the word accuracy
     ``content/acc`` of the content judge on the generated speech (given a judge), given an ``asr`` the word error
     rate of its transcripts of the generated speech ``speech/wer`` and the pause buzz ``comb`` (dB,
-    :func:`naturall2s.metrics.comb_db` in the clips' silent frames), and ``select``: the number (lower is better)
-    that picks the best model, per ``cfg.select`` (see :func:`select_value`)."""
+    :func:`naturall2s.metrics.comb_db` in the clips' silent frames), given a MOS predictor its mean predicted
+    naturalness ``judge/mos`` (logged for the learning curve only: never a loss, never read by the selection), and
+    ``select``: the number (lower is better) that picks the best model, per ``cfg.select`` (see
+    :func:`select_value`)."""
     from naturall2s.metrics import wer
 
     model.eval()
     sums: dict[str, float] = {}
     n = 0
     refs, hyps = [], []
-    speech = {"speech/wer": [], "comb": []}
+    speech = {"speech/wer": [], "comb": [], "judge/mos": []}
     accuracy = {"word/acc": [0, 0], "content/acc": [0, 0]}  # frame word hits, labelled frames
     for batch in loader:
         batch = to_device(batch, model.device)
@@ -362,7 +418,7 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
             if logits is not None:
                 accuracy[key] = [a + b for a, b in zip(accuracy[key], frame_word_hits(logits, batch["words"]))]
         if asr is not None and "wav" in out:
-            for key, values in speech_scores(out["wav"], batch, asr).items():
+            for key, values in speech_scores(out["wav"], batch, asr, mos).items():
                 speech[key] += values
         if "ctc_log_probs" in out:
             for toks, ref in zip(ctc_greedy_batch(out["ctc_log_probs"], batch["frames"]), batch["text"]):
@@ -378,17 +434,21 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     return result
 
 
-def speech_scores(wav: torch.Tensor, batch: dict, asr) -> dict[str, list[float]]:
+def speech_scores(wav: torch.Tensor, batch: dict, asr, mos=None) -> dict[str, list[float]]:
     """Per clip of a batch: the WER of ``asr``'s transcript of the generated waveform ``wav`` (B,N) against the
-    clip's text, and its pause buzz (:func:`naturall2s.metrics.comb_db`) in the frames labelled silence (word 0)."""
+    clip's text, its pause buzz (:func:`naturall2s.metrics.comb_db`) in the frames labelled silence (word 0), and
+    given a MOS predictor its predicted naturalness (``judge/mos``)."""
     from naturall2s.metrics import comb_db, wer
 
     scores = {"speech/wer": [], "comb": []}
-    for i, n_frames in enumerate(batch["frames"].tolist()):
-        w = wav[i, : n_frames * audio.SAMPLES_PER_VIDEO_FRAME].detach().float().cpu().numpy()
-        pause = (batch["words"][i, :n_frames] == 0).cpu().numpy().repeat(audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH)
+    clips = [wav[i, : n * audio.SAMPLES_PER_VIDEO_FRAME].detach().float().cpu().numpy()
+             for i, n in enumerate(batch["frames"].tolist())]
+    for i, w in enumerate(clips):
+        pause = (batch["words"][i, : len(w) // audio.SAMPLES_PER_VIDEO_FRAME] == 0).cpu().numpy()
         scores["speech/wer"].append(wer(batch["text"][i], asr.transcribe(w, audio.SAMPLE_RATE)))
-        scores["comb"].append(comb_db(w, pause=pause))
+        scores["comb"].append(comb_db(w, pause=pause.repeat(audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH)))
+    if mos is not None:
+        scores["judge/mos"] = [float(x) for x in mos.score(clips, audio.SAMPLE_RATE)]
     return scores
 
 
@@ -471,17 +531,22 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         from naturall2s.content import load_judge
 
         judge = load_judge(cfg.judge, device=device)
-    asr = None
-    if cfg.select == "guarded" and is_main:
+    asr = mos = None
+    if cfg.select == "guarded" and is_main:  # the speech is transcribed and scored at every validation
         from naturall2s.asr import get_asr
+        from naturall2s.naturalness import MOSPredictorUnavailableError, get_mos_predictor
 
         asr = get_asr("auto", grammar="grid")
+        try:  # the learning curve's naturalness: read, never optimised or selected on
+            mos = get_mos_predictor("auto")
+        except MOSPredictorUnavailableError as e:
+            print(f"no MOS in the learning curve: {e}")
     lambdas = loss_weights(cfg)
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
 
     # resume
-    step, best, baseline, start_time = 0, float("inf"), None, time.time()
+    step, best, baseline, start_time, cpu_before = 0, float("inf"), None, time.time(), -time.process_time()
     state_path = run_dir / "state.pt"
     resumed = load_state(state_path, map_location=device) if state_path.exists() else None
     if resumed is not None:
@@ -491,6 +556,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
             disc.load_state_dict(resumed["disc"])
             disc_opt.load_state_dict(resumed["disc_opt"])
         step, best, baseline = resumed["step"], resumed["best"], resumed.get("baseline")
+        cpu_before += resumed.get("cpu_seconds", 0.0)
         if is_main:
             print(f"resumed {state_path} at step {step} (best score {best:.4f})")
 
@@ -499,7 +565,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     if cfg.freeze_frontend and cfg.stage == "synth":
         whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
         whole_clips.segment_frames = None
-        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main)
+        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main,
+                                     path=run_dir / "features.pt" if is_main else None)
 
     def feats_of(batch):
         if feats_cache is None:
@@ -508,12 +575,15 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         rows = [feats_cache[name][int(s) : int(s) + t] for name, s in zip(batch["name"], batch["start"])]
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(device)
 
+    def cpu_seconds() -> float:  # this run's CPU time over all its invocations (the budget of long CPU runs)
+        return cpu_before + time.process_time()
+
     def validate() -> dict:
-        return evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge, asr=asr)
+        return evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge, asr=asr, mos=mos)
 
     def save_training_state():
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-              "baseline": baseline, "rng": rng_state()}
+              "baseline": baseline, "rng": rng_state(), "cpu_seconds": cpu_seconds()}
         if disc is not None:
             st |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
         save_state(st, state_path)
@@ -574,7 +644,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
                 clips_seen, t_last = 0, time.time()
                 row = {k: round(float(v.detach()), 4) for k, v in ls.items()}
                 bar.set_postfix_str(f"loss {float(total.detach()):.3f}, {rate:.1f} clips/s{last_val}")
-                log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate})])
+                log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate,
+                                                         "cpu_hours": cpu_seconds() / 3600})])
                 log_file.flush()
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
             if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out:
@@ -706,8 +777,19 @@ def _flat(feature_maps) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[str, torch.Tensor]:
-    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end)."""
+def cache_features(model: LipToSpeech, datasets, device, verbose: bool,
+                   path: Path | None = None) -> dict[str, torch.Tensor]:
+    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end). With ``path``
+    they are kept there too, and read back by a resumed run whose front end and clips are the same (a fingerprint
+    of the front end's weights and the clip names decides), which spares a long run minutes at every resume."""
+    names = [ds.names[i] for ds in datasets for i in range(len(ds))]
+    fingerprint = torch.tensor([float(sum(v.double().sum() + v.double().abs().sum()
+                                          for v in model.frontend.state_dict().values() if v.is_floating_point())),
+                                float(zlib.crc32("\n".join(names).encode()))], dtype=torch.float64)
+    if path is not None and path.is_file():
+        kept = load_state(path)
+        if torch.equal(kept["fingerprint"], fingerprint):
+            return kept["features"]
     model.eval()
     cache = {}
     items = [(ds, i) for ds in datasets for i in range(len(ds))]
@@ -717,6 +799,8 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[
         lips = item["lips"][None].to(device)
         cache[item["name"]] = model.encode(roi, lips)[0].cpu()
     model.train()
+    if path is not None:
+        save_state({"fingerprint": fingerprint, "features": cache}, path)
     return cache
 
 
@@ -724,14 +808,19 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[
 # command line: every TrainConfig field is a --flag
 # ------------------------------------------------------------------------------------------------
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`TrainConfig` field, with its :data:`HELP` and its default."""
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = {} if f.type == "dict" else f.default
+        shown = json.dumps(default) if f.type == "dict" else repr(default)
+        help_text = f"{HELP[f.name]} (default: {shown})".replace("%", "%%")
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type == "dict":
-            parser.add_argument(flag, type=json.loads, default={}, help="JSON object, e.g. '{\"dim\": 128}'")
+            parser.add_argument(flag, type=json.loads, default=default, help=help_text)
         else:
-            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=default,
+                                help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -157,6 +157,34 @@ def test_run_metrics(studio, video_file):
     assert SpectrumEncoder().embed(ref.wav, SR) @ result.reference.embedding == pytest.approx(1.0)
 
 
+class LoudnessMOS:
+    """A stand-in MOS predictor: the RMS level of each clip; records how it was called."""
+
+    name = "rms"
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, wavs, sample_rate):
+        self.calls.append((len(wavs), sample_rate))
+        return np.array([float(np.sqrt(np.mean(np.square(w)))) for w in wavs])
+
+
+def test_mos_for_every_column_in_one_call(studio, video_file):
+    from naturall2s.studio import ui
+
+    studio.mos_predictor = LoudnessMOS()
+    result = studio.run(video_file)
+    assert studio.mos_predictor.calls == [(3, SR)]  # two systems and the reference, one batch
+    for r in result.columns():
+        assert r.metrics["mos"] == pytest.approx(np.sqrt(np.mean(np.square(r.wav))))
+    headers, rows = result.table()
+    assert [row[headers.index("MOS")] for row in rows] == [
+        round(r.metrics["mos"], 3) for r in result.columns()]
+    assert any("predicted by rms" in n for n in result.notes)
+    assert "MOS " in ui._column_info(result.system(REFERENCE))
+
+
 def test_run_without_reference(studio, video_file):
     studio.clip_audio = None
     result = studio.run(video_file, systems=["high"], reference_text="  hello world ", metrics=True)

@@ -325,6 +325,7 @@ def test_guarded_selection_refuses_regressions_and_prefers_less_buzz():
     assert select_value({**base, "comb": 9.0, "estoi": 0.385}, cfg, base) == float("inf")
     assert select_value({**base, "comb": 9.0, "speech/wer": 0.24}, cfg, base) == float("inf")
     assert select_value({**base, "comb": 9.0, "estoi": 0.395, "speech/wer": 0.22}, cfg, base) == 9.0
+    assert select_value({**base, "comb": float("nan"), "score": 0.7}, cfg, base) == 0.7  # no pauses to measure
     assert select_value({"score": 0.6, "estoi": 0.4}, TrainConfig(select="estoi")) == -0.4
     assert select_value({"score": 0.6, "estoi": 0.4}, TrainConfig(select="mel")) == 0.6
 
@@ -336,3 +337,65 @@ def test_unknown_discriminator_is_a_clear_error():
     assert list(build_discriminators("mpd+mrd")) == ["mpd", "mrd"]
     with pytest.raises(NaturalL2SError, match="unknown --disc"):
         build_discriminators("msd")
+
+
+def test_train_help_explains_every_option_with_its_default_and_real_loss_names():
+    import argparse
+    import re
+
+    from naturall2s import losses
+    from naturall2s.train import HELP, add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    text = parser.format_help()
+    for action in parser._actions[1:]:
+        assert action.help and "(default:" in action.help, action.dest
+    assert set(HELP) == {a.dest for a in parser._actions[1:]}
+    example = re.search(r"e\.g\. '(\{.*?\})'", HELP["lambdas"]).group(1)
+    assert set(json.loads(example)) <= set(losses.DEFAULT_LAMBDAS)
+    assert "--save-minutes" in text and "--disc" in text
+
+
+def test_frozen_front_end_features_are_kept_for_a_resumed_run_and_refused_for_another_front_end(cache, tmp_path):
+    from naturall2s.train import cache_features
+
+    cfg = cfg_for(cache, tmp_path)
+    model = build_model(cfg)
+    sets = [CachedGrid(cache, "train"), CachedGrid(cache, "val")]
+    path = tmp_path / "features.pt"
+    first = cache_features(model, sets, "cpu", False, path=path)
+    assert path.is_file() and set(first) == {n for ds in sets for n in ds.names}
+    kept = load_state(path)["features"]
+    kept[sets[0].names[0]].fill_(7.0)  # mark the kept copy: a resumed run must read it, not recompute
+    from naturall2s.checkpoints import save_state
+
+    save_state({**load_state(path), "features": kept}, path)
+    assert torch.all(cache_features(model, sets, "cpu", False, path=path)[sets[0].names[0]] == 7.0)
+    with torch.no_grad():
+        next(model.frontend.parameters()).add_(0.1)  # another front end: the kept features no longer apply
+    fresh = cache_features(model, sets, "cpu", False, path=path)
+    assert not torch.all(fresh[sets[0].names[0]] == 7.0)
+
+
+def test_guarded_adversarial_run_validates_the_speech_and_only_reads_the_mos(cache, tmp_path):
+    """--select guarded: the start is validated first (the guard's baseline and the first best model); every
+    validation transcribes and scores the speech (speech/wer, comb) and logs the predicted MOS, which the selection
+    never reads."""
+    from naturall2s.train import select_value
+
+    cfg = cfg_for(cache, tmp_path, variant="naturall2s-noddsp", stage="synth", freeze_frontend=True, segment_frames=6,
+                  adv_start=0, adv_segment=3200, disc="mrd", select="guarded")
+    train(cfg)
+    run = Path(cfg.run_dir)
+    vals = [json.loads(r[2]) for r in csv.reader((run / "log.csv").read_text().splitlines()) if r[1] == "val"]
+    assert len(vals) == 2 and all(np.isfinite(v["select"]) for v in vals)  # the start, then step 2
+    for v in vals:
+        assert 0 <= v["speech/wer"] and np.isfinite(v["estoi"]) and 1 <= v["judge/mos"] <= 5
+    state = load_state(run / "state.pt")
+    assert state["baseline"].keys() == {"estoi", "speech/wer", "comb"}
+    np.testing.assert_equal([state["baseline"][k] for k in ("estoi", "speech/wer", "comb")],
+                            [vals[0][k] for k in ("estoi", "speech/wer", "comb")])
+    assert select_value({**vals[1], "judge/mos": 5.0}, cfg, state["baseline"]) == \
+        select_value({**vals[1], "judge/mos": 1.0}, cfg, state["baseline"])
+    assert (run / "best.safetensors").exists()

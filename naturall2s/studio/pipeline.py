@@ -1,10 +1,10 @@
 """One studio request, without any Gradio: mouth crop once, every selected model, metrics, files.
 
-:class:`Studio` holds what is built once at start-up (models, landmark detector, ASR, speaker encoder) and
+:class:`Studio` holds what is built once at start-up (models, landmark detector, ASR, speaker encoder, MOS predictor) and
 runs requests with :meth:`Studio.run`, reporting progress through a plain ``progress(fraction, message)``
 callback. Each request writes into its own folder under ``cache_dir``; folders older than ``max_age_s``
 are removed when a new request starts. Shared objects that are not thread-safe (the detector, the ASR
-decoder, the speaker encoder) are used under a lock; models run concurrently (inference only).
+decoder, the speaker encoder, the MOS predictor) are used under a lock; models run concurrently (inference only).
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ METRIC_COLUMNS = {
     "estoi": "ESTOI",
     "pesq_nb": "PESQ-NB",
     "pesq_wb": "PESQ-WB",
+    "mos": "MOS",  # predicted naturalness (1..5) of the output alone; the notes name the predictor
     "speaker_similarity": "Speaker sim",
     "f0_rmse_cents": "F0 RMSE (cents)",
     "seconds": "Model time (s)",
@@ -169,7 +170,8 @@ class Studio:
     ``models``: name → object with ``.synthesize(MouthClip) -> Synthesis``, in display order.
     ``detector``: a landmarks Detector (None: extract_mouth's default). ``asr`` (``.transcribe(wav, sr)``, open
     vocabulary), ``grid_asr`` (the same with the GRID grammar, used when the reference is a GRID sentence) and
-    ``speaker_encoder`` (``.embed(wav, sr)``) are optional: without them those columns stay empty.
+    ``speaker_encoder`` (``.embed(wav, sr)``) and ``mos_predictor`` (``.score(wavs, sr)``, every column in one
+    call) are optional: without them those columns stay empty.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class Studio:
         asr=None,
         grid_asr=None,
         speaker_encoder=None,
+        mos_predictor=None,
         cache_dir: str | Path | None = None,
         max_seconds: float | None = None,
         max_age_s: float = DEFAULT_MAX_AGE_S,
@@ -190,6 +193,8 @@ class Studio:
         self.asr = asr
         self.grid_asr = grid_asr
         self.speaker_encoder = speaker_encoder
+        self.mos_predictor = mos_predictor
+        self._mos_lock = threading.Lock()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.max_seconds = max_seconds
@@ -269,11 +274,12 @@ class Studio:
         if reference.wav is not None:
             ref_result = self._reference_result(reference, work)
         if metrics:
-            advance("scoring (ASR, intelligibility, quality, speaker similarity)")
+            advance("scoring (ASR, intelligibility, quality, naturalness, speaker similarity)")
             if reference.wav is not None:
                 reference.embedding = self._embed(reference.wav, SAMPLE_RATE)
             for r in results + ([ref_result] if ref_result else []):
                 self._score(r, reference, is_reference=r is ref_result)
+            self._mos(results + ([ref_result] if ref_result else []), notes)
             if reference.wav is None:
                 notes.append("no reference audio: STOI, ESTOI, PESQ, speaker similarity and F0 error need one")
             if reference.text is None:
@@ -415,6 +421,21 @@ class Studio:
             m["f0_rmse_cents"] = _safe("f0_rmse_cents", M.f0_rmse_cents, ref, r.wav, sample_rate=r.sample_rate)
         r.metrics = m
 
+    def _mos(self, columns: list[SystemResult], notes: list[str]) -> None:
+        """Predicted MOS of every column (systems and reference) in one predictor call, into ``metrics["mos"]``."""
+        if self.mos_predictor is None or not columns:
+            return
+        from naturall2s.audio import resample
+
+        wavs = [resample(r.wav, r.sample_rate, SAMPLE_RATE) for r in columns]
+        with self._mos_lock:
+            scores = _safe("mos", self.mos_predictor.score, wavs, SAMPLE_RATE)
+        if scores is not None:
+            for r, v in zip(columns, scores):
+                r.metrics["mos"] = float(v)
+            notes.append(f"MOS: naturalness (1..5, higher is better) predicted by {self.mos_predictor.name} from "
+                         "each output alone, the reference included")
+
     def _embed(self, wav: np.ndarray, sample_rate: int) -> np.ndarray | None:
         """Speaker embedding (D,) or None when there is no encoder or it fails on this signal."""
         if self.speaker_encoder is None:
@@ -443,13 +464,15 @@ def load_studio(
     detector: str = "auto",
     asr: str | None = "auto",
     speaker_encoder: str | None = "auto",
+    mos: str | None = "auto",
     device: str = "cpu",
     **studio_kwargs,
 ) -> Studio:
     """Build everything once at start-up: each model (default: every shipped one), the landmark detector,
-    the ASR systems (open vocabulary, plus the GRID grammar for GRID clips) and the speaker encoder.
+    the ASR systems (open vocabulary, plus the GRID grammar for GRID clips), the speaker encoder and the MOS
+    predictor (:func:`naturall2s.naturalness.get_mos_predictor`, loaded here once).
 
-    ``asr`` / ``speaker_encoder`` None (or unavailable here) leave those columns empty; a missing model raises
+    ``asr`` / ``speaker_encoder`` / ``mos`` None (or unavailable here) leave those columns empty; a missing model raises
     CheckpointError.
     """
     import naturall2s
@@ -467,8 +490,13 @@ def load_studio(
         from naturall2s.speaker import get_speaker_encoder
 
         encoder = _optional("speaker encoder", get_speaker_encoder, speaker_encoder)
+    predictor = None
+    if mos:
+        from naturall2s.naturalness import get_mos_predictor
+
+        predictor = _optional("MOS predictor", get_mos_predictor, mos)
     return Studio(models, detector=get_detector(detector), asr=asr_open, grid_asr=asr_grid,
-                  speaker_encoder=encoder, **studio_kwargs)
+                  speaker_encoder=encoder, mos_predictor=predictor, **studio_kwargs)
 
 
 def _optional(what: str, factory, *args, **kwargs):
