@@ -504,8 +504,10 @@ def _provenance(work, base_path, base_meta, checks, train_keys, held, mixed, kee
     summary = scores["summary"]
     before_name, after_name = list(summary)
 
+    keys = list(SCORED) + [k for k in summary[after_name] if k.startswith("mos_")]  # + the MOS column, if any
+
     def means(system):
-        return {m: summary[system][m]["mean"] for m in SCORED}
+        return {m: summary[system][m]["mean"] for m in keys}
 
     paired = scores["paired"]["vs"][before_name] if scores.get("paired") else {}
     clips = [{"file": Path(c.path).name, "transcript": c.transcript, "source": c.transcript_source,
@@ -517,7 +519,7 @@ def _provenance(work, base_path, base_meta, checks, train_keys, held, mixed, kee
         "base_clips_mixed": mixed, "steps": result["step"], "best_step": best.get("step"),
         "wall_s": round(wall_s, 1), "heldout": {"n": len(held), "before": means(before_name),
                                                  "after": means(after_name),
-                                                 "paired": {m: paired[m] for m in SCORED if m in paired}},
+                                                 "paired": {m: paired[m] for m in keys if m in paired}},
     }
     return best
 
@@ -530,8 +532,8 @@ def heldout_table(info: dict) -> str:
     h = a["heldout"]
     lines = [f"held-out clips: {h['n']} (transcripts as the text)", "",
              f"| metric | {a['base']} | adapted | paired difference |", "|---|---|---|---|"]
-    for m in SCORED:
-        label, arrow = METRICS[m]
+    for m in h["after"]:
+        label, arrow = METRICS.get(m, (f"MOS ({m[4:]})", "↑"))  # mos_<predictor>: predicted naturalness
         d = h["paired"].get(m, {})
         diff = f"{d['mean']:+.3f} ± {d['ci95']:.3f}" if d and d.get("ci95") is not None and np.isfinite(
             d.get("ci95", np.nan)) else "–"
