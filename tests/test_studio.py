@@ -233,35 +233,68 @@ def test_dub_writes_an_mp4(studio, tmp_path, grid_clip):
 
 
 # ------------------------------------------------------------------------------------------ ui logic
-def test_ui_render_and_errors(studio, video_file, tmp_path):
+def _no_progress(*args, **kwargs):
+    pass
+
+
+SKIP = {"__type__": "update"}  # gr.skip(): leave every output as it was
+
+
+def test_ui_render(studio, video_file, tmp_path):
+    from naturall2s.studio import ui
+
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
+    assert app.build() is not None
+    n = 5 * app.n_slots
+    stages = list(app.synthesize_ui(str(video_file), None, "", ["low", "high"], progress=_no_progress))
+    assert len(stages) == 2  # the audio first, then everything
+    audio, full = stages
+    assert len(audio) == len(full) == n + 13
+    assert audio[2].endswith("low.wav") and "scoring" in audio[3] and audio[n + 5]["data"] == []
+    assert full[2] == audio[2] and "ASR heard" in full[3]
+    table = full[n + 5]
+    assert table["headers"] == TABLE_HEADERS and [r[0] for r in table["data"]] == ["low", "high", REFERENCE]
+    assert full[n + 8].interactive is True  # "Make dubbed video" becomes active with a result
+    assert full[n + 10].constructor_args["visible"] is True  # the focus view
+
+
+def test_ui_user_errors_leave_outputs_as_they_were(studio, video_file, tmp_path, recwarn):
+    """No video, no face, no preference, no second system: one warning each, every output skipped, no exception
+    (an exception would put red "Error" badges on the outputs)."""
+    from naturall2s.studio import ui
+
+    votes = VoteStore(tmp_path / "v.sqlite")
+    app = ui.StudioApp(studio, examples=[video_file], votes=votes)
+    assert list(app.synthesize_ui(None, None, "", ["low"], progress=_no_progress)) == [SKIP]
+    assert list(app.synthesize_ui(str(tmp_path / "noface.mp4"), None, "", ["low"], progress=_no_progress)) == [SKIP]
+    assert list(app.synthesize_ui(str(video_file), None, "", [], progress=_no_progress)) == [SKIP]
+    assert app.ab_new_trial(ui.LAST_UPLOAD, None, progress=_no_progress) == SKIP
+    trial = app.ab_new_trial(video_file.name, None, progress=_no_progress)[2]
+    assert app.ab_vote(trial, None, None, None) == SKIP  # no preference chosen
+    assert votes.votes() == []
+    assert app.dub_ui(None, "low") == SKIP
+    messages = [str(w.message) for w in recwarn.list]
+    for expected in ("no video", "no face", "no system selected", "no upload yet", "choose A, B", "synthesize a clip first"):
+        assert sum(expected in m for m in messages) == 1, (expected, messages)
+
+
+def test_ui_api_errors_raise(studio, tmp_path):
     import gradio as gr
 
     from naturall2s.studio import ui
 
     app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
-    demo = app.build()
-    assert demo is not None
-    out = app._render(studio.run(video_file))
-    assert len(out) == 6 * len(app.columns) + 9
-    table = out[6 * len(app.columns) + 4]
-    assert table["headers"] == TABLE_HEADERS and len(table["data"]) == 3
+    app.build()
     with pytest.raises(gr.Error, match="no face"):
-        app.synthesize_ui(str(tmp_path / "noface.mp4"), None, "", ["low"], progress=lambda *a, **k: None)
-    with pytest.raises(gr.Error, match="two different systems"):
-        app.ab_new_trial(ui.LAST_UPLOAD, "low", "low", None, progress=lambda *a, **k: None)
-    with pytest.raises(gr.Error, match="no upload yet"):
-        app.ab_new_trial(ui.LAST_UPLOAD, "low", "high", None, progress=lambda *a, **k: None)
+        list(app.synthesize_api(str(tmp_path / "noface.mp4"), "", progress=_no_progress))
 
 
 def test_ui_ab_round_trip(studio, video_file, tmp_path):
-    import gradio as gr
-
     from naturall2s.studio import ui
 
     votes = VoteStore(tmp_path / "v.sqlite")
     app = ui.StudioApp(studio, examples=[video_file], votes=votes)
-    a_path, b_path, trial, *_ = app.ab_new_trial(video_file.name, "low", "high", None,
-                                                 progress=lambda *a, **k: None)
+    a_path, b_path, trial, *_ = app.ab_new_trial(ui.ROTATE, None, progress=_no_progress)
     assert {trial["a"], trial["b"]} == {"low", "high"} and Path(a_path).is_file() and a_path != b_path
     assert "low" not in a_path + b_path and "high" not in a_path + b_path  # blind: neutral file names
     trial2, reveal, pairs, mos = app.ab_vote(trial, "A", 4, None)
@@ -269,9 +302,60 @@ def test_ui_ab_round_trip(studio, video_file, tmp_path):
     (v,) = votes.votes()
     assert (v.system_a, v.preference, v.score_a, v.score_b) == (trial["a"], "A", 4, None)
     assert pairs["data"][0][:2] == ["high", "low"] and mos["data"][0][4] == 1
-    with pytest.raises(gr.Error, match="already has your vote"):
-        app.ab_vote(trial2, "B", None, None)
+    assert app.ab_vote(trial2, "B", None, None) == SKIP  # already voted: a warning, nothing stored
+    assert len(votes.votes()) == 1
     assert Path(app.ab_export()).read_text().count("\n") == 2
+
+
+def test_ab_rotation_is_balanced():
+    from collections import Counter
+    from itertools import combinations
+
+    from naturall2s.studio.ab_store import PairRotation, Vote
+
+    systems, clips = ["a", "b", "c", "d"], ["x.mp4", "y.mp4", "z.mp4"]
+    old = [Vote(i, 0.0, "x.mp4", "a", "b", "A", None, None, "") for i in range(2)]  # a-b was heard twice before
+    rot = PairRotation(old, seed=1)
+    trials = [rot.next(systems, clips) for _ in range(6 * 3 * 2 - 2)]
+    pairs = Counter(tuple(sorted((a, b))) for _, a, b in trials)
+    assert pairs[("a", "b")] == 4 and all(pairs[p] == 6 for p in combinations(systems, 2) if p != ("a", "b"))
+    per_clip = Counter((tuple(sorted((a, b))), c) for c, a, b in trials)
+    assert all(per_clip[(p, c)] == 2 for p in combinations(systems, 2) for c in clips if p != ("a", "b"))
+    assert 0.3 < sum(a < b for _, a, b in trials) / len(trials) < 0.7  # A/B order random
+    # a system added while serving is heard first until it has caught up
+    assert all("e" in (a, b) for _, a, b in (rot.next([*systems, "e"], clips) for _ in range(4)))
+
+
+def test_host_and_port_come_from_gradios_environment(monkeypatch):
+    import app
+
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    args = app.parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    args = app.parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 7999)
+    args = app.parse_args(["--host", "127.0.0.1", "--port", "8001"])  # explicit flags win
+    assert (args.host, args.port) == ("127.0.0.1", 8001)
+
+
+def test_serve_binds_where_the_environment_says(studio, tmp_path, monkeypatch, capsys):
+    import urllib.request
+
+    from naturall2s.studio import ui
+
+    port = _free_port()
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(port))
+    demo, url = ui.serve(studio, votes=VoteStore(tmp_path / "v.sqlite"), prevent_thread_lock=True)
+    try:
+        assert f":{port}" in url
+        assert urllib.request.urlopen(url, timeout=30).status == 200
+    finally:
+        demo.close()
+    out = capsys.readouterr().out
+    assert "--share" in out and "share=True" not in out
 
 
 def test_find_examples(tmp_path):
@@ -361,12 +445,11 @@ def test_e2e_ab_vote_round_trip(served, client):
     names = served.studio.system_names
     if len(names) < 2 or not served.examples:
         pytest.skip("the A/B test needs two models and an example clip")
-    a_path, b_path, status, *_ = client.predict(served.examples[0].name, names[0], names[-1],
-                                                api_name="/ab_new_pair")
+    a_path, b_path, status, *_ = client.predict(served.examples[0].name, api_name="/ab_new_pair")
     assert Path(a_path).is_file() and Path(b_path).is_file()
     assert not any(n in Path(a_path).name + Path(b_path).name for n in names)  # names stay hidden
     reveal, pairs, mos = client.predict("B", 3, 4, api_name="/ab_vote")
     assert "was" in reveal
     (v,) = VoteStore(served.votes_path).votes()
-    assert v.preference == "B" and (v.score_a, v.score_b) == (3, 4) and {v.system_a, v.system_b} == {names[0], names[-1]}
+    assert v.preference == "B" and (v.score_a, v.score_b) == (3, 4) and {v.system_a, v.system_b} <= set(names)
     assert pairs["data"][0][4] == 0 and sum(pairs["data"][0][2:4]) == 1

@@ -137,3 +137,59 @@ def roi_strip_figure(roi: np.ndarray, *, fps: float, n_frames: int = STRIP_FRAME
         ax.set_title(f"{i / fps:.2f} s", fontsize=7)
         ax.set_axis_off()
     return fig
+
+
+FOCUS_WIDTH = 13.0  # inches: the focus view spans the page (1400 px at 100 dpi, minus margins)
+FOCUS_ROW_HEIGHT = 2.1
+FOCUS_FONT = 11
+
+
+def focus_figure(
+    name: str,
+    wav: np.ndarray,
+    sample_rate: int,
+    mel: np.ndarray,
+    f0: np.ndarray | None,
+    *,
+    scale: PlotScale,
+    reference_wav: np.ndarray | None = None,
+    reference_mel: np.ndarray | None = None,
+    reference_f0: np.ndarray | None = None,
+    f0_label: str = "predicted",
+) -> Figure:
+    """One system at full page width, above the reference: waveforms overlaid, the system's log-mel (80, F), the
+    reference's log-mel, and both F0 contours (F,) Hz; the same scale as the columns."""
+    rows = 3 + (reference_mel is not None)
+    fig = Figure(figsize=(FOCUS_WIDTH, FOCUS_ROW_HEIGHT * rows), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, 1, sharex=True)
+    ax = axes[0]
+    if reference_wav is not None:
+        ax.plot(np.arange(len(reference_wav)) / SAMPLE_RATE, reference_wav, lw=0.4, color=REFERENCE_COLOUR,
+                alpha=0.6, label="reference")
+    ax.plot(np.arange(len(wav)) / sample_rate, wav, lw=0.4, color=PREDICTED_COLOUR, label=name)
+    ax.set_ylim(-1, 1)
+    ax.set_ylabel("waveform", fontsize=FOCUS_FONT)
+    ax.legend(fontsize=FOCUS_FONT - 2, loc="upper right")
+    mels = [(f"{name}: log-mel", mel)] + ([("reference: log-mel", reference_mel)] if reference_mel is not None else [])
+    for ax, (title, m) in zip(axes[1:], mels):
+        m = np.asarray(m, dtype=np.float32)
+        ax.imshow(m, origin="lower", aspect="auto", interpolation="nearest",
+                  extent=(0, m.shape[1] * HOP_LENGTH / SAMPLE_RATE, 0, m.shape[0]),
+                  vmin=scale.mel_min, vmax=scale.mel_max, cmap="magma")
+        ax.set_ylabel("mel bin", fontsize=FOCUS_FONT)
+        ax.set_title(title, fontsize=FOCUS_FONT, loc="left")
+    ax = axes[-1]
+    if reference_f0 is not None:
+        ax.plot(_frame_times(len(reference_f0)), voiced_line(reference_f0), lw=1.2, color=REFERENCE_COLOUR,
+                alpha=0.7, label="reference (tracked)")
+    if f0 is not None:
+        ax.plot(_frame_times(len(f0)), voiced_line(f0), lw=1.6, color=PREDICTED_COLOUR, label=f"{name} ({f0_label})")
+    ax.set_ylim(0, scale.f0_max)
+    ax.set_ylabel("F0 (Hz)", fontsize=FOCUS_FONT)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=FOCUS_FONT - 2, loc="upper right")
+    ax.set_xlim(0, scale.duration)
+    ax.set_xlabel("time (s)", fontsize=FOCUS_FONT)
+    for a in axes:
+        a.tick_params(labelsize=FOCUS_FONT - 1)
+    return fig
