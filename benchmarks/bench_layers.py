@@ -8,7 +8,8 @@ one forward + backward pass (synthetic inputs) and prints clips/s:
 - ``heads``: FrameUpsampler + F0Head + ControlHead at 100 Hz;
 - ``synth``: HarmonicPlusNoise on the controls (4·frames audio frames);
 - ``generator``: ISTFTGenerator with the DDSP prior;
-- ``disc``: MultiPeriod + MultiResolution discriminators on 1 s crops (the training default).
+- ``disc-mpd``, ``disc-mrd``: HiFi-GAN's multi-period and UnivNet/Vocos's multi-resolution discriminators on 1 s
+  crops, each as one adversarial step runs them (real, fake for the discriminator, fake for the generator).
 """
 from __future__ import annotations
 
@@ -105,20 +106,25 @@ def bench_generator(args):
     return n_params(gen), timed(step, args.repeats)
 
 
-def bench_disc(args):
-    from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+def bench_disc(kind: str, args):
+    """One discriminator family (``mpd`` or ``mrd``, as ``train --disc`` builds it) on 1 s crops: the forward and
+    backward passes of one adversarial training step (discriminator update on real + fake, generator pass on fake)."""
+    from naturall2s.train import build_discriminators
 
-    mpd, mrd = MultiPeriodDiscriminator(), MultiResolutionDiscriminator()
-    wav = torch.randn(args.batch, 16000, requires_grad=True)
+    disc = build_discriminators(kind)
+    real = torch.randn(args.batch, 16000)
+    fake = torch.randn(args.batch, 16000, requires_grad=True)
 
     def step():
+        disc.zero_grad(set_to_none=True)
         total = 0
-        for d in (mpd, mrd):
-            logits, _ = d(wav)
-            total = total + sum(x.mean() for x in logits)
+        for wav in (real, fake.detach(), fake):
+            for d in disc.values():
+                logits, _ = d(wav)
+                total = total + sum(x.mean() for x in logits)
         total.backward()
 
-    return n_params(mpd, mrd), timed(step, args.repeats)
+    return n_params(disc), timed(step, args.repeats)
 
 
 def main():
@@ -127,7 +133,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--frames", type=int, default=75)
-    ap.add_argument("--only", default="frontend,heads,synth,generator,disc")
+    ap.add_argument("--only", default="frontend,heads,synth,generator,disc-mpd,disc-mrd")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     torch.set_num_threads(args.threads)
@@ -137,10 +143,12 @@ def main():
     if "frontend" in only:
         for size in ((32, 48), (48, 72)):
             rows.append((f"frontend@{size[0]}x{size[1]}", *bench_frontend(size, args)))
-    for name, fn in (("heads", bench_heads), ("synth", bench_synth), ("generator", bench_generator),
-                     ("disc", bench_disc)):
+    for name, fn in (("heads", bench_heads), ("synth", bench_synth), ("generator", bench_generator)):
         if name in only:
             rows.append((name, *fn(args)))
+    for kind in ("mpd", "mrd"):
+        if f"disc-{kind}" in only:
+            rows.append((f"disc-{kind}", *bench_disc(kind, args)))
     print(f"batch {args.batch} x {args.frames} frames, {args.threads} threads, median of {args.repeats} "
           f"(forward + backward)")
     for name, params, sec in rows:

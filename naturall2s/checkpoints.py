@@ -1,6 +1,8 @@
 """The one module that reads and writes weight files.
 
-Shipped models: ``checkpoints/<name>.safetensors`` (fp16 weights; the :class:`ModelConfig` and training facts in the
+Shipped models: ``checkpoints/<name>.safetensors``; the user's own (adapted) models:
+``<models dir>/<name>.safetensors`` (:func:`user_models_dir`: ``$NATURALL2S_MODELS``, else ``~/.cache/naturall2s/models``),
+found by name like shipped ones (a shipped name wins). (fp16 weights; the :class:`ModelConfig` and training facts in the
 safetensors metadata, so a file is self-describing and loading never unpickles anything). Training state (optimizer,
 step) is a ``torch.save`` dict of tensors and plain types, read back with ``weights_only=True``.
 """
@@ -18,6 +20,19 @@ from naturall2s.files import atomic_path
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = Path(os.environ.get("NATURALL2S_CHECKPOINTS", REPO / "checkpoints"))
 FORMAT = "naturall2s/1"
+MODELS_ENV = "NATURALL2S_MODELS"  # overrides the user models folder
+DEFAULT_USER_MODELS = Path("~/.cache/naturall2s/models")
+
+
+def user_models_dir() -> Path:
+    """The folder of the user's own models (``adapt`` writes there): ``$NATURALL2S_MODELS`` or
+    ``~/.cache/naturall2s/models``. Read at every call, so setting the variable takes effect at once."""
+    return Path(os.environ.get(MODELS_ENV) or DEFAULT_USER_MODELS).expanduser()
+
+
+def model_dirs() -> list[Path]:
+    """Where models are found by name, in order: the shipped checkpoints, then the user models folder."""
+    return [CHECKPOINT_DIR, user_models_dir()]
 
 
 def save_model(model, path: str | Path, *, dtype: torch.dtype = torch.float16, info: dict | None = None) -> Path:
@@ -52,17 +67,20 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A shipped model name (``naturall2s``) or a path → the checkpoint file; CheckpointError if missing."""
+    """A model name (shipped, or in the user models folder) or a path → the checkpoint file; CheckpointError if
+    missing."""
     p = Path(name_or_path)
     if p.suffix == ".safetensors" or p.is_file():  # a name like "naturall2s" may also be a folder in the cwd
         if not p.is_file():
             raise CheckpointError(f"checkpoint not found: {p}")
         return p
-    p = CHECKPOINT_DIR / f"{name_or_path}.safetensors"
-    if not p.is_file():
-        have = ", ".join(available_models()) or "none"
-        raise CheckpointError(f"no model named {name_or_path!r} in {CHECKPOINT_DIR} (available: {have})")
-    return p
+    for folder in model_dirs():
+        p = folder / f"{name_or_path}.safetensors"
+        if p.is_file():
+            return p
+    have = ", ".join(available_models()) or "none"
+    where = " or ".join(str(d) for d in model_dirs())
+    raise CheckpointError(f"no model named {name_or_path!r} in {where} (available: {have})")
 
 
 def load_tensors(name_or_path: str | Path) -> dict[str, torch.Tensor]:
@@ -78,13 +96,15 @@ def load_tensors(name_or_path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"):
-    """Load a model by shipped name or path; float32 on ``device``, eval mode."""
+    """Load a model by shipped name or path; float32 on ``device``, eval mode. Sets ``model.name`` (the shipped
+    name, else the variant), ``model.info`` (the training facts of the metadata) and ``model.path`` (the file)."""
     from naturall2s.model import LipToSpeech, ModelConfig
 
     path = resolve(name_or_path)
     model, meta = load_module(path, ModelConfig, LipToSpeech, bad_config="its model config does not match this code")
-    model.name = Path(path).stem if Path(path).parent == CHECKPOINT_DIR else model.config.variant
+    model.name = Path(path).stem if Path(path).parent in model_dirs() else model.config.variant
     model.info = meta["info"]
+    model.path = str(path)
     return model.to(device).eval()
 
 
@@ -110,12 +130,17 @@ def load_module(path: str | Path, config_cls, module_cls, *, bad_config: str):
 
 
 def available_models() -> list[str]:
-    """Names of the shipped checkpoints in :data:`CHECKPOINT_DIR`, in the order of the variants table."""
+    """Names of the shipped checkpoints (in the order of the variants table), then the user's own models (sorted);
+    a user model named like a shipped one is shadowed by it and not listed twice."""
     from naturall2s.model import VARIANTS
 
-    names = [p.stem for p in CHECKPOINT_DIR.glob("*.safetensors")]
+    shipped = [p.stem for p in CHECKPOINT_DIR.glob("*.safetensors") if not p.name.startswith(".")]
     order = {v: i for i, v in enumerate(VARIANTS)}
-    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+    shipped = sorted(shipped, key=lambda n: (order.get(n, len(order)), n))
+    user = user_models_dir()
+    own = sorted(p.stem for p in user.glob("*.safetensors")
+                 if p.stem not in shipped and not p.name.startswith("."))  # dot files: writes in flight if user.is_dir() else []
+    return shipped + own
 
 
 def save_state(state: dict, path: str | Path) -> None:

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from naturall2s.audio import N_MELS
-from naturall2s.data import AUDIO_FRAMES_PER_VIDEO_FRAME, GRID_VOCAB
+from naturall2s.data import AUDIO_FRAMES_PER_VIDEO_FRAME
+from naturall2s.grid import GRID_VOCAB
 
 JUDGE_KIND = "content-judge"
 
@@ -35,7 +36,7 @@ class JudgeConfig:
     kernel_size: int = 3
     dilations: tuple[int, ...] = (1, 2, 4, 8, 1, 2)  # receptive field 1 + 2·Σd = 37 video frames (1.5 s)
     dropout: float = 0.1
-    n_words: int = len(GRID_VOCAB) + 1  # + 0 = silence (data.BLANK)
+    n_words: int = len(GRID_VOCAB) + 1  # + 0 = silence (grid.BLANK)
 
     def to_dict(self) -> dict:
         return asdict(self)

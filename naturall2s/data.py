@@ -1,4 +1,4 @@
-"""GRID corpus: transcripts, vocabulary, splits, the preparation cache and the training Dataset.
+"""GRID corpus: transcripts, splits, the preparation cache and the training Dataset.
 
 GRID layout under ``data_root``: ``<speaker>/<name>.mp4``, ``align/<speaker>/<name>.align`` and
 ``splits.json`` (``{"s1": {"train": [...], "val": [...], "test": [...]}}``).
@@ -23,30 +23,13 @@ from naturall2s.audio import (
     SAMPLES_PER_VIDEO_FRAME, fit_length, f0_voicing, log_mel, loudness,
 )
 from naturall2s.errors import DataError
+from naturall2s.grid import BLANK, name_transcript, text_to_tokens
 
 ALIGN_UNITS_PER_SECOND = 25000.0  # .align times: 1000 units = one 40 ms video frame
 SILENCE_WORDS = frozenset({"sil", "sp"})
 AUDIO_FRAMES_PER_VIDEO_FRAME = SAMPLES_PER_VIDEO_FRAME // HOP_LENGTH  # 4
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2  # 2: + per-frame word labels ("words")
-
-# GRID grammar: command colour preposition letter digit adverb. The letter of each word in a clip name.
-_COMMANDS = {"b": "bin", "l": "lay", "p": "place", "s": "set"}
-_COLOURS = {"b": "blue", "g": "green", "r": "red", "w": "white"}
-_PREPOSITIONS = {"a": "at", "b": "by", "i": "in", "w": "with"}
-_LETTERS = {c: c for c in "abcdefghijklmnopqrstuvxyz"}  # no w
-_DIGITS = {"z": "zero", "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",
-           "6": "six", "7": "seven", "8": "eight", "9": "nine"}
-_ADVERBS = {"a": "again", "n": "now", "p": "please", "s": "soon"}
-_SLOT_CODES = {"command": _COMMANDS, "colour": _COLOURS, "preposition": _PREPOSITIONS, "letter": _LETTERS,
-               "digit": _DIGITS, "adverb": _ADVERBS}  # slot name -> its letter code in a clip name, in order
-_NAME_SLOTS = tuple(_SLOT_CODES.values())
-GRID_SLOTS = tuple(_SLOT_CODES)  # the six words of every sentence
-
-GRID_VOCAB: list[str] = list(dict.fromkeys(w for slot in _NAME_SLOTS for w in slot.values()))
-"""The 51 GRID words. CTC token of ``GRID_VOCAB[i]`` is ``i + 1``; token 0 is the blank."""
-BLANK = 0
-_WORD_TO_TOKEN = {w: i + 1 for i, w in enumerate(GRID_VOCAB)}
 
 NPZ_KEYS = ("roi", "lips", "audio", "mel", "f0", "voiced", "loudness", "text", "detected", "words")
 UNKNOWN_WORD = 255
@@ -106,26 +89,25 @@ def word_frames(words: list[tuple[float, float, str]], n_frames: int, *, fps: fl
     return labels
 
 
-def name_transcript(name: str) -> str:
-    """The sentence a GRID clip name spells: ``"bbaf2n"`` -> ``"bin blue at f two now"`` (z = zero)."""
-    stem = Path(name).stem.lower()
-    if len(stem) != len(_NAME_SLOTS) or any(c not in slot for c, slot in zip(stem, _NAME_SLOTS)):
-        raise DataError(f"{name!r} is not a GRID clip name (6 letters: command colour preposition letter digit adverb)")
-    return " ".join(slot[c] for c, slot in zip(stem, _NAME_SLOTS))
+def align_pauses(words: list[tuple[float, float, str]], n_frames: int) -> np.ndarray:
+    """Pause mask over 100 Hz audio frames from :func:`read_align` timings -> (n_frames,) bool.
+
+    Frame ``k`` (samples ``[160k, 160k + 160)``, centre ``(k + 0.5) / 100`` s) is a pause when no word (sil/sp
+    excluded) is spoken at its centre: :func:`word_frames` at 100 frames per second, labels == BLANK.
+    """
+    return word_frames(words, n_frames, fps=SAMPLE_RATE / HOP_LENGTH) == BLANK
 
 
-def text_to_tokens(text: str) -> list[int]:
-    """CTC tokens (1..51) of a GRID sentence. Raises DataError on a word outside GRID_VOCAB."""
-    try:
-        return [_WORD_TO_TOKEN[w] for w in text.lower().split()]
-    except KeyError as e:
-        raise DataError(f"word {e.args[0]!r} is not in the GRID vocabulary") from None
+def label_pauses(labels: np.ndarray) -> np.ndarray:
+    """Pause mask over 100 Hz audio frames from per-video-frame word labels (the cache's ``words``, (T,)).
 
-
-def tokens_to_text(tokens) -> str:
-    """Inverse of :func:`text_to_tokens` (a list / 1-D tensor of ints); blanks and out-of-range ids are skipped."""
-    ids = tokens.tolist() if isinstance(tokens, (torch.Tensor, np.ndarray)) else tokens
-    return " ".join(GRID_VOCAB[t - 1] for t in ids if 1 <= int(t) <= len(GRID_VOCAB))
+    -> (4T,) bool: BLANK frames repeated AUDIO_FRAMES_PER_VIDEO_FRAME times. Raises DataError when the labels are
+    unknown (UNKNOWN_WORD: the clip had no alignment), since then nothing says where the pauses are.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if np.any(labels == UNKNOWN_WORD):
+        raise DataError("the clip has no word labels (no .align file): its pauses are unknown")
+    return np.repeat(labels == BLANK, AUDIO_FRAMES_PER_VIDEO_FRAME)
 
 
 # ------------------------------------------------------------------------------------------ splits

@@ -62,7 +62,11 @@ class MultiPeriodDiscriminator(nn.Module):
 
 
 class ResolutionDiscriminator(nn.Module):
-    """2D convs over one STFT magnitude (time × frequency). (B, N) -> ((B, L), [maps])."""
+    """2D convs over one STFT magnitude (frequency × time). (B, N) -> ((B, L), [maps]).
+
+    Narrower than UnivNet's and strided along time as well as frequency in the middle layers: on this project's CPU
+    that makes it 3.7x cheaper per step than the frequency-only striding (and 2.5x cheaper than the multi-period
+    discriminator; ``benchmarks/bench_layers.py --only disc-mpd,disc-mrd``)."""
 
     def __init__(self, n_fft: int, hop_length: int, win_length: int, channels: int = MRD_CHANNELS):
         super().__init__()
@@ -70,9 +74,9 @@ class ResolutionDiscriminator(nn.Module):
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
         self.convs = nn.ModuleList([
             weight_norm(nn.Conv2d(1, channels, (7, 5), padding=(3, 2))),
-            weight_norm(nn.Conv2d(channels, channels, (5, 3), stride=(2, 1), padding=(2, 1))),
-            weight_norm(nn.Conv2d(channels, channels, (5, 3), stride=(2, 1), padding=(2, 1))),
-            weight_norm(nn.Conv2d(channels, channels, (3, 3), stride=(2, 1), padding=(1, 1))),
+            weight_norm(nn.Conv2d(channels, channels, (5, 3), stride=(2, 2), padding=(2, 1))),
+            weight_norm(nn.Conv2d(channels, channels, (5, 3), stride=(2, 2), padding=(2, 1))),
+            weight_norm(nn.Conv2d(channels, channels, (3, 3), stride=(2, 2), padding=(1, 1))),
             weight_norm(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1))),
         ])
         self.post = weight_norm(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))

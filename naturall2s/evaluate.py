@@ -5,10 +5,13 @@ For every clip of the split the real audio is the reference and the ``.align`` t
 mouth crops; ``reference=True`` adds the ground-truth audio itself as the system ``"reference"`` — the evaluator's
 own floor (ASR error on real speech; STOI 1, MCD 0 by construction).
 
-Metrics per clip (see :mod:`naturall2s.metrics` for units): STOI, ESTOI, PESQ-nb, PESQ-wb, MCD, F0 RMSE (cents),
-voicing error, WER and CER of the ASR transcript against the true sentence, speaker similarity to the real audio
-of the same clip, and real-time factor. F0/voicing are measured on the output audio (pyworld) for every system
-alike, not taken from a model's own F0 prediction. Torch's RNG is reseeded before every synthesis, so a rerun
+Metrics per clip (see :mod:`naturall2s.metrics` for units): STOI, ESTOI, PESQ-nb, PESQ-wb, predicted naturalness
+(MOS, 1..5, from :func:`naturall2s.naturalness.get_mos_predictor`; the field is named after the predictor, e.g.
+``mos_distillmos``, scored on the whole output without the reference), the pause buzz (``comb_db``,
+:func:`naturall2s.metrics.comb_db`, in the clip's ``.align`` pauses, else in the output's frames 30 dB below its
+loudest), MCD, F0 RMSE (cents), voicing error, WER and CER of the ASR transcript against the true sentence,
+speaker similarity to the real audio of the same clip, and real-time factor. F0/voicing are measured on the output audio (pyworld) for every system
+alike, not taken from a model's own F0 prediction. Every synthesis uses the same seed (:data:`SEED`), so a rerun
 with the same number of CPU threads reproduces every number. Griffin-Lim (mel-gl) is the exception across thread
 counts: its momentum iterations amplify the float rounding of the predicted mel (on a random log-mel, a 1e-6
 change moved the waveform by 0.2% RMS), so its per-clip scores move a little with the thread count (the iSTFT
@@ -45,9 +48,14 @@ import torch
 from naturall2s import audio, metrics
 from naturall2s.errors import DataError, NaturalL2SError, NoAudioError
 from naturall2s.metrics import mean_ci
+from naturall2s.model import DEFAULT_SEED
+from naturall2s.naturalness import get_mos_predictor, mos_key
 
 REFERENCE = "reference"  # name of the ground-truth "system"
-SEED = 0  # torch's RNG is reseeded with it before every synthesis (noise excitation, Griffin-Lim's phase): reruns agree
+# the synthesis seed: shipped models draw their noise excitation from a generator of their own seeded with it (the
+# default of LipToSpeech.synthesize, as in the CLI and the studio); any other system runs with torch's RNG reseeded
+# with it (inside torch.random.fork_rng, so the caller's RNG state is left alone): reruns agree
+SEED = DEFAULT_SEED
 CI_LEVEL = 0.95
 # metric key -> (column label, better direction); the order is the order of every table
 METRICS = {
@@ -55,6 +63,8 @@ METRICS = {
     "estoi": ("ESTOI", "↑"),
     "pesq_nb": ("PESQ-nb", "↑"),
     "pesq_wb": ("PESQ-wb", "↑"),
+    # (the MOS column of the run's predictor goes here: metric_columns)
+    "comb_db": ("comb dB", "↓"),  # the 100 Hz pause buzz of iSTFT generators
     "mcd": ("MCD dB", "↓"),
     "f0_rmse_cents": ("F0 RMSE ¢", "↓"),
     "voicing_error": ("V/UV err", "↓"),
@@ -66,6 +76,22 @@ METRICS = {
     "rtf": ("RTF", "↓"),
 }
 TEXT_COLUMNS = ("clip", "speaker", "system", "text", "asr_text", "lipread_text")
+
+
+def metric_columns(mos: str | None) -> dict[str, tuple[str, str]]:
+    """The run's metrics in table order: METRICS with the MOS column of predictor ``mos`` (None: no MOS) after
+    PESQ-wb, keyed ``mos_<predictor>`` and labelled ``MOS (<predictor>)``."""
+    columns = {}
+    for key, column in METRICS.items():
+        if key == "comb_db" and mos is not None:
+            columns[mos_key(mos)] = (f"MOS ({mos})", "↑")
+        columns[key] = column
+    return columns
+
+
+def _columns(results: dict) -> dict[str, tuple[str, str]]:
+    """The metric columns of a results dict (its settings name the MOS predictor, if any)."""
+    return metric_columns(results["settings"].get("mos_predictor"))
 
 
 class SpeechSystem(Protocol):
@@ -96,6 +122,7 @@ class Reference:
     voiced: np.ndarray  # (N // HOP_LENGTH,) bool
     mcep: np.ndarray  # (N // HOP_LENGTH, MCD_ORDER + 1) mel-cepstrum
     embedding: np.ndarray  # (D,) unit-norm speaker embedding
+    words: list[tuple[float, float, str]] | None = None  # the .align timings (s), where the pauses are; None: unknown
 
 
 # --------------------------------------------------------------------------------------------- clips
@@ -118,7 +145,8 @@ def split_clips(data_root: str | Path, split: str, *, limit: int | None = None) 
 
 def clip_text(clip: GridClip, cached: dict | None = None) -> str:
     """The true sentence: the ``.align`` file, else the prepared cache's text, else spelled from the clip name."""
-    from naturall2s.data import align_transcript, name_transcript
+    from naturall2s.data import align_transcript
+    from naturall2s.grid import name_transcript
 
     if clip.align.is_file():
         return align_transcript(clip.align)
@@ -165,15 +193,34 @@ def _reference_audio(clip: GridClip, cached: dict | None, mouth) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- scoring
-def reference_features(wav: np.ndarray, text: str, *, encoder) -> Reference:
-    """Everything of the real side that the per-system scores reuse. wav (N,) float32 @ SAMPLE_RATE."""
+def reference_features(wav: np.ndarray, text: str, *, encoder,
+                       words: list[tuple[float, float, str]] | None = None) -> Reference:
+    """Everything of the real side that the per-system scores reuse. wav (N,) float32 @ SAMPLE_RATE; ``words``:
+    the clip's :func:`naturall2s.data.read_align` timings (for the pause-buzz mask), None without an alignment."""
     f0, voiced = audio.f0_voicing(wav)
     return Reference(wav=wav, text=text, f0=f0, voiced=voiced, mcep=metrics.mel_cepstrum(wav, f0=f0),
-                     embedding=encoder.embed(wav, audio.SAMPLE_RATE))
+                     embedding=encoder.embed(wav, audio.SAMPLE_RATE), words=words)
+
+
+def clip_words(clip: GridClip) -> list[tuple[float, float, str]] | None:
+    """The clip's ``.align`` word timings, or None when it has no alignment."""
+    from naturall2s.data import read_align
+
+    return read_align(clip.align) if clip.align.is_file() else None
+
+
+def pause_buzz(ref: Reference, wav: np.ndarray) -> float:
+    """:func:`naturall2s.metrics.comb_db` of an output (N,) @ SAMPLE_RATE in the clip's ``.align`` pauses (the
+    output shares the clip's timeline), else in the output's own frames 30 dB below its loudest."""
+    from naturall2s.data import align_pauses
+
+    pause = align_pauses(ref.words, len(wav) // audio.HOP_LENGTH) if ref.words is not None else None
+    return metrics.comb_db(wav, pause=pause)
 
 
 def score(ref: Reference, wav: np.ndarray, *, asr, encoder, seconds: float | None) -> dict:
-    """All metrics of one output (N,) float32 @ SAMPLE_RATE against its clip's reference.
+    """All metrics but MOS (scored in batches by the caller) of one output (N,) float32 @ SAMPLE_RATE against its
+    clip's reference.
 
     ``seconds``: the system's compute time (None: not applicable, RTF nan). Returns {metric: float, "asr_text": str}.
     """
@@ -185,6 +232,7 @@ def score(ref: Reference, wav: np.ndarray, *, asr, encoder, seconds: float | Non
         "estoi": metrics.estoi(r, d),
         "pesq_nb": metrics.pesq_nb(r, d),
         "pesq_wb": metrics.pesq_wb(r, d),
+        "comb_db": pause_buzz(ref, wav),
         "mcd": metrics.mcd_from_cepstra(ref.mcep, metrics.mel_cepstrum(d, f0=f0)),
         "f0_rmse_cents": metrics.f0_rmse_cents_from_tracks(ref.f0, f0),
         "voicing_error": metrics.voicing_error_from_tracks(ref.voiced, voiced),
@@ -196,9 +244,9 @@ def score(ref: Reference, wav: np.ndarray, *, asr, encoder, seconds: float | Non
     }
 
 
-def summarize(rows: list[dict], systems: Sequence[str]) -> dict:
-    """{system: {metric: mean_ci(per-clip values)}} over the per-clip rows."""
-    return {s: {m: mean_ci([r[m] for r in rows if r["system"] == s]) for m in METRICS} for s in systems}
+def summarize(rows: list[dict], systems: Sequence[str], columns: Sequence[str] = tuple(METRICS)) -> dict:
+    """{system: {metric: mean_ci(per-clip values)}} over the per-clip rows, for the metrics in ``columns``."""
+    return {s: {m: mean_ci([r[m] for r in rows if r["system"] == s]) for m in columns} for s in systems}
 
 
 PAIRED_METRICS = tuple(m for m in METRICS if m != "rtf")
@@ -211,7 +259,7 @@ def slot_errors(rows: list[dict], systems: Sequence[str]) -> dict | None:
     {"errors", "n", "rate"}}}}. Counts every clip whose reference has six words; a reference word is an error
     unless the minimum-edit alignment matches it (:func:`naturall2s.metrics.word_hits`). A system without lip
     reading (the reference) has no "lipread" entry. None when no clip has a six-word reference."""
-    from naturall2s.data import GRID_SLOTS
+    from naturall2s.grid import GRID_SLOTS
 
     counts: dict[str, dict[str, list[list[int]]]] = {}
     for r in rows:
@@ -232,8 +280,10 @@ def slot_errors(rows: list[dict], systems: Sequence[str]) -> dict | None:
             for system, by_source in counts.items()}
 
 
-def paired_differences(rows: list[dict], focus: str, others: Sequence[str]) -> dict:
-    """{other: {metric: mean_ci(focus - other over clips where both are defined)}} from the per-clip rows."""
+def paired_differences(rows: list[dict], focus: str, others: Sequence[str],
+                       columns: Sequence[str] = PAIRED_METRICS) -> dict:
+    """{other: {metric: mean_ci(focus - other over clips where both are defined)}} from the per-clip rows, for the
+    metrics in ``columns``."""
     by_system: dict[str, dict[tuple[str, str], dict]] = {}
     for r in rows:
         by_system.setdefault(r["system"], {})[(r["speaker"], r["clip"])] = r
@@ -242,7 +292,7 @@ def paired_differences(rows: list[dict], focus: str, others: Sequence[str]) -> d
     for other in others:
         theirs = by_system.get(other, {})
         common = [k for k in mine if k in theirs]
-        out[other] = {m: mean_ci([mine[k][m] - theirs[k][m] for k in common]) for m in PAIRED_METRICS}
+        out[other] = {m: mean_ci([mine[k][m] - theirs[k][m] for k in common]) for m in columns}
     return out
 
 
@@ -270,13 +320,15 @@ def _load_systems(models) -> list[SpeechSystem]:
 def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, split: str = "test",
              cache: str | Path | None = None, reference: bool = False, out_dir: str | Path | None = None,
              limit: int | None = None, asr: str = "auto", grammar: str | None = "grid", speaker: str = "auto",
-             detector=None, progress: bool = True, focus: str | None = None) -> dict:
+             detector=None, progress: bool = True, focus: str | None = None, mos: str | None = "auto") -> dict:
     """Score ``models`` (names, paths or SpeechSystem objects) and optionally the reference on a split.
 
     ``cache``: a prepared cache (``python -m naturall2s prepare``) to take mouth crops and audio from; else they
     are extracted from the videos (``detector``: reused across clips, default ``get_detector("auto")``).
     ``asr``/``grammar``/``speaker`` choose the recogniser (:func:`naturall2s.asr.get_asr`) and speaker encoder
-    (:func:`naturall2s.speaker.get_speaker_encoder`). Writes the result files when ``out_dir`` is given.
+    (:func:`naturall2s.speaker.get_speaker_encoder`); ``mos`` the MOS predictor
+    (:func:`naturall2s.naturalness.get_mos_predictor`; None: no MOS column). Writes the result files when
+    ``out_dir`` is given.
 
     Returns a dict: ``settings``, ``summary`` ({system: {metric: {mean, ci95, n}}}), ``paired`` ({"focus": name,
     "vs": {other: {metric: {mean, ci95, n}}}} of ``focus`` minus each other model, when two or more models ran;
@@ -299,6 +351,8 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
     if focus is not None and focus not in model_names:
         raise NaturalL2SError(f"--focus {focus!r} is not one of the evaluated models ({', '.join(model_names)})")
     recogniser, encoder = get_asr(asr, grammar=grammar), get_speaker_encoder(speaker)
+    predictor = get_mos_predictor(mos) if mos is not None else None
+    columns = metric_columns(predictor.name if predictor is not None else None)
     if systems and cache is None and detector is None:
         from naturall2s.landmarks import get_detector
 
@@ -309,36 +363,45 @@ def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, spl
         try:
             cached = _cached_record(cache, clip)
             mouth = _mouth_clip(clip, cached, detector) if systems else None
-            ref = reference_features(_reference_audio(clip, cached, mouth), clip_text(clip, cached), encoder=encoder)
+            ref = reference_features(_reference_audio(clip, cached, mouth), clip_text(clip, cached), encoder=encoder,
+                                     words=clip_words(clip))
         except NaturalL2SError as e:  # no face, no audio, not cached: the clip is left out for every system
             skipped.append({"clip": clip.name, "speaker": clip.speaker, "reason": str(e)})
             continue
         base = {"clip": clip.name, "speaker": clip.speaker, "text": ref.text}
+        first, outputs = len(rows), []  # this clip's rows and output audio, for one MOS batch
         if reference:
             rows.append({**base, "system": REFERENCE, "lipread_text": "", "lipread_wer": float("nan"),
                          **score(ref, ref.wav, asr=recogniser, encoder=encoder, seconds=None)})
+            outputs.append(ref.wav)
         for system in systems:
-            torch.manual_seed(SEED)
-            out = system.synthesize(mouth)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(SEED)
+                out = system.synthesize(mouth)
             wav = audio.resample(np.asarray(out.wav, np.float32).reshape(-1), int(out.sample_rate), audio.SAMPLE_RATE)
             scores = score(ref, wav, asr=recogniser, encoder=encoder, seconds=float(out.seconds))
             lipread_wer = metrics.wer(ref.text, out.text) if out.text is not None else float("nan")
             rows.append({**base, "system": system.name, "lipread_text": out.text or "", "lipread_wer": lipread_wer,
                          **scores})
+            outputs.append(wav)
+        if predictor is not None:
+            for row, mos_score in zip(rows[first:], predictor.score(outputs, audio.SAMPLE_RATE)):
+                row[mos_key(predictor.name)] = float(mos_score)
 
     names = ([REFERENCE] if reference else []) + model_names
     paired = None
     if len(model_names) >= 2:
         focus = focus or model_names[-1]
         others = [n for n in model_names if n != focus]
-        paired = {"focus": focus, "vs": paired_differences(rows, focus, others)}
+        paired = {"focus": focus, "vs": paired_differences(rows, focus, others, [m for m in columns if m != "rtf"])}
     results = {
         "settings": {
             "split": split, "data_root": str(data_root), "cache": str(cache) if cache else None,
             "n_clips": len(clips), "asr": recogniser.name, "speaker_encoder": encoder.name,
+            "mos_predictor": predictor.name if predictor is not None else None,
             "ci": f"{CI_LEVEL:.0%} Student-t interval over clips: mean ± t(0.975, n-1)·s/√n",
         },
-        "summary": summarize(rows, names),
+        "summary": summarize(rows, names, columns),
         "slots": slot_errors(rows, names),
         "paired": paired,
         "clips": rows,
@@ -382,8 +445,8 @@ def _table(first: str, header: list[str], rows: dict[str, dict], metrics: Sequen
 def markdown_table(results: dict) -> str:
     """The summary as a markdown table (rows: systems; cells: mean ± 95% CI) with footnotes naming ASR and encoder,
     then the paired differences when there are any."""
-    s = results["settings"]
-    lines = _table("system", [f"{label} {arrow}" for label, arrow in METRICS.values()], results["summary"], METRICS)
+    s, columns = results["settings"], _columns(results)
+    lines = _table("system", [f"{label} {arrow}" for label, arrow in columns.values()], results["summary"], columns)
     notes = [
         "",
         f"Split `{s['split']}` of {s['data_root']}: {s['n_clips']} clips"
@@ -392,10 +455,14 @@ def markdown_table(results: dict) -> str:
         f"WER/CER: ASR `{s['asr']}` against the .align transcript. Spk sim: cosine of `{s['speaker_encoder']}` "
         "embeddings with the real audio of the same clip. F0 RMSE over frames voiced in both (pyworld).",
         f"± : {s['ci']}. RTF: compute seconds per second of audio (– for the reference).",
+        "comb dB: the pause buzz, how far the 100 Hz multiples stand above the bins between them in the spectrum of "
+        "the .align pauses (~0 for room tone; metrics.comb_db)."
+        + (f" MOS: predicted naturalness (1..5) by `{s['mos_predictor']}`, from the output alone."
+           if s.get("mos_predictor") else ""),
     ]
     slots = results.get("slots")
     if slots:
-        from naturall2s.data import GRID_SLOTS
+        from naturall2s.grid import GRID_SLOTS
 
         notes += ["", "Word error rate by position in the GRID sentence: the ASR on each system's speech, and in "
                   "brackets the system's own lip reading (its CTC transcript):", "",
@@ -412,7 +479,8 @@ def markdown_table(results: dict) -> str:
     if paired:
         notes += ["", f"Paired differences, `{paired['focus']}` minus each system on the same clips (mean ± 95% "
                   "t-interval of the per-clip differences; * where the interval excludes 0):", ""]
-        notes += _table("vs", [f"Δ {METRICS[m][0]}" for m in PAIRED_METRICS], paired["vs"], PAIRED_METRICS,
+        paired_columns = [m for m in columns if m != "rtf"]
+        notes += _table("vs", [f"Δ {columns[m][0]}" for m in paired_columns], paired["vs"], paired_columns,
                         signed=True)
     return "\n".join(lines + notes) + "\n"
 
@@ -423,14 +491,15 @@ def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f for k, f in (("markdown", "results.md"), ("summary", "summary.csv"),
                                       ("clips", "clips.csv"), ("json", "results.json"))}
+    columns = _columns(results)
     paths["markdown"].write_text(markdown_table(results))
     with paths["summary"].open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["system"] + [f"{m}_{k}" for m in METRICS for k in ("mean", "ci95", "n")])
+        w.writerow(["system"] + [f"{m}_{k}" for m in columns for k in ("mean", "ci95", "n")])
         for system, per_metric in results["summary"].items():
-            w.writerow([system] + [per_metric[m][k] for m in METRICS for k in ("mean", "ci95", "n")])
+            w.writerow([system] + [per_metric[m][k] for m in columns for k in ("mean", "ci95", "n")])
     with paths["clips"].open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(TEXT_COLUMNS) + list(METRICS))
+        w = csv.DictWriter(f, fieldnames=list(TEXT_COLUMNS) + list(columns))
         w.writeheader()
         for row in results["clips"]:
             w.writerow({k: row.get(k, "") for k in w.fieldnames})

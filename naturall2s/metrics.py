@@ -14,6 +14,7 @@ Every signal metric takes ``ref`` (the real audio) and ``deg`` (the system's out
 | :func:`wer`, :func:`cer` | error rate, >= 0 (can exceed 1 with insertions) | lower |
 | :func:`speaker_similarity` | cosine, -1..1 | higher |
 | :func:`rtf` | compute seconds per second of audio | lower |
+| :func:`comb_db` | pause buzz: 100 Hz comb in the pauses, dB (~0 for room tone / noise) | lower |
 
 Signal metrics return ``nan`` when they are undefined for a pair (e.g. PESQ finds no speech in the reference,
 no frame is voiced in both signals); aggregation skips nan values and reports how many were used.
@@ -36,6 +37,12 @@ MCD_ALPHA = 0.42  # all-pass frequency-warping constant approximating the mel sc
 MCD_FFT_SIZE = 1024  # pyworld CheapTrick FFT size at 16 kHz: envelopes have MCD_FFT_SIZE // 2 + 1 bins
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)  # dB factor of the Kubichek (1993) MCD
 CENTS_PER_OCTAVE = 1200.0
+COMB_RATE = 16000  # Hz: the comb measure runs at 16 kHz with the project's 100 Hz frames (hop HOP_LENGTH)
+COMB_N_FFT = 1280  # 80 ms Hann window: 12.5 Hz bins, so 100 Hz multiples (bin 8h) and the 50 Hz offsets (8h +- 4) separate
+COMB_PITCH_HZ = 100.0  # the comb's spacing: the iSTFT generators' frame rate (hop 160 at 16 kHz)
+COMB_HARMONICS = 40  # harmonics h = 1..40: comb bins 100 Hz..4 kHz, their mid bins 50 Hz..4.05 kHz
+COMB_QUIET_DB = 30.0  # without a pause mask: frames more than this many dB below the loudest frame are pauses
+COMB_MIN_FRAMES = 10  # fewer usable pause frames (100 ms, after the window erosion) -> nan
 
 
 # -------------------------------------------------------------------------------------- alignment
@@ -292,6 +299,63 @@ def speaker_similarity(emb_a, emb_b) -> float:
         raise ValueError(f"speaker_similarity: embeddings differ in size ({a.shape[0]} vs {b.shape[0]})")
     norm = np.linalg.norm(a) * np.linalg.norm(b)
     return float(np.dot(a, b) / norm) if norm > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------ pause buzz
+def quiet_frames(wav, *, below_db: float = COMB_QUIET_DB) -> np.ndarray:
+    """Frames more than ``below_db`` dB below the loudest: wav (N,) @ 16 kHz -> (N // HOP_LENGTH,) bool.
+
+    Frame energy is the sum of squares of the frame's HOP_LENGTH samples ``[160k, 160k + 160)``.
+    """
+    x = np.asarray(wav, np.float64).reshape(-1)
+    n = x.shape[0] // audio.HOP_LENGTH
+    energy = np.sum(x[: n * audio.HOP_LENGTH].reshape(n, audio.HOP_LENGTH) ** 2, axis=1)
+    if n == 0 or energy.max() <= 0:
+        return np.ones(n, dtype=bool)  # digital silence: every frame is a pause
+    return energy < energy.max() * 10.0 ** (-below_db / 10.0)
+
+
+def comb_db(wav: np.ndarray, *, pause: np.ndarray | None = None, sample_rate: int = audio.SAMPLE_RATE) -> float:
+    """Pause buzz: how far the pause spectrum's 100 Hz multiples stand above the bins halfway between them, dB.
+
+    The iSTFT generators emit one frame every 10 ms, so an artefact repeated each frame is a 100 Hz comb, audible
+    as a buzz where there should be room tone. Measure (lower is better; ~0 dB for noise or a real room's tone,
+    tens of dB for a comb):
+
+    1. ``pause`` (F,) bool over the 100 Hz frames (F = N // HOP_LENGTH at 16 kHz; e.g. from
+       :func:`naturall2s.data.align_pauses`), or, when None, :func:`quiet_frames` (more than 30 dB below the
+       loudest frame). A frame counts only when the whole 80 ms window around it lies in the pause (the mask is
+       eroded by COMB_N_FFT // 2 samples on each side), so no speech leaks in; frames beyond the clip's ends
+       (zero padding) count as pause.
+    2. Power spectra (Hann, COMB_N_FFT = 1280 -> 12.5 Hz bins) of those frames, averaged over the frames.
+    3. For h = 1..40 (100 Hz .. 4 kHz: the band where the buzz is heard and speech-band room tone is well above
+       the quantisation floor): 10 log10 of the power at h * 100 Hz minus the mean of 10 log10 of the powers at
+       h * 100 +- 50 Hz; the result is the mean over h.
+
+    nan when fewer than COMB_MIN_FRAMES (10) frames are usable. wav (N,) float at ``sample_rate`` (resampled to
+    16 kHz; the mask refers to 16 kHz frames).
+    """
+    x = audio.resample(np.asarray(wav, np.float32).reshape(-1), sample_rate, COMB_RATE).astype(np.float64)
+    n = x.shape[0] // audio.HOP_LENGTH
+    mask = quiet_frames(x) if pause is None else np.asarray(pause, bool).reshape(-1)
+    if mask.shape[0] != n:
+        raise ValueError(f"comb_db: pause mask has {mask.shape[0]} frames, the audio {n} (hop {audio.HOP_LENGTH})")
+    half = COMB_N_FFT // 2 // audio.HOP_LENGTH  # frames on each side covered by the window
+    padded_mask = np.pad(mask, half, constant_values=True)
+    usable = np.ones(n, dtype=bool)
+    for shift in range(2 * half + 1):
+        usable &= padded_mask[shift: shift + n]
+    frames = np.flatnonzero(usable)
+    if frames.size < COMB_MIN_FRAMES:
+        return float("nan")
+    xp = np.pad(x, COMB_N_FFT // 2)
+    segments = np.stack([xp[k * audio.HOP_LENGTH: k * audio.HOP_LENGTH + COMB_N_FFT] for k in frames])
+    segments = segments * np.hanning(COMB_N_FFT + 1)[:-1]  # periodic Hann
+    power = np.mean(np.abs(np.fft.rfft(segments, axis=1)) ** 2, axis=0) + 1e-20
+    step = int(round(COMB_PITCH_HZ * COMB_N_FFT / COMB_RATE))  # bins per 100 Hz (8)
+    comb = step * np.arange(1, COMB_HARMONICS + 1)
+    level = 10.0 * np.log10(power)
+    return float(np.mean(level[comb] - 0.5 * (level[comb - step // 2] + level[comb + step // 2])))
 
 
 # ----------------------------------------------------------------------------------------- speed

@@ -21,13 +21,17 @@ import torch
 import torch.nn as nn
 
 from naturall2s import audio
-from naturall2s.data import GRID_VOCAB, tokens_to_text
+from naturall2s.grid import GRID_VOCAB, tokens_to_text
 from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
 from naturall2s.generator import PRIOR_MODES, ISTFTGenerator
 from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
 from naturall2s.synths import HarmonicPlusNoise
 
 VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s")
+# Seed of :meth:`LipToSpeech.synthesize`'s own random generator (the DDSP noise excitation is its only randomness:
+# eval mode has no dropout, Griffin-Lim starts from zero phase): the same clip and model give the same waveform in
+# the CLI, the Python API, the studio and the evaluation, whatever the caller's RNG state.
+DEFAULT_SEED = 0
 MEL_VARIANTS = ("mel-gl", "mel-vocoder")
 
 
@@ -177,12 +181,14 @@ class LipToSpeech(nn.Module):
             roi = roi.float() / 255.0
         return self.frontend(roi, lips.float(), mask)
 
-    def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
 
         Returns a dict with ``ctc_log_probs`` (B,T,V), ``word_logits`` (B,T,V) with ``word_head``, and, per variant, ``mel`` (B,n_mels,4T) /
         ``log_f0``, ``voicing_logit``, ``loudness`` (B,4T), ``coarse`` (B,N), ``wav`` (B,N).
         ``f0_hz`` (B,4T) overrides the predicted F0 that drives the DDSP synthesizer (teacher forcing).
+        ``generator`` draws the synthesizer's noise (None: torch's global RNG, as in training).
         """
         out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
         h = self.feature_dropout(feats)
@@ -206,12 +212,14 @@ class LipToSpeech(nn.Module):
                 controls["amplitude"] * voiced,
                 controls["harmonic_distribution"],
                 controls["noise_magnitudes"],
+                generator=generator,
             )
             prior = out["coarse"] = synth["signal"]
         out["wav"] = self.generator(h, prior)
         return out
 
-    def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, f0_hz=None) -> dict[str, torch.Tensor]:
+    def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, f0_hz=None,
+                generator=None) -> dict[str, torch.Tensor]:
         """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs.
 
         ``mel`` (B,n_mels,F) instead runs only the mel-vocoder on it (how the cascade's vocoder trains on real mels).
@@ -221,7 +229,7 @@ class LipToSpeech(nn.Module):
             return {"wav": self.vocoder(mel.transpose(1, 2))}
         if feats is None:
             feats = self.encode(roi, lips, mask)
-        return self.decode(feats, f0_hz=f0_hz)
+        return self.decode(feats, f0_hz=f0_hz, generator=generator)
 
     # ---- video in, audio out -----------------------------------------------------------------
     @property
@@ -229,11 +237,14 @@ class LipToSpeech(nn.Module):
         return next(self.parameters()).device
 
     @torch.inference_mode()
-    def synthesize(self, video, *, detector=None, max_seconds: float | None = None) -> Synthesis:
+    def synthesize(self, video, *, detector=None, max_seconds: float | None = None,
+                   seed: int = DEFAULT_SEED) -> Synthesis:
         """Speech for a silent talking-face video.
 
         ``video``: a path, :class:`~naturall2s.video.VideoData` or a prepared :class:`~naturall2s.roi.MouthClip`
-        (the studio and the evaluator prepare a clip once and run every model on it).
+        (the studio and the evaluator prepare a clip once and run every model on it). ``seed`` seeds a
+        generator of this call's own (the noise excitation): the same clip, model and seed give the same
+        waveform (bitwise, on the same device and thread count); torch's global RNG is neither used nor advanced.
         """
         from naturall2s.roi import MouthClip, extract_mouth
 
@@ -247,7 +258,8 @@ class LipToSpeech(nn.Module):
         start = time.perf_counter()
         roi = torch.as_tensor(np.asarray(video.roi), device=self.device)[None]
         lips = torch.as_tensor(np.asarray(video.lips, dtype=np.float32), device=self.device)[None]
-        out = self(roi, lips)
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        out = self(roi, lips, generator=generator)
         if self.config.variant == "mel-gl":
             wav = audio.griffin_lim(out["mel"][0].float().cpu())
             wav = torch.as_tensor(wav)

@@ -26,6 +26,7 @@ import math
 import os
 import random
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -38,48 +39,110 @@ from tqdm import tqdm
 from naturall2s import audio, losses
 from naturall2s.checkpoints import load_state, save_model, save_state
 from naturall2s.augment import augment_clips
-from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate, tokens_to_text
+from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
+from naturall2s.grid import tokens_to_text
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.errors import DataError, NaturalL2SError
 from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
 
 STAGES = ("lipreader", "vocoder", "synth", "judge")
-SELECT = ("mel", "estoi")  # the validation number that picks best.safetensors: log-mel L1 (lower) or ESTOI (higher)
+# the validation number that picks best.safetensors: log-mel L1 (lower), ESTOI (higher), or "guarded": the pause buzz
+# (comb dB, lower) among checkpoints whose ESTOI and speech WER (the ASR on the generated speech) have not regressed
+# beyond --guard-estoi / --guard-wer from the run's start (for adversarial fine-tuning of a finished model)
+SELECT = ("mel", "estoi", "guarded")
+GUARDED = ("estoi", "speech/wer", "comb")  # what the guarded selection reads (the start's values are its baseline)
+DISCRIMINATORS = ("mpd", "mrd")  # --disc: any of these joined by "+" (benchmarks/bench_layers.py gives their cost)
 
 
 @dataclass
 class TrainConfig:
+    """One training run; every field is a ``--flag`` of ``python -m naturall2s train`` (its help: :data:`HELP`)."""
+
     variant: str = "naturall2s"
     stage: str = "synth"
-    cache: str = "cache/grid"  # output of `python -m naturall2s prepare`
+    cache: str = "cache/grid"
     run_dir: str = "runs/naturall2s"
-    init: str = ""  # .safetensors (comma-separated: later win) whose matching weights start the model
-    # steps 0 = compose: build from --init and export, no training (e.g. vocoder run + lip reader → mel-vocoder)
-    freeze_frontend: bool = False  # synth/vocoder: keep the front end fixed (features cached once: the CPU recipe)
+    init: str = ""
+    freeze_frontend: bool = False
     steps: int = 3000
     batch_size: int = 16
-    segment_frames: int = 0  # train on random crops of this many video frames (0: whole clips)
+    segment_frames: int = 0
     lr: float = 3e-4
     lr_disc: float = 2e-4
     weight_decay: float = 0.01
     warmup: int = 200
     grad_clip: float = 1.0
-    adv_start: int = -1  # step from which adversarial + feature-matching losses are on (-1: never)
-    adv_segment: int = 16000  # samples the discriminators see per item
-    feature_noise: float = 0.0  # std of Gaussian noise on cached front-end features (regularises frozen features)
-    augment: bool = False  # random crop shift, contrast and a masked time span per clip (front end not frozen)
-    teacher_f0: bool = False  # synth: drive the DDSP synthesizer with the real F0 (voiced frames) while training
-    judge: str = ""  # synth: content judge checkpoint (stage judge) for the content/ce loss and the content/acc probe
-    select: str = "mel"  # SELECT: which validation number picks the best model
-    lambdas: dict = field(default_factory=dict)  # overrides of losses.DEFAULT_LAMBDAS
-    arch: dict = field(default_factory=dict)  # ModelConfig overrides, e.g. {"dim": 128}
+    adv_start: int = -1
+    adv_segment: int = 16000
+    disc: str = "mpd+mrd"
+    feature_noise: float = 0.0
+    augment: bool = False
+    teacher_f0: bool = False
+    judge: str = ""
+    select: str = "mel"
+    guard_estoi: float = 0.01
+    guard_wer: float = 0.03
+    lambdas: dict = field(default_factory=dict)
+    arch: dict = field(default_factory=dict)
     eval_every: int = 250
     log_every: int = 25
     seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads (0: all cores / world size)
-    max_minutes: float = 0.0  # stop (resumable) after this much wall time in this invocation; 0: no limit
-    export: str = ""  # also copy the best model here (e.g. checkpoints/naturall2s.safetensors)
+    device: str = "auto"
+    threads: int = 0
+    max_minutes: float = 0.0
+    save_minutes: float = 0.0
+    export: str = ""
+
+
+# the --help of every TrainConfig field (argparse adds each default)
+HELP = {
+    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp or naturall2s",
+    "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl), vocoder (the cascade's vocoder on "
+             "real mels), synth (the naturall2s variants' speech heads and generator), judge (the content judge)",
+    "cache": "the prepared data: the output folder of `python -m naturall2s prepare`",
+    "run_dir": "this run's folder: state.pt (to resume), log.csv, config.json, best.safetensors",
+    "init": "checkpoints (names or .safetensors paths, comma-separated, later ones win) whose tensors of matching "
+            "name and shape start the model; with --steps 0 the model is only composed from them and exported",
+    "freeze_frontend": "synth/vocoder: keep the visual front end and its lip-reading heads fixed; their features are "
+                       "computed once and cached (the CPU recipe)",
+    "steps": "training steps in all (a resumed run continues to this many; 0: compose from --init and export)",
+    "batch_size": "clips per step (per process under torchrun)",
+    "segment_frames": "train on random crops of this many video frames (25 = 1 s); 0: whole clips",
+    "lr": "peak learning rate of the model (linear warm-up, then cosine decay to 10%)",
+    "lr_disc": "learning rate of the discriminators (adversarial training)",
+    "weight_decay": "AdamW weight decay",
+    "warmup": "steps of linear learning-rate warm-up",
+    "grad_clip": "clip the model's gradient norm to this (0: no clipping)",
+    "adv_start": "step from which the adversarial and feature-matching losses are on (-1: never; 0: from the start, "
+                 "for adversarial fine-tuning of a trained model)",
+    "adv_segment": "samples of each clip the discriminators see (a random window; 16000 = 1 s)",
+    "disc": f"the discriminators of the adversarial losses: {', '.join(DISCRIMINATORS)} or several joined by '+' "
+            "(benchmarks/bench_layers.py gives their cost per step)",
+    "feature_noise": "std of Gaussian noise added to cached front-end features while training (regularises a "
+                     "frozen front end)",
+    "augment": "random crop shift, contrast and a masked time span per clip (when the front end runs, not on "
+               "cached features)",
+    "teacher_f0": "synth: drive the DDSP synthesizer with the real F0 of voiced frames while training",
+    "judge": "synth: a content judge checkpoint (--stage judge) for the content/ce loss and the content/acc probe",
+    "select": f"which validation number picks best.safetensors: {', '.join(SELECT)} (mel: log-mel L1; estoi: "
+              "differentiable ESTOI; guarded: least pause buzz among checkpoints without ESTOI or speech-WER "
+              "regressions from the run's start)",
+    "guard_estoi": "--select guarded: refuse checkpoints whose val ESTOI fell more than this below the start's",
+    "guard_wer": "--select guarded: refuse checkpoints whose val speech WER (the ASR on the generated speech) rose "
+                 "more than this above the start's",
+    "lambdas": "loss weights overriding losses.DEFAULT_LAMBDAS, a JSON object, e.g. '{\"stoi/neg\": 10, "
+               "\"f0/l1\": 0}'",
+    "arch": "ModelConfig overrides (the architecture, stored in the checkpoint), a JSON object, e.g. "
+            "'{\"word_head\": true}'",
+    "eval_every": "validate (and save state.pt) every this many steps",
+    "log_every": "write a training row to log.csv every this many steps",
+    "seed": "seed of the weights' initialisation, the data order and the augmentation",
+    "device": "auto (a CUDA GPU when present), cpu or cuda",
+    "threads": "torch CPU threads (0: all cores divided by the number of processes)",
+    "max_minutes": "stop after this much wall time in this invocation, resumable with the same command (0: no limit)",
+    "save_minutes": "also save the resumable state this often between evaluations (0: at evaluations only)",
+    "export": "also write the best model here (e.g. checkpoints/naturall2s.safetensors)",
+}
 
 
 # loss keys each stage optimises (their weights come from the lambdas table)
@@ -154,6 +217,66 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_discriminators(kind: str) -> torch.nn.ModuleDict:
+    """The discriminators named by ``kind`` (``"mpd"``, ``"mrd"`` or ``"mpd+mrd"``), as one ModuleDict."""
+    names = [k for k in kind.split("+") if k]
+    if not names or any(k not in DISCRIMINATORS for k in names):
+        raise NaturalL2SError(f"unknown --disc {kind!r}; use {', '.join(DISCRIMINATORS)} or several joined by '+'")
+    build = {"mpd": MultiPeriodDiscriminator, "mrd": MultiResolutionDiscriminator}
+    return torch.nn.ModuleDict({k: build[k]() for k in names})
+
+
+def epoch_batches(n_items: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
+                  world: int = 1) -> list[list[int]]:
+    """This process's batches of one epoch: a permutation of ``n_items`` drawn from (seed, epoch) alone, cut into
+    ``world`` interleaved shards of full batches (the last partial batch dropped). The same on every resume, so a
+    run resumed at step k continues with batch ``k % len(...)`` of its epoch."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_items, generator=g).tolist()[rank::world]
+    n_batches = (n_items // world) // batch_size
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
+
+
+def rng_state() -> dict:
+    """Python's, numpy's and torch's RNG states as plain types and tensors (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": repr(random.getstate()), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                          has_gauss, gauss], "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    """Undo :func:`rng_state`: the run continues with the random numbers it would have drawn."""
+    import ast
+
+    random.setstate(_tuples(ast.literal_eval(state["python"])))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def select_value(val: dict, cfg: TrainConfig, baseline: dict | None = None) -> float:
+    """The number (lower is better) that picks best.safetensors, per ``cfg.select``; for ``guarded``, +inf when the
+    checkpoint's ESTOI or speech WER regressed beyond the guards from ``baseline`` (the run's start)."""
+    if cfg.select == "estoi" and "estoi" in val:
+        return -val["estoi"]
+    if cfg.select == "guarded":
+        if baseline and (val["estoi"] < baseline["estoi"] - cfg.guard_estoi
+                         or val["speech/wer"] > baseline["speech/wer"] + cfg.guard_wer):
+            return float("inf")
+        return val["comb"] if math.isfinite(val["comb"]) else val["score"]  # clips without pauses: log-mel L1
+    return val["score"]
+
+
+def format_val(val: dict, keys) -> str:
+    """The validation numbers worth a line on the console."""
+    shown = (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc", *GUARDED, "judge/mos", "select")
+    return ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in shown)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,21 +355,48 @@ def random_crops(real: torch.Tensor, fake: torch.Tensor, n: int) -> tuple[torch.
     return real.gather(1, idx), fake.gather(1, idx)
 
 
+def adversarial_losses(disc: torch.nn.ModuleDict, disc_opt, real: torch.Tensor, fake: torch.Tensor,
+                       cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """One discriminator update on a random ``cfg.adv_segment``-sample window of real and generated (B,N) waveforms,
+    then the generator's terms on the same window -> {"adv/gen", "adv/feat" (with gradients into ``fake``),
+    "adv/disc" (detached, for the log)}. LSGAN + HiFi-GAN feature matching, summed over every discriminator."""
+    real, fake = random_crops(real, fake, cfg.adv_segment)
+    d_real = [d(real) for d in disc.values()]
+    d_fake = [d(fake.detach()) for d in disc.values()]
+    d_loss = sum(losses.discriminator_loss(r[0], f[0])["adv/disc"] for r, f in zip(d_real, d_fake))
+    disc_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    disc_opt.step()
+    g_fake = [d(fake) for d in disc.values()]
+    return {
+        "adv/gen": sum(losses.generator_adv_loss(f[0])["adv/gen"] for f in g_fake),
+        "adv/feat": sum(losses.feature_matching_loss(_flat(r[1]), _flat(f[1]))["adv/feat"]
+                        for r, f in zip(d_real, g_fake)),
+        "adv/disc": d_loss.detach(),
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # evaluation
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None) -> dict[str, float]:
+def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None, asr=None,
+             mos=None) -> dict[str, float]:
     """Validation: mean losses, ``score`` (log-mel L1 of what the variant outputs), the differentiable ESTOI
     ``estoi`` of waveform outputs, the greedy lip-reading word error rate ``lipread/wer``, the word accuracy
-    ``content/acc`` of the content judge on the generated speech (given a judge), and ``select``: the number
-    (lower is better) that picks the best model, per ``cfg.select``."""
+    ``content/acc`` of the content judge on the generated speech (given a judge), given an ``asr`` the word error
+    rate of its transcripts of the generated speech ``speech/wer`` and the pause buzz ``comb`` (dB,
+    :func:`naturall2s.metrics.comb_db` in the clips' silent frames), given a MOS predictor its mean predicted
+    naturalness ``judge/mos`` (logged for the learning curve only: never a loss, never read by the selection), and
+    ``select``: the number (lower is better) that picks the best model, per ``cfg.select`` (see
+    :func:`select_value`)."""
     from naturall2s.metrics import wer
 
     model.eval()
     sums: dict[str, float] = {}
     n = 0
     refs, hyps = [], []
+    speech = {"speech/wer": [], "comb": [], "judge/mos": []}
     accuracy = {"word/acc": [0, 0], "content/acc": [0, 0]}  # frame word hits, labelled frames
     for batch in loader:
         batch = to_device(batch, model.device)
@@ -267,6 +417,9 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
         for key, logits in readers.items():
             if logits is not None:
                 accuracy[key] = [a + b for a, b in zip(accuracy[key], frame_word_hits(logits, batch["words"]))]
+        if asr is not None and "wav" in out:
+            for key, values in speech_scores(out["wav"], batch, asr, mos).items():
+                speech[key] += values
         if "ctc_log_probs" in out:
             for toks, ref in zip(ctc_greedy_batch(out["ctc_log_probs"], batch["frames"]), batch["text"]):
                 hyps.append(tokens_to_text(toks))
@@ -276,8 +429,27 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     if refs:
         result["lipread/wer"] = float(np.mean([wer(r, h) for r, h in zip(refs, hyps)]))
     result |= {key: hits / total for key, (hits, total) in accuracy.items() if total}
-    result["select"] = -result["estoi"] if cfg.select == "estoi" and "estoi" in result else result["score"]
+    result |= {key: float(np.nanmean(values)) for key, values in speech.items() if values}
+    result["select"] = select_value(result, cfg)
     return result
+
+
+def speech_scores(wav: torch.Tensor, batch: dict, asr, mos=None) -> dict[str, list[float]]:
+    """Per clip of a batch: the WER of ``asr``'s transcript of the generated waveform ``wav`` (B,N) against the
+    clip's text, its pause buzz (:func:`naturall2s.metrics.comb_db`) in the frames labelled silence (word 0), and
+    given a MOS predictor its predicted naturalness (``judge/mos``)."""
+    from naturall2s.metrics import comb_db, wer
+
+    scores = {"speech/wer": [], "comb": []}
+    clips = [wav[i, : n * audio.SAMPLES_PER_VIDEO_FRAME].detach().float().cpu().numpy()
+             for i, n in enumerate(batch["frames"].tolist())]
+    for i, w in enumerate(clips):
+        pause = (batch["words"][i, : len(w) // audio.SAMPLES_PER_VIDEO_FRAME] == 0).cpu().numpy()
+        scores["speech/wer"].append(wer(batch["text"][i], asr.transcribe(w, audio.SAMPLE_RATE)))
+        scores["comb"].append(comb_db(w, pause=pause.repeat(audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH)))
+    if mos is not None:
+        scores["judge/mos"] = [float(x) for x in mos.score(clips, audio.SAMPLE_RATE)]
+    return scores
 
 
 def frame_word_hits(logits: torch.Tensor, words: torch.Tensor) -> tuple[int, int]:
@@ -296,7 +468,9 @@ def to_device(batch: dict, device) -> dict:
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, *, on_step=None) -> dict:
+    """Run one stage (see the module doc); ``on_step(step, val)`` (optional) is called after every training step
+    with the validation dict at evaluation steps, else None (e.g. to drive a progress bar; rank 0 only)."""
     if cfg.stage not in STAGES:
         raise NaturalL2SError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
     if cfg.stage == "synth" and cfg.variant in MEL_VARIANTS:
@@ -331,15 +505,14 @@ def train(cfg: TrainConfig) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
-    # data: everything in RAM; a DistributedSampler shards it across processes
-    segment = cfg.segment_frames or None
-    train_set = CachedGrid(cfg.cache, "train", segment_frames=segment, train=True)
+    # data: everything in RAM; each epoch's batch order is a function of (seed, epoch), sharded across processes,
+    # so that a resumed run continues with exactly the batches it had not seen yet
+    train_set = CachedGrid(cfg.cache, "train", segment_frames=cfg.segment_frames or None, train=True)
     val_set = CachedGrid(cfg.cache, "val")
-    sampler = torch.utils.data.DistributedSampler(train_set, world, rank, seed=cfg.seed) if world > 1 else None
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, collate_fn=collate, drop_last=True
-    )
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, collate_fn=collate)
+    batches_per_epoch = len(train_set) // (cfg.batch_size * world)
+    if batches_per_epoch == 0:
+        raise DataError(f"{len(train_set)} training clips make no batch of {cfg.batch_size} (x {world} processes)")
 
     model = build_model(cfg).to(device)
     params = trainable_parameters(model, cfg)
@@ -351,28 +524,39 @@ def train(cfg: TrainConfig) -> dict:
     use_adv = cfg.adv_start >= 0 and cfg.stage != "lipreader"
     disc = disc_opt = None
     if use_adv:
-        disc = torch.nn.ModuleDict({"mpd": MultiPeriodDiscriminator(), "mrd": MultiResolutionDiscriminator()}).to(device)
+        disc = build_discriminators(cfg.disc).to(device)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
     judge = None
     if cfg.judge:
         from naturall2s.content import load_judge
 
         judge = load_judge(cfg.judge, device=device)
+    asr = mos = None
+    if cfg.select == "guarded" and is_main:  # the speech is transcribed and scored at every validation
+        from naturall2s.asr import get_asr
+        from naturall2s.naturalness import MOSPredictorUnavailableError, get_mos_predictor
+
+        asr = get_asr("auto", grammar="grid")
+        try:  # the learning curve's naturalness: read, never optimised or selected on
+            mos = get_mos_predictor("auto")
+        except MOSPredictorUnavailableError as e:
+            print(f"no MOS in the learning curve: {e}")
     lambdas = loss_weights(cfg)
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
 
     # resume
-    step, best, start_time = 0, float("inf"), time.time()
+    step, best, baseline, start_time, cpu_before = 0, float("inf"), None, time.time(), -time.process_time()
     state_path = run_dir / "state.pt"
-    if state_path.exists():
-        st = load_state(state_path, map_location=device)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        if disc is not None and "disc" in st:
-            disc.load_state_dict(st["disc"])
-            disc_opt.load_state_dict(st["disc_opt"])
-        step, best = st["step"], st["best"]
+    resumed = load_state(state_path, map_location=device) if state_path.exists() else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["opt"])
+        if disc is not None and "disc" in resumed:
+            disc.load_state_dict(resumed["disc"])
+            disc_opt.load_state_dict(resumed["disc_opt"])
+        step, best, baseline = resumed["step"], resumed["best"], resumed.get("baseline")
+        cpu_before += resumed.get("cpu_seconds", 0.0)
         if is_main:
             print(f"resumed {state_path} at step {step} (best score {best:.4f})")
 
@@ -381,7 +565,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.freeze_frontend and cfg.stage == "synth":
         whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
         whole_clips.segment_frames = None
-        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main)
+        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main,
+                                     path=run_dir / "features.pt" if is_main else None)
 
     def feats_of(batch):
         if feats_cache is None:
@@ -390,46 +575,59 @@ def train(cfg: TrainConfig) -> dict:
         rows = [feats_cache[name][int(s) : int(s) + t] for name, s in zip(batch["name"], batch["start"])]
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(device)
 
+    def cpu_seconds() -> float:  # this run's CPU time over all its invocations (the budget of long CPU runs)
+        return cpu_before + time.process_time()
+
+    def validate() -> dict:
+        return evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge, asr=asr, mos=mos)
+
+    def save_training_state():
+        st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+              "baseline": baseline, "rng": rng_state(), "cpu_seconds": cpu_seconds()}
+        if disc is not None:
+            st |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
+        save_state(st, state_path)
+
+    log_file = open(run_dir / "log.csv", "a", newline="") if is_main else None
+    log = csv.writer(log_file) if log_file else None
+    if cfg.select == "guarded" and baseline is None and is_main:
+        # the start is the bar every later checkpoint must clear (and the best model until one does)
+        val = validate()
+        baseline = {k: val[k] for k in GUARDED if k in val}
+        best = select_value(val, cfg, baseline)
+        log.writerow([step, "val", json.dumps(val)])
+        save_model(model, run_dir / "best.safetensors", info={"step": step, "val": val, "stage": cfg.stage,
+                                                               "train_config": asdict(cfg)})
+        tqdm.write(f"step {step}: val {format_val(val, keys)} (the guard's baseline)")
+    if resumed is not None and "rng" in resumed:
+        set_rng_state(resumed["rng"])
+
     train_model = DDP(model, find_unused_parameters=True) if world > 1 else model
     if is_main:
         print(
             f"{cfg.variant} / {cfg.stage}: {n_params / 1e6:.2f}M trainable parameters, {len(train_set)} train clips, "
             f"world {world}, device {device}, losses {keys + (ADV_KEYS if use_adv else ())}"
+            + (f", discriminators {cfg.disc}" if use_adv else "")
         )
-    log_file = open(run_dir / "log.csv", "a", newline="") if is_main else None
-    log = csv.writer(log_file) if log_file else None
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, desc=f"{cfg.variant}/{cfg.stage}", dynamic_ncols=True)
-    epoch = step // max(1, len(train_loader))
     model.train()
     stop = False
-    clips_seen, t_last = 0, time.time()
+    clips_seen, t_last, t_saved = 0, time.time(), time.time()
+    last_val = ""
     while step < cfg.steps and not stop:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for batch in train_loader:
+        epoch, offset = divmod(step, batches_per_epoch)
+        order = epoch_batches(len(train_set), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank, world=world)
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=order[offset:], collate_fn=collate,
+                                             generator=torch.Generator())  # its own seed draw: not from torch's RNG
+        for batch in loader:
             batch = to_device(batch, device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             ls, out = compute_losses(train_model, batch, cfg, feats_of(batch), judge)
             adv_on = use_adv and step >= cfg.adv_start
-            if adv_on:  # discriminator step, then the generator's adversarial + feature-matching terms
-                real, fake = random_crops(batch["audio"], out["wav"], cfg.adv_segment)
-                d_real = [d(real) for d in disc.values()]
-                d_fake = [d(fake.detach()) for d in disc.values()]
-                d_loss = sum(
-                    losses.discriminator_loss(r[0], f[0])["adv/disc"] for r, f in zip(d_real, d_fake)
-                )
-                disc_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                disc_opt.step()
-                g_fake = [d(fake) for d in disc.values()]
-                ls["adv/gen"] = sum(losses.generator_adv_loss(f[0])["adv/gen"] for f in g_fake)
-                ls["adv/feat"] = sum(
-                    losses.feature_matching_loss([x.detach() for x in _flat(r[1])], _flat(f[1]))["adv/feat"]
-                    for r, f in zip(d_real, g_fake)
-                )
-                ls["adv/disc"] = d_loss.detach()
+            if adv_on:
+                ls |= adversarial_losses(disc, disc_opt, batch["audio"], out["wav"], cfg)
             active = {k: v for k, v in ls.items() if k in keys or (adv_on and k in ADV_KEYS)}
             total = losses.weighted_sum(active, lambdas)
             opt.zero_grad(set_to_none=True)
@@ -445,33 +643,37 @@ def train(cfg: TrainConfig) -> dict:
                 rate = clips_seen / max(1e-9, time.time() - t_last)
                 clips_seen, t_last = 0, time.time()
                 row = {k: round(float(v.detach()), 4) for k, v in ls.items()}
-                bar.set_postfix(loss=f"{float(total.detach()):.3f}", clips_s=f"{rate:.1f}")
-                log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate})])
+                bar.set_postfix_str(f"loss {float(total.detach()):.3f}, {rate:.1f} clips/s{last_val}")
+                log.writerow([step, "train", json.dumps({**row, "total": float(total.detach()), "clips_per_s": rate,
+                                                         "cpu_hours": cpu_seconds() / 3600})])
                 log_file.flush()
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
             if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out:
                 if is_main:
-                    val = evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge)
+                    val = validate()
+                    val["select"] = select_value(val, cfg, baseline)
                     log.writerow([step, "val", json.dumps(val)])
                     log_file.flush()
-                    msg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc"))
-                    tqdm.write(f"step {step}: val {msg}")
+                    tqdm.write(f"step {step}: val {format_val(val, keys)}")
+                    last_val = f", val {cfg.select} {val['select']:.4f}"
                     if val["select"] < best:
                         best = val["select"]
                         info = {"step": step, "val": val, "stage": cfg.stage, "train_config": asdict(cfg)}
                         save_model(model, run_dir / "best.safetensors", info=info)
                         if cfg.export:
                             save_model(model, cfg.export, info=info)
-                    st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best}
-                    if disc is not None:
-                        st |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
-                    save_state(st, state_path)
+                    save_training_state()
+                    t_saved = time.time()
                 if world > 1:
                     dist.barrier()
+            elif is_main and cfg.save_minutes > 0 and time.time() - t_saved > 60 * cfg.save_minutes:
+                save_training_state()  # between evaluations: a lost process loses at most save_minutes of work
+                t_saved = time.time()
+            if on_step is not None and is_main:
+                on_step(step, val if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out else None)
             if step >= cfg.steps or timed_out:
                 stop = True
                 break
-        epoch += 1
     bar.close()
     if log_file:
         log_file.close()
@@ -575,8 +777,19 @@ def _flat(feature_maps) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[str, torch.Tensor]:
-    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end)."""
+def cache_features(model: LipToSpeech, datasets, device, verbose: bool,
+                   path: Path | None = None) -> dict[str, torch.Tensor]:
+    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end). With ``path``
+    they are kept there too, and read back by a resumed run whose front end and clips are the same (a fingerprint
+    of the front end's weights and the clip names decides), which spares a long run minutes at every resume."""
+    names = [ds.names[i] for ds in datasets for i in range(len(ds))]
+    fingerprint = torch.tensor([float(sum(v.double().sum() + v.double().abs().sum()
+                                          for v in model.frontend.state_dict().values() if v.is_floating_point())),
+                                float(zlib.crc32("\n".join(names).encode()))], dtype=torch.float64)
+    if path is not None and path.is_file():
+        kept = load_state(path)
+        if torch.equal(kept["fingerprint"], fingerprint):
+            return kept["features"]
     model.eval()
     cache = {}
     items = [(ds, i) for ds in datasets for i in range(len(ds))]
@@ -586,6 +799,8 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[
         lips = item["lips"][None].to(device)
         cache[item["name"]] = model.encode(roi, lips)[0].cpu()
     model.train()
+    if path is not None:
+        save_state({"fingerprint": fingerprint, "features": cache}, path)
     return cache
 
 
@@ -593,14 +808,19 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool) -> dict[
 # command line: every TrainConfig field is a --flag
 # ------------------------------------------------------------------------------------------------
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`TrainConfig` field, with its :data:`HELP` and its default."""
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = {} if f.type == "dict" else f.default
+        shown = json.dumps(default) if f.type == "dict" else repr(default)
+        help_text = f"{HELP[f.name]} (default: {shown})".replace("%", "%%")
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif f.type == "dict":
-            parser.add_argument(flag, type=json.loads, default={}, help="JSON object, e.g. '{\"dim\": 128}'")
+            parser.add_argument(flag, type=json.loads, default=default, help=help_text)
         else:
-            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=default,
+                                help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -25,7 +25,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from naturall2s import audio, load_model
-    from naturall2s.data import name_transcript
+    from naturall2s.grid import name_transcript
     from naturall2s.roi import extract_mouth
     from naturall2s.studio.plots import voiced_line
 

@@ -78,14 +78,14 @@ train_stage --variant mel-vocoder --stage vocoder --cache "$CACHE" --run-dir "$R
 #    helps naturall2s (same val score in train and eval mode) but gives the prior-less generator a train/eval shift
 #    (val log-mel L1 0.70 with dropout on vs 1.21 in eval mode), so naturall2s-noddsp trains without it.
 #    naturall2s's generator gives the energy it adds its own phase (prior_free_phase) and its F0 head classifies
-#    pitch over 180 bins, trained on the cross-entropy alone (f0/l1 weight 0): session 5, chosen on val.
+#    pitch over 180 bins, trained on the cross-entropy alone (f0/l1 weight 0): the v4 model, chosen on val.
 declare -A EXTRA=(
   [naturall2s-noddsp]='--arch {"word_head":true}'
   [naturall2s]='--feature-noise 0.3 --arch {"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01,"prior_free_phase":true,"f0_bins":180}'
 )
 declare -A LAMBDAS=([naturall2s-noddsp]='' [naturall2s]='"f0/l1": 0, ')  # loss weights each stage adds to
 #    CPU: naturall2s-noddsp 2400 steps, then resumed to 3600 (a warm restart of the cosine schedule); the shipped
-#    naturall2s had 2400 (its session-5 retrain; the session-3 one had 3600 and scored lower on val).
+#    naturall2s had 2400 (its v4 retrain; the v3 one had 3600 and scored lower on val).
 for v in naturall2s-noddsp naturall2s; do
   for steps in ${SYN_STEPS[$v]}; do
     # shellcheck disable=SC2086  # EXTRA holds several flags

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from naturall2s import asr, metrics
-from naturall2s.data import GRID_VOCAB, align_transcript
+from naturall2s.data import align_transcript
+from naturall2s.grid import GRID_VOCAB
 
 SR = 16000
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from naturall2s import data
+from naturall2s import data, grid
 from naturall2s.audio import N_MELS, SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
-from naturall2s.data import GRID_VOCAB, CachedGrid, collate
+from naturall2s.data import CachedGrid, collate
+from naturall2s.grid import GRID_VOCAB
 from naturall2s.errors import DataError
 
 ALIGN = "0 23750 sil\n23750 29500 bin\n29500 34000 blue\n34000 35500 at\n35500 41000 f\n" \
@@ -40,7 +41,7 @@ def test_read_align_rejects_garbage(tmp_path):
 def test_word_frames_label_each_video_frame():
     words = [(0.0, 0.5, "sil"), (0.5, 0.74, "bin"), (0.74, 0.9, "blue"), (0.9, 1.0, "sp"), (1.0, 1.2, "at")]
     labels = data.word_frames(words, 40)  # 25 fps: frame t is centred at (t + 0.5) / 25 s
-    tok = {w: data.text_to_tokens(w)[0] for w in ("bin", "blue", "at")}
+    tok = {w: grid.text_to_tokens(w)[0] for w in ("bin", "blue", "at")}
     assert labels.dtype == np.uint8 and labels.shape == (40,)
     assert labels[:12].tolist() == [0] * 12  # centres 0.02 .. 0.46 s: silence
     assert labels[12:18].tolist() == [tok["bin"]] * 6  # 0.50 .. 0.70 s
@@ -51,26 +52,39 @@ def test_word_frames_label_each_video_frame():
         data.word_frames([(0.0, 1.0, "hello")], 10)
 
 
+def test_pause_masks_from_timings_and_from_labels():
+    words = [(0.0, 0.5, "sil"), (0.5, 0.74, "bin"), (0.74, 0.9, "sp"), (0.9, 1.0, "blue")]
+    pauses = data.align_pauses(words, 120)  # 100 Hz: frame k is centred at (k + 0.5) / 100 s
+    assert pauses.dtype == bool and pauses.shape == (120,)
+    assert pauses[:50].all() and not pauses[50:74].any() and pauses[74:90].all()
+    assert not pauses[90:100].any() and pauses[100:].all()
+    labels = data.word_frames(words, 30)
+    from_labels = data.label_pauses(labels)
+    assert from_labels.shape == (120,) and from_labels[:48].all() and not from_labels[52:72].any()
+    with pytest.raises(DataError, match="no word labels"):
+        data.label_pauses(data.unknown_words(5))
+
+
 def test_name_transcript():
-    assert data.name_transcript("bbaf2n") == "bin blue at f two now"
-    assert data.name_transcript("sgwxzs.mp4") == "set green with x zero soon"
-    assert data.name_transcript("lrbk9p") == "lay red by k nine please"
+    assert grid.name_transcript("bbaf2n") == "bin blue at f two now"
+    assert grid.name_transcript("sgwxzs.mp4") == "set green with x zero soon"
+    assert grid.name_transcript("lrbk9p") == "lay red by k nine please"
     for bad in ("bbaw2n", "bbaf2", "xbaf2n"):  # w is no GRID letter; too short; no command x
         with pytest.raises(DataError):
-            data.name_transcript(bad)
+            grid.name_transcript(bad)
 
 
 def test_vocab_and_tokens_round_trip():
     assert len(GRID_VOCAB) == 51 and len(set(GRID_VOCAB)) == 51
     assert "w" not in GRID_VOCAB and "zero" in GRID_VOCAB
     text = "place white in z zero again"
-    tokens = data.text_to_tokens(text)
+    tokens = grid.text_to_tokens(text)
     assert min(tokens) >= 1 and max(tokens) <= 51
-    assert data.tokens_to_text(tokens) == text
-    assert data.tokens_to_text(torch.tensor([0] + tokens + [0])) == text  # blanks are skipped
+    assert grid.tokens_to_text(tokens) == text
+    assert grid.tokens_to_text(torch.tensor([0] + tokens + [0])) == text  # blanks are skipped
     assert GRID_VOCAB[tokens[0] - 1] == "place"
     with pytest.raises(DataError):
-        data.text_to_tokens("bin blue hello")
+        grid.text_to_tokens("bin blue hello")
 
 
 def test_load_splits_merges_speakers(tmp_path):
@@ -140,7 +154,7 @@ def test_cached_grid_items_and_collate(fake_cache):
     item = ds[1]
     assert item["name"] == "lrbk9p" and item["roi"].dtype == torch.uint8 and item["roi"].shape == (20, 48, 72)
     assert item["audio"].shape == (20 * 640,) and item["mel"].shape == (80, 80) and item["f0"].shape == (80,)
-    assert data.tokens_to_text(item["tokens"]) == "lay red by k nine please"
+    assert grid.tokens_to_text(item["tokens"]) == "lay red by k nine please"
     batch = collate([ds[0], ds[1]])
     assert batch["frames"].tolist() == [30, 20] and batch["token_lengths"].tolist() == [6, 6]
     assert batch["roi"].shape == (2, 30, 48, 72) and batch["lips"].shape == (2, 30, 40)
@@ -174,8 +188,8 @@ def test_prepare_adds_word_labels_to_an_older_cache(tmp_path):
     check_record(back, 75)
     assert np.array_equal(back["roi"], rec["roi"]) and np.array_equal(back["mel"], rec["mel"])
     spoken = [int(w) for i, w in enumerate(back["words"]) if w and (i == 0 or back["words"][i - 1] != w)]
-    assert data.tokens_to_text(spoken) == "bin blue at f two now"
-    assert back["words"][:12].sum() == 0 and back["words"][12] == data.text_to_tokens("bin")[0]
+    assert grid.tokens_to_text(spoken) == "bin blue at f two now"
+    assert back["words"][:12].sum() == 0 and back["words"][12] == grid.text_to_tokens("bin")[0]
     assert data.prepare(root, out, workers=1, progress=False)["upgraded"] == 0  # already complete
 
 
@@ -244,10 +258,10 @@ def test_prepare_two_real_clips(grid_root, grid_test_names, tmp_path):
         t = check_record(rec)
         assert 70 <= t <= 76  # 3 s at 25 fps
         assert rec["text"] == data.align_transcript(grid_root / "align" / "s1" / f"{name}.align")
-        assert rec["text"] == data.name_transcript(name)
+        assert rec["text"] == grid.name_transcript(name)
         assert rec["detected"].mean() > 0.9
         spoken = [int(w) for i, w in enumerate(rec["words"]) if w and (i == 0 or rec["words"][i - 1] != w)]
-        assert data.tokens_to_text(spoken) == rec["text"]  # frame labels spell the sentence, in order
+        assert grid.tokens_to_text(spoken) == rec["text"]  # frame labels spell the sentence, in order
         assert np.abs(rec["audio"]).max() > 0.05 and rec["voiced"].mean() > 0.1  # real speech came through
         assert 80 < np.median(rec["f0"][rec["voiced"]]) < 250
     manifest = json.loads((out / "manifest.json").read_text())
@@ -266,4 +280,4 @@ def test_prepare_two_real_clips(grid_root, grid_test_names, tmp_path):
     t_max = int(batch["frames"].max())
     assert batch["roi"].shape == (2, t_max, 48, 72) and batch["audio"].shape == (2, 640 * t_max)
     assert batch["mel"].shape == (2, 80, 4 * t_max) and batch["tokens"].shape == (2, 6)
-    assert [data.tokens_to_text(t) for t in batch["tokens"]] == batch["text"]
+    assert [grid.tokens_to_text(t) for t in batch["tokens"]] == batch["text"]

@@ -134,23 +134,35 @@ def test_scores_order_the_systems(results):
     assert s["silent"]["lipread_wer"]["mean"] == 1.0
     assert s["reference"]["lipread_wer"]["n"] == 0
     assert all(r["asr_text"] == "" for r in results[0]["clips"] if r["system"] == "silent")
+    # predicted naturalness, in the field named after the predictor, for every system and the reference (its
+    # ordering is tested on real speech in test_naturalness.py: these synthetic tones are not speech to it)
+    assert results[0]["settings"]["mos_predictor"] == "distillmos"
+    assert all(1.0 <= v["mos_distillmos"]["mean"] <= 5.0 and v["mos_distillmos"]["n"] == 3 for v in s.values())
+    # pause buzz in the .align pauses: finite for every clip; digital silence holds no comb
+    assert s["reference"]["comb_db"]["n"] == 3 and s["silent"]["comb_db"]["mean"] == pytest.approx(0.0)
 
 
 def test_result_files(results):
     res, out = results
     md = (out / "results.md").read_text()
     assert md.startswith("| system | n | STOI ↑")
+    assert "| PESQ-wb ↑ | MOS (distillmos) ↑ | comb dB ↓ | MCD dB ↓ |" in md and "Δ MOS (distillmos)" in md
     assert "| light-noise | 3 |" in md and "pocketsphinx+grid" in md and res["settings"]["speaker_encoder"] in md
     with (out / "summary.csv").open() as f:
         summary = {r["system"]: r for r in csv.DictReader(f)}
     assert float(summary["reference"]["stoi_mean"]) == pytest.approx(1.0, abs=1e-6)
     assert int(summary["heavy-noise"]["wer_n"]) == 3
+    assert float(summary["reference"]["mos_distillmos_mean"]) == pytest.approx(
+        res["summary"]["reference"]["mos_distillmos"]["mean"])
+    assert int(summary["reference"]["comb_db_n"]) == 3
     with (out / "clips.csv").open() as f:
         clip_rows = list(csv.DictReader(f))
     assert len(clip_rows) == 12 and clip_rows[1]["lipread_text"] == "bin blue"
+    assert all(float(r["mos_distillmos"]) > 0 and r["comb_db"] != "" for r in clip_rows)
     data = json.loads((out / "results.json").read_text())  # strict JSON: nan written as null
     assert data["summary"]["reference"]["rtf"]["mean"] is None
-    assert data["settings"]["asr"] == "pocketsphinx+grid"
+    assert data["settings"]["asr"] == "pocketsphinx+grid" and data["settings"]["mos_predictor"] == "distillmos"
+    assert set(data["paired"]["vs"]["light-noise"]) >= {"mos_distillmos", "comb_db"}
     assert "Word error rate by position in the GRID sentence" in md and "| silent | 1.00 (1.00) |" in md
     assert data["slots"]["silent"]["asr"]["letter"] == {"errors": 3, "n": 3, "rate": 1.0}
 
@@ -213,7 +225,8 @@ class RandomNoise:
 
 def test_reruns_reproduce_every_number(layout):
     root, cache = layout
-    runs = [ev.evaluate([RandomNoise()], data_root=root, cache=cache, limit=2, progress=False) for _ in range(2)]
+    runs = [ev.evaluate([RandomNoise()], data_root=root, cache=cache, limit=2, progress=False, mos=None)
+            for _ in range(2)]
     first, second = ([r["mcd"] for r in run["clips"]] for run in runs)
     assert first == second
 
@@ -230,9 +243,12 @@ def test_clip_missing_from_the_cache_is_skipped_with_a_reason(layout, tmp_path):
     (tmp_path / "grid").mkdir()
     splits = {"s7": {"test": NAMES[:1] + ["pwwx9a"]}}
     (tmp_path / "grid" / "splits.json").write_text(json.dumps(splits))
-    res = ev.evaluate([], data_root=tmp_path / "grid", cache=cache, reference=True, limit=None, progress=False)
+    res = ev.evaluate([], data_root=tmp_path / "grid", cache=cache, reference=True, limit=None, progress=False,
+                      mos=None)
     assert [s["clip"] for s in res["skipped"]] == ["pwwx9a"] and "prepare" in res["skipped"][0]["reason"]
-    assert len(res["clips"]) == 1
+    assert len(res["clips"]) == 1 and "mos_distillmos" not in res["summary"]["reference"]
+    # no .align: pauses are the output's frames 30 dB below its loudest, and this voice never drops that far
+    assert math.isnan(res["clips"][0]["comb_db"])
     assert res["clips"][0]["text"] == TEXTS[0]  # no .align there: the cached text is used
 
 
@@ -268,8 +284,11 @@ def test_cli_scores_the_reference(layout, tmp_path, capsys):
 
 
 def test_reference_floor_on_real_grid_clips(grid_root, tmp_path):
-    """Real audio scored against itself: STOI 1, and the ASR's own error on real speech stays small."""
+    """Real audio scored against itself: STOI 1, and the ASR's own error on real speech stays small; real speech
+    sounds natural (DistillMOS above 3) and its .align pauses hold no 100 Hz comb."""
     res = ev.evaluate([], data_root=grid_root, reference=True, limit=2, progress=False)
     ref = res["summary"]["reference"]
     assert ref["stoi"]["n"] == 2 and ref["stoi"]["mean"] == pytest.approx(1.0, abs=1e-6)
     assert ref["wer"]["mean"] <= 0.25
+    assert ref["mos_distillmos"]["n"] == 2 and ref["mos_distillmos"]["mean"] > 3.0
+    assert ref["comb_db"]["n"] == 2 and abs(ref["comb_db"]["mean"]) < 2.0

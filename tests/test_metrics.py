@@ -197,3 +197,41 @@ def test_rtf():
     assert metrics.rtf(1.5, 3 * SR) == pytest.approx(0.5)
     assert metrics.rtf(1.0, 44100, 44100) == pytest.approx(1.0)
     assert math.isnan(metrics.rtf(1.0, 0))
+
+
+# ------------------------------------------------------------------------------------ pause buzz
+def comb_in_pauses(seconds: float = 3.0, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A speech-like signal with a 1 s pause in the middle holding a 100 Hz pulse train over faint noise
+    (the iSTFT generators' buzz) -> (wav (N,), pause mask (N // HOP_LENGTH,))."""
+    x = voice(140, seconds, seed=seed).astype(np.float64)
+    n = x.shape[0] // HOP_LENGTH
+    pause = np.zeros(n, bool)
+    pause[n // 3: 2 * n // 3] = True
+    span = slice(n // 3 * HOP_LENGTH, 2 * n // 3 * HOP_LENGTH)
+    buzz = np.zeros(span.stop - span.start)
+    buzz[::HOP_LENGTH] = 0.02
+    x[span] = buzz + 1e-4 * np.random.default_rng(seed).standard_normal(buzz.shape[0])
+    return x.astype(np.float32), pause
+
+
+def test_comb_db_is_near_zero_for_noise_and_high_for_a_100_hz_comb():
+    noise = white_noise(3 * SR)
+    assert abs(metrics.comb_db(noise, pause=np.ones(3 * SR // HOP_LENGTH, bool))) < 0.5
+    wav, pause = comb_in_pauses()
+    assert metrics.comb_db(wav, pause=pause) > 30.0
+    assert metrics.comb_db(wav) > 30.0  # the 30 dB rule finds the same pause by itself
+    # the same pause holding noise instead of the comb: ~0 dB
+    quiet = wav.copy()
+    quiet[pause.repeat(HOP_LENGTH)[: len(wav)]] = 1e-3 * white_noise(int(pause.sum()) * HOP_LENGTH, seed=5)
+    assert abs(metrics.comb_db(quiet, pause=pause)) < 1.0
+
+
+def test_comb_db_counts_only_frames_whose_window_is_inside_the_pause():
+    wav, pause = comb_in_pauses()
+    short = np.zeros_like(pause)
+    short[pause.nonzero()[0][:12]] = True  # 12 frames: fewer than COMB_MIN_FRAMES once the 80 ms window is eroded
+    assert math.isnan(metrics.comb_db(wav, pause=short))
+    assert math.isnan(metrics.comb_db(white_noise(SR)))  # no frame 30 dB below the loudest
+    assert metrics.comb_db(np.zeros(SR, np.float32)) == pytest.approx(0.0)  # digital silence: no comb
+    with pytest.raises(ValueError, match="pause mask"):
+        metrics.comb_db(wav, pause=pause[:-1])

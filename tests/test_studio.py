@@ -157,6 +157,35 @@ def test_run_metrics(studio, video_file):
     assert SpectrumEncoder().embed(ref.wav, SR) @ result.reference.embedding == pytest.approx(1.0)
 
 
+class LoudnessMOS:
+    """A stand-in MOS predictor: the RMS level of each clip; records how it was called."""
+
+    name = "rms"
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, wavs, sample_rate):
+        self.calls.append((len(wavs), sample_rate))
+        return np.array([float(np.sqrt(np.mean(np.square(w)))) for w in wavs])
+
+
+def test_mos_for_every_column(studio, video_file):
+    from naturall2s.studio import ui
+
+    predictor = LoudnessMOS()
+    studio.scorer.scorers.mos_predictor = predictor
+    result = studio.run(video_file)
+    assert predictor.calls == [(1, SR)] * 3  # two systems and the reference, each scored by the scorer
+    for r in result.columns():
+        assert r.metrics["mos"] == pytest.approx(np.sqrt(np.mean(np.square(r.wav))))
+    headers, rows = result.table()
+    assert [row[headers.index("MOS")] for row in rows] == [
+        round(r.metrics["mos"], 3) for r in result.columns()]
+    assert any("predicted by rms" in n for n in result.notes)
+    assert "MOS " in ui._column_info(result.system(REFERENCE), scored=True)
+
+
 def test_run_without_reference(studio, video_file):
     studio.clip_audio = None
     result = studio.run(video_file, systems=["high"], reference_text="  hello world ", metrics=True)

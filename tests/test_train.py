@@ -14,7 +14,8 @@ import torch
 
 from naturall2s import audio
 from naturall2s.checkpoints import load_model, load_state
-from naturall2s.data import CachedGrid, clip_features, collate, name_transcript, save_npz_atomic, text_to_tokens
+from naturall2s.data import CachedGrid, clip_features, collate, save_npz_atomic
+from naturall2s.grid import name_transcript, text_to_tokens
 from naturall2s.roi import LIP_DIM, ROI_HEIGHT, ROI_WIDTH
 from naturall2s.train import TrainConfig, compute_losses, build_model, train
 
@@ -271,3 +272,130 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
         model = load_model(out / f"{name}.safetensors")
         assert model.config.variant == name and model.info["train_config"]["steps"] in (0, 2)
     assert load_model(out / "naturall2s.safetensors").config.prior_free_phase  # the shipped recipe's flags
+
+
+def test_adversarial_run_resumes_exactly_to_the_step(cache, tmp_path, monkeypatch):
+    """An adversarial run stopped after its step-2 save and resumed ends with the same generator and discriminator
+    weights as the same run uninterrupted: optimisers, discriminators, RNG and data order all travel in state.pt."""
+    import naturall2s.train as train_module
+
+    extra = dict(variant="naturall2s", stage="synth", freeze_frontend=True, segment_frames=6, adv_start=0,
+                 adv_segment=3200, disc="mrd", steps=4, eval_every=2)
+    whole = train(cfg_for(cache, tmp_path / "whole", **extra))
+    assert whole["step"] == 4
+
+    real_lr_at = train_module.lr_at
+
+    def crash_at_step_3(step, cfg):
+        if step == 3:
+            raise KeyboardInterrupt  # what Ctrl-C or the end of a working session does
+        return real_lr_at(step, cfg)
+
+    monkeypatch.setattr(train_module, "lr_at", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(cache, tmp_path / "split", **extra))
+    assert load_state(tmp_path / "split" / "run" / "state.pt")["step"] == 2
+    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+    assert train(cfg_for(cache, tmp_path / "split", **extra))["step"] == 4
+
+    a, b = (load_state(tmp_path / d / "run" / "state.pt") for d in ("whole", "split"))
+    for part in ("model", "disc"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resuming"
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch_and_shard_without_overlap():
+    from naturall2s.train import epoch_batches
+
+    a = epoch_batches(10, 3, seed=1, epoch=0)
+    assert a == epoch_batches(10, 3, seed=1, epoch=0) and a != epoch_batches(10, 3, seed=1, epoch=1)
+    assert len(a) == 3 and all(len(b) == 3 for b in a) and len({i for b in a for i in b}) == 9
+    r0, r1 = (epoch_batches(10, 2, seed=1, epoch=0, rank=r, world=2) for r in (0, 1))
+    assert len(r0) == len(r1) == 2
+    assert not {i for b in r0 for i in b} & {i for b in r1 for i in b}
+
+
+def test_guarded_selection_refuses_regressions_and_prefers_less_buzz():
+    from naturall2s.train import select_value
+
+    cfg = TrainConfig(select="guarded", guard_estoi=0.01, guard_wer=0.03)
+    base = {"estoi": 0.40, "speech/wer": 0.20, "comb": 18.0}
+    assert select_value({**base, "comb": 9.0}, cfg, base) == 9.0
+    assert select_value({**base, "comb": 9.0, "estoi": 0.385}, cfg, base) == float("inf")
+    assert select_value({**base, "comb": 9.0, "speech/wer": 0.24}, cfg, base) == float("inf")
+    assert select_value({**base, "comb": 9.0, "estoi": 0.395, "speech/wer": 0.22}, cfg, base) == 9.0
+    assert select_value({**base, "comb": float("nan"), "score": 0.7}, cfg, base) == 0.7  # no pauses to measure
+    assert select_value({"score": 0.6, "estoi": 0.4}, TrainConfig(select="estoi")) == -0.4
+    assert select_value({"score": 0.6, "estoi": 0.4}, TrainConfig(select="mel")) == 0.6
+
+
+def test_unknown_discriminator_is_a_clear_error():
+    from naturall2s.errors import NaturalL2SError
+    from naturall2s.train import build_discriminators
+
+    assert list(build_discriminators("mpd+mrd")) == ["mpd", "mrd"]
+    with pytest.raises(NaturalL2SError, match="unknown --disc"):
+        build_discriminators("msd")
+
+
+def test_train_help_explains_every_option_with_its_default_and_real_loss_names():
+    import argparse
+    import re
+
+    from naturall2s import losses
+    from naturall2s.train import HELP, add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    text = parser.format_help()
+    for action in parser._actions[1:]:
+        assert action.help and "(default:" in action.help, action.dest
+    assert set(HELP) == {a.dest for a in parser._actions[1:]}
+    example = re.search(r"e\.g\. '(\{.*?\})'", HELP["lambdas"]).group(1)
+    assert set(json.loads(example)) <= set(losses.DEFAULT_LAMBDAS)
+    assert "--save-minutes" in text and "--disc" in text
+
+
+def test_frozen_front_end_features_are_kept_for_a_resumed_run_and_refused_for_another_front_end(cache, tmp_path):
+    from naturall2s.train import cache_features
+
+    cfg = cfg_for(cache, tmp_path)
+    model = build_model(cfg)
+    sets = [CachedGrid(cache, "train"), CachedGrid(cache, "val")]
+    path = tmp_path / "features.pt"
+    first = cache_features(model, sets, "cpu", False, path=path)
+    assert path.is_file() and set(first) == {n for ds in sets for n in ds.names}
+    kept = load_state(path)["features"]
+    kept[sets[0].names[0]].fill_(7.0)  # mark the kept copy: a resumed run must read it, not recompute
+    from naturall2s.checkpoints import save_state
+
+    save_state({**load_state(path), "features": kept}, path)
+    assert torch.all(cache_features(model, sets, "cpu", False, path=path)[sets[0].names[0]] == 7.0)
+    with torch.no_grad():
+        next(model.frontend.parameters()).add_(0.1)  # another front end: the kept features no longer apply
+    fresh = cache_features(model, sets, "cpu", False, path=path)
+    assert not torch.all(fresh[sets[0].names[0]] == 7.0)
+
+
+def test_guarded_adversarial_run_validates_the_speech_and_only_reads_the_mos(cache, tmp_path):
+    """--select guarded: the start is validated first (the guard's baseline and the first best model); every
+    validation transcribes and scores the speech (speech/wer, comb) and logs the predicted MOS, which the selection
+    never reads."""
+    from naturall2s.train import select_value
+
+    cfg = cfg_for(cache, tmp_path, variant="naturall2s-noddsp", stage="synth", freeze_frontend=True, segment_frames=6,
+                  adv_start=0, adv_segment=3200, disc="mrd", select="guarded")
+    train(cfg)
+    run = Path(cfg.run_dir)
+    vals = [json.loads(r[2]) for r in csv.reader((run / "log.csv").read_text().splitlines()) if r[1] == "val"]
+    assert len(vals) == 2 and all(np.isfinite(v["select"]) for v in vals)  # the start, then step 2
+    for v in vals:
+        assert 0 <= v["speech/wer"] and np.isfinite(v["estoi"]) and 1 <= v["judge/mos"] <= 5
+    state = load_state(run / "state.pt")
+    assert state["baseline"].keys() == {"estoi", "speech/wer", "comb"}
+    np.testing.assert_equal([state["baseline"][k] for k in ("estoi", "speech/wer", "comb")],
+                            [vals[0][k] for k in ("estoi", "speech/wer", "comb")])
+    assert select_value({**vals[1], "judge/mos": 5.0}, cfg, state["baseline"]) == \
+        select_value({**vals[1], "judge/mos": 1.0}, cfg, state["baseline"])
+    assert (run / "best.safetensors").exists()

@@ -17,6 +17,7 @@ COMMANDS = {
     "synthesize": "synthesize",
     "evaluate": "evaluate",
     "models": "models",
+    "adapt": "adapt",
 }
 
 

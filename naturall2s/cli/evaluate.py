@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "score models on a GRID split: STOI, ESTOI, PESQ, MCD, F0, voicing, WER/CER, speaker similarity, RTF"
+HELP = ("score models on a GRID split: STOI, ESTOI, PESQ, MOS, pause buzz, MCD, F0, voicing, WER/CER, speaker "
+        "similarity, RTF")
 DESCRIPTION = (
     "Run each model on every clip of a GRID split and score its speech against the real recording: "
-    "STOI, ESTOI, PESQ-nb/wb, MCD, F0 RMSE (cents), voicing error, WER/CER (ASR vs the .align transcript), "
+    "STOI, ESTOI, PESQ-nb/wb, predicted MOS (naturalness), the pause buzz (comb dB), MCD, F0 RMSE (cents), voicing error, WER/CER (ASR vs the .align transcript), "
     "speaker similarity and real-time factor. --reference scores the real audio itself (the evaluator's floor). "
     "Writes results.md, summary.csv, clips.csv and results.json into --out and prints the table "
     "(mean ± 95% Student-t interval over clips)."
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pocketsphinx grammar (default: %(default)s: the GRID sentence; none: open vocabulary)")
     parser.add_argument("--speaker", default="auto", choices=["auto", "resemblyzer", "ecapa"],
                         help="speaker encoder (default: %(default)s: ECAPA when its files are on disk, else Resemblyzer)")
+    parser.add_argument("--mos", default="auto", choices=["auto", "distillmos", "utmos", "none"],
+                        help="MOS predictor (default: %(default)s: UTMOS when its weights are on disk, else DistillMOS; "
+                             "none: no MOS)")
     parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
                         help="face landmark detector when no --cache is given (default: %(default)s: FAN when its weights "
                              "are on disk, else MediaPipe)")
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args.models, data_root=args.data_root, split=args.split, cache=args.cache,
                        reference=args.reference, out_dir=args.out, limit=args.limit, asr=args.asr,
                        grammar=None if args.grammar == "none" else args.grammar, speaker=args.speaker,
-                       detector=detector, focus=args.focus)
+                       detector=detector, focus=args.focus, mos=None if args.mos == "none" else args.mos)
     print(markdown_table(results), end="")
     for s in results["skipped"]:
         print(f"skipped {s['clip']}: {s['reason']}")

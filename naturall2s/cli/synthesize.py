@@ -4,6 +4,7 @@ HELP = "speech for a silent talking-face video (writes a wav, optionally a dubbe
 
 def add_arguments(parser):
     from naturall2s.landmarks import DETECTOR_NAMES
+    from naturall2s.model import DEFAULT_SEED
 
     parser.add_argument("video", help="input video (any common container; its own audio is ignored)")
     parser.add_argument("-o", "--output", default="out.wav", help="output wav, 16 kHz mono (default: %(default)s)")
@@ -16,6 +17,9 @@ def add_arguments(parser):
                              "else MediaPipe)")
     parser.add_argument("--max-seconds", type=float, default=None, metavar="S",
                         help="refuse clips longer than S seconds (default: naturall2s.video.MAX_SECONDS, 60 s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="seed of the noise excitation: the same clip, model and seed give the same waveform "
+                             "(default: %(default)s, as in the studio and the evaluation)")
     parser.add_argument("--device", default="cpu", help="torch device to run the model on (default: %(default)s)")
 
 
@@ -25,7 +29,8 @@ def run(args) -> int:
     from naturall2s.landmarks import get_detector
 
     model = load_model(args.model, device=args.device)
-    result = model.synthesize(args.video, detector=get_detector(args.detector), max_seconds=args.max_seconds)
+    result = model.synthesize(args.video, detector=get_detector(args.detector), max_seconds=args.max_seconds,
+                              seed=args.seed)
     save_audio(args.output, result.wav, result.sample_rate)
     duration = len(result.wav) / result.sample_rate
     print(f"{args.output}: {duration:.2f} s of speech from {model.name} in {result.seconds:.2f} s "

@@ -40,6 +40,7 @@ METRIC_COLUMNS = {
     "estoi": "ESTOI",
     "pesq_nb": "PESQ-NB",
     "pesq_wb": "PESQ-WB",
+    "mos": "MOS",  # predicted naturalness (1..5) of the output alone; the notes name the predictor
     "speaker_similarity": "Speaker sim",
     "f0_rmse_cents": "F0 RMSE (cents)",
     "seconds": "Model time (s)",
@@ -141,7 +142,7 @@ def default_cache_dir() -> Path:
 
 def grid_transcript(path: str | Path) -> str | None:
     """The GRID sentence spelled by a clip's file name (``bbaf2n.mp4``), or None for other names."""
-    from naturall2s.data import name_transcript
+    from naturall2s.grid import name_transcript
 
     try:
         return name_transcript(Path(path).stem)
@@ -176,7 +177,8 @@ class Studio:
     while serving: :meth:`add_model`). ``detector``: a landmarks Detector (None: extract_mouth's default).
     ``scorer``: a :mod:`naturall2s.studio.scoring` scorer (worker processes in the app); without one, ``asr``
     (open vocabulary), ``grid_asr`` (the GRID grammar, used when the reference is a GRID sentence) and
-    ``speaker_encoder`` score in a background thread of this process; any of them None leaves its columns empty.
+    ``speaker_encoder`` (``.embed(wav, sr)``) and ``mos_predictor`` (``.score(wavs, sr)``) score in a background
+    thread of this process; any of them None leaves its columns empty.
     ``seed``: passed to each model's ``synthesize`` when it takes one (the same clip gives the same audio).
     """
 
@@ -188,6 +190,7 @@ class Studio:
         asr=None,
         grid_asr=None,
         speaker_encoder=None,
+        mos_predictor=None,
         scorer=None,
         cache_dir: str | Path | None = None,
         max_seconds: float | None = None,
@@ -199,7 +202,8 @@ class Studio:
 
         self.models = dict(models)
         self.detector = detector
-        self.scorer = scorer or LocalScorer(Scorers(asr=asr, grid_asr=grid_asr, speaker_encoder=speaker_encoder))
+        self.scorer = scorer or LocalScorer(Scorers(asr=asr, grid_asr=grid_asr, speaker_encoder=speaker_encoder,
+                                                          mos_predictor=mos_predictor))
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.max_seconds = max_seconds
@@ -289,7 +293,7 @@ class Studio:
         result = StudioResult(video_path, work, clip, reference, results, ref_result, None, notes)
         if metrics:
             yield result
-            progress(0.6, "scoring (ASR, intelligibility, quality, speaker similarity)")
+            progress(0.6, "scoring (ASR, intelligibility, quality, naturalness, speaker similarity)")
             pending = self._submit_scores(result)
         result.roi_video = self._roi_video(clip, work)
         result.domain = self._assess(clip, models, result)
@@ -441,6 +445,10 @@ class Studio:
         from naturall2s.studio.scoring import safe
 
         scores = {id(r): future.result() for r, future in pending}
+        mos_by = {s.mos_by for s in scores.values() if s.mos_by}
+        if mos_by:
+            result.notes.append(f"MOS: naturalness (1..5, higher is better) predicted by {', '.join(sorted(mos_by))} "
+                                "from each output alone, the reference included")
         ref_scores = scores.get(id(result.reference_result)) if result.reference_result else None
         result.reference.embedding = ref_scores.embedding if ref_scores else None
         for r, _ in pending:
@@ -486,15 +494,16 @@ def load_studio(
     detector: str = "auto",
     asr: str | None = "auto",
     speaker_encoder: str | None = "auto",
+    mos: str | None = "auto",
     device: str = "cpu",
     scoring_workers: int = 0,
     **studio_kwargs,
 ) -> Studio:
     """Build everything once at start-up: each model (default: every available one), the landmark detector and
-    the scorers (ASR with and without the GRID grammar, speaker encoder): in ``scoring_workers`` processes, or in
-    this one when 0.
+    the scorers (ASR with and without the GRID grammar, speaker encoder, MOS predictor): in ``scoring_workers``
+    processes, or in this one when 0.
 
-    ``asr`` / ``speaker_encoder`` None (or unavailable here) leave those columns empty; a missing model raises
+    ``asr`` / ``speaker_encoder`` / ``mos`` None (or unavailable here) leave those columns empty; a missing model raises
     CheckpointError.
     """
     import naturall2s
@@ -504,7 +513,7 @@ def load_studio(
     names = list(model_names) if model_names else naturall2s.available_models()
     models = {name: naturall2s.load_model(name, device=device) for name in names}
     if scoring_workers > 0:
-        scorer = ProcessScorer(workers=scoring_workers, asr=asr, speaker_encoder=speaker_encoder)
+        scorer = ProcessScorer(workers=scoring_workers, asr=asr, speaker_encoder=speaker_encoder, mos=mos)
     else:
-        scorer = LocalScorer(build_scorers(asr=asr, speaker_encoder=speaker_encoder))
+        scorer = LocalScorer(build_scorers(asr=asr, speaker_encoder=speaker_encoder, mos=mos))
     return Studio(models, detector=get_detector(detector), scorer=scorer, **studio_kwargs)

@@ -1,7 +1,7 @@
 """Scores of one studio output against the reference, in this process or in a pool of worker processes.
 
 :func:`score_output` is the whole job for one column: ASR transcript (WER/CER against the reference text),
-STOI/ESTOI and PESQ-NB/WB against the reference audio, the output's tracked F0 and its RMSE to the reference
+STOI/ESTOI and PESQ-NB/WB against the reference audio, the predicted MOS (naturalness, no reference needed), the output's tracked F0 and its RMSE to the reference
 F0 track, and the output's speaker embedding (the similarity is taken by the caller, which has every embedding).
 It is a pure function of its inputs and a :class:`Scorers` bundle (the recognisers and the speaker encoder).
 
@@ -41,6 +41,7 @@ class Scores:
     metrics: dict[str, float | None] = field(default_factory=dict)
     embedding: np.ndarray | None = None  # speaker embedding of the output (None: no encoder or no reference)
     f0: np.ndarray | None = None  # (F,) Hz tracked on the output waveform
+    mos_by: str | None = None  # the MOS predictor's name when metrics["mos"] was predicted
 
 
 @dataclass
@@ -50,11 +51,14 @@ class Scorers:
     asr: object | None = None  # .transcribe(wav, sr) -> str, open vocabulary
     grid_asr: object | None = None  # the same constrained by the GRID grammar
     speaker_encoder: object | None = None  # .embed(wav, sr) -> (D,)
+    mos_predictor: object | None = None  # .score(wavs, sr) -> (B,) predicted MOS
 
 
-def build_scorers(*, asr: str | None = "auto", speaker_encoder: str | None = "auto") -> Scorers:
-    """Every scorer that can be built on this machine (names as in :func:`naturall2s.asr.get_asr` and
-    :func:`naturall2s.speaker.get_speaker_encoder`; None: leave it out)."""
+def build_scorers(*, asr: str | None = "auto", speaker_encoder: str | None = "auto",
+                  mos: str | None = "auto") -> Scorers:
+    """Every scorer that can be built on this machine (names as in :func:`naturall2s.asr.get_asr`,
+    :func:`naturall2s.speaker.get_speaker_encoder` and :func:`naturall2s.naturalness.get_mos_predictor`; None:
+    leave it out)."""
     s = Scorers()
     if asr:
         from naturall2s.asr import get_asr
@@ -65,6 +69,10 @@ def build_scorers(*, asr: str | None = "auto", speaker_encoder: str | None = "au
         from naturall2s.speaker import get_speaker_encoder
 
         s.speaker_encoder = _optional("speaker encoder", get_speaker_encoder, speaker_encoder)
+    if mos:
+        from naturall2s.naturalness import get_mos_predictor
+
+        s.mos_predictor = _optional("MOS predictor", get_mos_predictor, mos)
     return s
 
 
@@ -85,6 +93,10 @@ def score_output(wav: np.ndarray, sample_rate: int, reference: ScoringReference,
     if reference.text is not None and out.transcript is not None:
         m["wer"] = safe("wer", M.wer, reference.text, out.transcript)
         m["cer"] = safe("cer", M.cer, reference.text, out.transcript)
+    if scorers.mos_predictor is not None:
+        mos = safe("mos", scorers.mos_predictor.score, [wav], sample_rate)
+        if mos is not None:
+            m["mos"], out.mos_by = float(mos[0]), scorers.mos_predictor.name
     if reference.wav is not None and scorers.speaker_encoder is not None:
         out.embedding = safe("speaker embedding", scorers.speaker_encoder.embed, wav, sample_rate)
     if is_reference:
@@ -141,12 +153,12 @@ class LocalScorer:
 _WORKER_SCORERS: Scorers | None = None  # set once in each worker process by _init_worker
 
 
-def _init_worker(asr: str | None, speaker_encoder: str | None, ready) -> None:
+def _init_worker(asr: str | None, speaker_encoder: str | None, mos: str | None, ready) -> None:
     global _WORKER_SCORERS
     import torch
 
     torch.set_num_threads(1)  # one process per core: no intra-op threads on top
-    _WORKER_SCORERS = build_scorers(asr=asr, speaker_encoder=speaker_encoder)
+    _WORKER_SCORERS = build_scorers(asr=asr, speaker_encoder=speaker_encoder, mos=mos)
     ready.put(True)
 
 
@@ -162,11 +174,11 @@ class ProcessScorer:
     """
 
     def __init__(self, *, workers: int = DEFAULT_WORKERS, asr: str | None = "auto",
-                 speaker_encoder: str | None = "auto"):
+                 speaker_encoder: str | None = "auto", mos: str | None = "auto"):
         ctx = multiprocessing.get_context("spawn")
         ready = ctx.Queue()  # each worker reports once its scorers are built
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                         initargs=(asr, speaker_encoder, ready))
+                                         initargs=(asr, speaker_encoder, mos, ready))
         for _ in range(workers):  # a spawn pool starts a process per submit until it has `workers`
             self._pool.submit(_noop)
         for _ in range(workers):

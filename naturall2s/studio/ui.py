@@ -148,8 +148,8 @@ def _column_info(r, *, scored: bool) -> str:
         return "  \n".join(lines)
     if r.transcript is not None:
         lines.append(f"**ASR heard:** {html.escape(r.transcript) or '(nothing)'}")
-    scores = [f"{METRIC_COLUMNS[k]} {_fmt(m.get(k))}" for k in ("wer", "cer", "stoi", "estoi", "pesq_nb", "pesq_wb",
-                                                                 "speaker_similarity") if m.get(k) is not None]
+    scores = [f"{METRIC_COLUMNS[k]} {_fmt(m.get(k))}" for k in ("mos", "wer", "cer", "stoi", "estoi", "pesq_nb",
+                                                                 "pesq_wb", "speaker_similarity") if m.get(k) is not None]
     if m.get("f0_rmse_cents") is not None:
         scores.append(f"F0 RMSE {_fmt(m['f0_rmse_cents'], 0)} cents")
     if r.seconds is not None:

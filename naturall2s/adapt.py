@@ -1,0 +1,539 @@
+"""A new speaker from a few of their clips: ``python -m naturall2s adapt CLIP_OR_DIR... --name NAME``.
+
+The pipeline (:func:`adapt`), resumable at every step (its work folder is ``<out>/.adapt/<name>/``):
+
+1. **Examine** every clip (:func:`check_clip`): mouth crops (a face must be found), its own audio (speech must be
+   heard), the duration, and a transcript: a sidecar ``<clip>.txt`` if there is one, the GRID clip name when asked
+   (``names_as_transcripts``), else the offline ASR under the GRID grammar (:mod:`naturall2s.asr`). The transcript
+   is force-aligned to the audio (:func:`naturall2s.asr.align_words`): the word spoken at each video frame is the
+   target of the word head. Each clip becomes a record of a prepared cache (:func:`naturall2s.data.clip_features`).
+   Clips of evidently different people (leave-one-out speaker similarity below :data:`SPEAKER_WARN_SIMILARITY`)
+   get a warning; unusable clips are named with their reason; fewer than :data:`MIN_CLIPS` usable is an error.
+2. **Hold out** a few clips (:func:`holdout_size`, a fixed seeded draw, so a rerun holds out the same ones).
+3. **Train** with the one training script (:func:`naturall2s.train.train`) from the base model: the recipe
+   :data:`RECIPE` with the base model's own architecture, feature noise and loss weights (its stored training
+   config), selected on the held-out clips. ``keep_base``: a prepared cache of the base speaker whose training clips
+   are mixed into the training set (linked, not copied), so one model speaks for both.
+4. **Score** the base model and the adapted one on the held-out clips (:func:`naturall2s.evaluate.evaluate`) and
+   write the checkpoint, with its provenance (base model, clips, steps, wall time, held-out scores) in its
+   metadata, into the user models folder (:func:`naturall2s.checkpoints.user_models_dir`) or ``out``; it appears
+   only once complete (an atomic write).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from naturall2s.errors import DataError, NaturalL2SError
+
+MIN_CLIPS = 3  # usable clips needed (at least one is held out)
+MIN_SECONDS = 1.0  # shorter clips are refused
+MIN_SPEECH = 0.1  # fraction of voiced audio frames below which no speech is heard
+MIN_FACE = 0.5  # fraction of frames with a detected face (roi.MIN_FACE_FRACTION is the hard floor)
+SPEAKER_WARN_SIMILARITY = 0.70  # a clip's speaker similarity to the others' mean below this: a warning
+# (Resemblyzer, GRID: 12 clips of s4 scored 0.81-0.90 against the other 11; clips of s1 0.48-0.62 against s4's)
+MAX_HOLDOUT = 5
+BASE_PREFIX = "base-"  # names of the base speaker's clips in an adaptation cache (--keep-base)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
+WORK_FOLDER = ".adapt"  # inside the output folder: the cache and training run of each adaptation (resumable)
+HOLDOUT_SEED = 0
+# the adaptation recipe (what trains, how long, how): chosen on 25 clips of GRID speaker s4 (docs/results.md)
+RECIPE = {"steps": 300, "batch_size": 8, "lr": 2e-4, "warmup": 20, "augment": True, "segment_frames": 0,
+          "freeze_frontend": False, "eval_every": 25, "select": "mel", "save_minutes": 0.5}
+# training-config keys of the base model's own run that the adaptation keeps (architecture knobs and loss weights)
+INHERITED = ("feature_noise", "lambdas")
+EVAL_RESERVE_MINUTES = 1.0  # of a --minutes budget, kept for scoring the held-out clips at the end
+
+Progress = Callable[[float, str], None]
+
+
+class AdaptError(NaturalL2SError):
+    """The clips given cannot make an adapted model (too few usable, a bad name or base model)."""
+
+
+@dataclass
+class ClipCheck:
+    """What :func:`check_clip` found in one clip. ``ok`` False: ``reason`` says why it cannot be used."""
+
+    path: str
+    ok: bool
+    reason: str = ""
+    seconds: float = 0.0
+    face: float = 0.0  # fraction of frames with a detected face
+    speech: float = 0.0  # fraction of audio frames that are voiced
+    transcript: str = ""
+    transcript_source: str = ""  # "asr" | "sidecar" | "name"
+    words: list = field(default_factory=list)  # forced alignment: [(start_s, end_s, word), ...]
+    warnings: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ one clip
+def check_clip(path: str | Path, *, transcript: str | None = None, names_as_transcripts: bool = False,
+               detector=None) -> ClipCheck:
+    """Vet one clip for adaptation: a face, its own audio with speech, at least :data:`MIN_SECONDS`, a GRID
+    transcript (``transcript`` if given, else a sidecar ``.txt``, the clip name with ``names_as_transcripts``, else
+    the ASR) that aligns to the audio. Never raises for a bad clip: ``ok`` is False and ``reason`` says why."""
+    return _examine(Path(path), transcript=transcript, names_as_transcripts=names_as_transcripts,
+                    detector=detector)[0]
+
+
+def _examine(path: Path, *, transcript: str | None, names_as_transcripts: bool, detector):
+    """-> (ClipCheck, cache record or None). The record (:func:`naturall2s.data.clip_features`) only when ok."""
+    from naturall2s.audio import SAMPLE_RATE, f0_voicing
+
+    check = ClipCheck(path=str(path), ok=False)
+    try:
+        from naturall2s.roi import extract_mouth
+
+        clip = extract_mouth(path, detector=detector)
+    except NaturalL2SError as e:
+        check.reason = str(e)
+        return check, None
+    check.face = clip.detection_rate
+    check.seconds = len(clip.roi) / clip.fps
+    if clip.audio is None or len(clip.audio) == 0:
+        check.reason = "it has no audio track (adaptation learns the voice from the clip's own sound)"
+        return check, None
+    if check.seconds < MIN_SECONDS:
+        check.reason = f"it is too short ({check.seconds:.2f} s; at least {MIN_SECONDS:.0f} s needed)"
+        return check, None
+    if check.face < MIN_FACE:
+        check.reason = f"a face was found in only {check.face:.0%} of its frames"
+        return check, None
+    wav = np.asarray(clip.audio, np.float32)
+    check.speech = float(np.mean(f0_voicing(wav)[1]))
+    if check.speech < MIN_SPEECH:
+        check.reason = f"no speech heard in its audio ({check.speech:.0%} of it voiced)"
+        return check, None
+    try:
+        check.transcript, check.transcript_source = _transcript(path, wav, SAMPLE_RATE, transcript,
+                                                                names_as_transcripts)
+        from naturall2s.asr import align_words
+
+        check.words = [tuple(w) for w in align_words(wav, SAMPLE_RATE, check.transcript)]
+    except NaturalL2SError as e:
+        check.reason = str(e)
+        return check, None
+    from naturall2s.data import clip_features, word_frames
+
+    labels = word_frames(check.words, len(clip.roi), fps=clip.fps)
+    record = clip_features(clip.roi, clip.lips, clip.detected, wav, check.transcript, labels)
+    check.ok = True
+    return check, record
+
+
+def _transcript(path: Path, wav, sample_rate: int, given: str | None, names_as_transcripts: bool) -> tuple[str, str]:
+    """(GRID sentence, its source). Raises DataError when it is not a GRID sentence or cannot be decoded."""
+    from naturall2s.grid import is_grid_sentence, name_transcript
+
+    sidecar = path.with_suffix(".txt")
+    if given is not None:
+        text, source = given, "given"
+    elif sidecar.is_file():
+        text, source = sidecar.read_text(errors="replace"), "sidecar"
+    elif names_as_transcripts:
+        return name_transcript(path.name), "name"
+    else:
+        from naturall2s.asr import get_asr
+
+        text = get_asr("pocketsphinx", grammar="grid").transcribe(wav, sample_rate)
+        if not is_grid_sentence(text):
+            raise DataError(f"its transcript could not be decoded (the recogniser heard {text!r}, not a GRID "
+                            "sentence); give one in a sidecar .txt")
+        return text, "asr"
+    text = " ".join(text.lower().split())
+    if not is_grid_sentence(text):
+        raise DataError(f"its {source} transcript {text!r} is not a GRID sentence (command colour preposition "
+                        "letter digit adverb): the models speak the GRID vocabulary only")
+    return text, source
+
+
+# ------------------------------------------------------------------------------------ clip sets
+def expand_clips(clips) -> list[Path]:
+    """Files and folders (their video files, sorted) -> video paths, in order, without repeats."""
+    out: list[Path] = []
+    for c in clips:
+        p = Path(c).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
+            if not found:
+                raise AdaptError(f"{p}: no video files ({', '.join(VIDEO_SUFFIXES)}) in this folder")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise AdaptError(f"{p}: no such file or folder")
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def holdout_size(n_usable: int) -> int:
+    """How many of ``n_usable`` clips are held out for selection and the before/after table: a fifth, 1 to 5."""
+    return max(1, min(MAX_HOLDOUT, round(n_usable / 5)))
+
+
+def split_holdout(keys: list[str], n_heldout: int) -> tuple[list[str], list[str]]:
+    """(train, held-out) keys: a fixed seeded draw over the sorted keys (a rerun holds out the same clips)."""
+    order = sorted(keys)
+    random.Random(HOLDOUT_SEED).shuffle(order)
+    held = set(order[:n_heldout])
+    return [k for k in keys if k not in held], [k for k in keys if k in held]
+
+
+def speaker_outliers(embeddings: dict[str, np.ndarray], threshold: float = SPEAKER_WARN_SIMILARITY) -> dict[str, float]:
+    """{key: similarity} of clips whose unit speaker embedding is far from the mean of the others (leave one out)."""
+    keys = list(embeddings)
+    if len(keys) < 3:
+        return {}
+    E = np.stack([embeddings[k] for k in keys])
+    out = {}
+    for i, k in enumerate(keys):
+        rest = np.delete(E, i, axis=0).mean(axis=0)
+        sim = float(E[i] @ rest / max(1e-9, np.linalg.norm(rest)))
+        if sim < threshold:
+            out[k] = sim
+    return out
+
+
+# ------------------------------------------------------------------------------------ the pipeline
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _check_name(name: str) -> None:
+    from naturall2s.checkpoints import CHECKPOINT_DIR
+
+    if not _NAME.match(name or ""):
+        raise AdaptError(f"bad model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+    if (CHECKPOINT_DIR / f"{name}.safetensors").is_file():
+        raise AdaptError(f"{name!r} is a shipped model's name; choose another --name")
+
+
+def _fingerprint(paths: list[Path], settings: dict) -> str:
+    """What makes a work folder reusable: the clips (path, size, mtime) and the settings."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _keys(paths: list[Path]) -> list[str]:
+    """Unique cache names of the clips: the file stem, ``-2``, ``-3``... on repeats."""
+    keys, used = [], set()
+    for p in paths:
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", p.stem) or "clip"
+        key, i = stem, 1
+        while key in used:
+            i += 1
+            key = f"{stem}-{i}"
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minutes: float | None = None,
+          out: str | Path | None = None, keep_base: str | None = None, progress: Progress | None = None,
+          names_as_transcripts: bool = False, steps: int | None = None, recipe: dict | None = None,
+          holdout: int | None = None, base_clips: int | None = None, device: str = "auto", threads: int = 0,
+          detector: str = "auto", seed: int = 1337, verbose: bool = True) -> Path:
+    """Adapt ``base`` (a model name or path) to the person in ``clips`` (video files or folders of them, one person,
+    with their own audio) and write ``<out>/<name>.safetensors`` (``out``: the user models folder by default).
+
+    ``minutes`` caps the wall time (resumable: the same call continues where a stopped one left off);
+    ``keep_base``: a prepared cache of the base speaker (``python -m naturall2s prepare``) whose training clips
+    (``base_clips`` of them, default as many as the new speaker's training clips) are mixed in, so the result speaks
+    for both; ``progress(fraction, message)`` is called as the work advances; ``steps``/``recipe`` override
+    :data:`RECIPE`; ``holdout`` overrides :func:`holdout_size`. Raises :class:`AdaptError` (fewer than
+    :data:`MIN_CLIPS` usable clips, each named with its reason; a bad name or base), CheckpointError, DataError.
+    Returns the checkpoint's path.
+    """
+    from naturall2s.checkpoints import read_metadata, resolve, user_models_dir
+
+    t0 = time.time()
+    report = progress or (lambda fraction, message: None)
+    say = _printer(verbose, report)
+    _check_name(name)
+    base_path = resolve(base)
+    base_meta = read_metadata(base_path)
+    variant = base_meta["config"]["variant"]
+    if variant in ("mel-gl", "mel-vocoder"):
+        raise AdaptError(f"adapting {variant} is not supported yet: adapt naturall2s or naturall2s-noddsp")
+    if keep_base is not None and not (Path(keep_base) / "manifest.json").is_file():
+        raise AdaptError(f"--keep-base {keep_base}: not a prepared cache (no manifest.json); run "
+                         "`python -m naturall2s prepare` for the base speaker first")
+    paths = expand_clips(clips)
+    if len(paths) < MIN_CLIPS:
+        raise AdaptError(f"{len(paths)} clip(s) given; adaptation needs at least {MIN_CLIPS} clips of the person")
+    out_dir = Path(out).expanduser() if out is not None else user_models_dir()
+    target = out_dir / f"{name}.safetensors"
+    recipe = {**RECIPE, **(recipe or {}), **({"steps": steps} if steps is not None else {})}
+    settings = {"base": str(base_path.resolve()), "recipe": recipe, "keep_base": str(keep_base), "holdout": holdout,
+                "base_clips": base_clips, "seed": seed}
+    work = out_dir / WORK_FOLDER / name
+    state = _open_work(work, _fingerprint(paths, {"names": names_as_transcripts}), _fingerprint([], settings), say)
+
+    # 1. examine the clips (skips the ones already in the work cache)
+    keys = _keys(paths)
+    checks = _examine_all(paths, keys, work, state, names_as_transcripts, detector, say, report)
+    usable = [k for k in keys if checks[k].ok]
+    bad = [(checks[k].path, checks[k].reason) for k in keys if not checks[k].ok]
+    for path, reason in bad:
+        say(None, f"skipped {path}: {reason}")
+    if len(usable) < MIN_CLIPS:
+        detail = "; ".join(f"{Path(p).name}: {r}" for p, r in bad)
+        raise AdaptError(f"only {len(usable)} usable clip(s) of {len(paths)}; adaptation needs at least {MIN_CLIPS}"
+                         + (f" ({detail})" if detail else ""))
+    for key, sim in _speaker_warnings(work, usable).items():
+        say(None, f"warning: {checks[key].path} sounds like a different person (speaker similarity {sim:.2f} to "
+                  f"the other clips; the same person scores above {SPEAKER_WARN_SIMILARITY:.2f})")
+
+    # 2. hold out, lay out the training cache (+ the base speaker's clips)
+    train_keys, held = split_holdout(usable, holdout if holdout is not None else holdout_size(len(usable)))
+    if not train_keys:
+        raise AdaptError(f"all {len(usable)} usable clips would be held out: give more clips or a smaller holdout")
+    mixed = _layout_cache(work / "cache", train_keys, held, keep_base, base_clips, seed)
+    say(0.15, f"{len(train_keys)} training clips" + (f" (+ {mixed} of the base speaker)" if mixed else "")
+        + f", {len(held)} held out: {', '.join(held)}")
+
+    # 3. train from the base model
+    cfg = _train_config(base_path, base_meta, work, recipe, n_train=len(train_keys) + mixed, device=device,
+                        threads=threads, seed=seed, minutes=None if minutes is None else
+                        max(0.1, minutes - (time.time() - t0) / 60 - EVAL_RESERVE_MINUTES))
+    from naturall2s.train import train
+
+    def on_step(step: int, val: dict | None) -> None:
+        if val is not None:
+            report(0.15 + 0.75 * step / cfg.steps, f"step {step}/{cfg.steps}: held-out log-mel L1 "
+                                                   f"{val['score']:.3f}, ESTOI {val.get('estoi', float('nan')):.3f}")
+
+    result = train(cfg, on_step=on_step)
+    if result["step"] < cfg.steps:
+        say(None, f"stopped at step {result['step']} of {cfg.steps} (the time cap); the best so far is used")
+
+    # 4. score before/after on the held-out clips, then write the checkpoint (atomically)
+    say(0.9, f"scoring {base_path.stem} and {name} on the {len(held)} held-out clips")
+    scores = _heldout_scores(base_path, work, name)
+    state["wall_s"] = state.get("wall_s", 0.0) + time.time() - t0
+    _save_state(work, state)
+    info = _provenance(work, base_path, base_meta, checks, train_keys, held, mixed, keep_base, cfg, result, scores,
+                       state["wall_s"])
+    from naturall2s.checkpoints import load_model, save_model
+
+    model = load_model(Path(cfg.run_dir) / "best.safetensors")
+    save_model(model, target, info=info)
+    say(1.0, f"{target}: {name}, adapted from {base_path.stem} in {state['wall_s'] / 60:.1f} min")
+    return target
+
+
+def _printer(verbose: bool, report: Progress):
+    """say(fraction | None, message): report progress (when a fraction is given) and print the message."""
+    def say(fraction, message):
+        if fraction is not None:
+            report(fraction, message)
+        if verbose:
+            from tqdm import tqdm
+
+            tqdm.write(message)
+    return say
+
+
+def _open_work(work: Path, examined_for: str, trained_for: str, say) -> dict:
+    """The work folder's state. The clip examinations are kept while the clips are the same (``examined_for``); the
+    training run is kept while the settings are too (``trained_for``), else it starts over."""
+    state_file = work / "adapt.json"
+    state = {}
+    if state_file.is_file():
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {}
+    if state.get("examined_for") != examined_for:
+        if work.exists():
+            say(None, f"{work} holds an adaptation of other clips: starting over")
+            shutil.rmtree(work)
+        state = {"examined_for": examined_for, "checks": {}}
+    if state.get("trained_for") != trained_for:
+        if (work / "run").exists():
+            say(None, f"{work}: other settings than the last run's: training starts over")
+        for sub in ("run", "heldout"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+        for link in (work / "cache" / "clips").glob(BASE_PREFIX + "*.npz"):
+            link.unlink()
+        state |= {"trained_for": trained_for, "wall_s": 0.0}
+    elif (work / "run" / "state.pt").is_file():
+        say(None, f"resuming the adaptation in {work}")
+    work.mkdir(parents=True, exist_ok=True)
+    _save_state(work, state)
+    return state
+
+
+def _save_state(work: Path, state: dict) -> None:
+    from naturall2s.files import atomic_path
+
+    with atomic_path(work / "adapt.json") as tmp:
+        tmp.write_text(json.dumps(state, indent=1))
+
+
+def _examine_all(paths, keys, work: Path, state: dict, names_as_transcripts: bool, detector: str, say,
+                 report) -> dict[str, ClipCheck]:
+    """Examine every clip not examined before (its ClipCheck in the state, its record in the work cache)."""
+    from tqdm import tqdm
+
+    from naturall2s.data import save_npz_atomic
+
+    clips_dir = work / "cache" / "clips"
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    checks, det = {}, None
+    todo = [(p, k) for p, k in zip(paths, keys)
+            if not (k in state["checks"] and (not state["checks"][k]["ok"] or (clips_dir / f"{k}.npz").is_file()))]
+    for p, k in zip(paths, keys):
+        if (p, k) not in todo:
+            checks[k] = ClipCheck(**state["checks"][k])
+    for i, (p, k) in enumerate(tqdm(todo, desc="examine clips", unit="clip", disable=not todo)):
+        if det is None:
+            from naturall2s.landmarks import get_detector
+
+            det = get_detector(detector)
+        check, record = _examine(p, transcript=None, names_as_transcripts=names_as_transcripts, detector=det)
+        if record is not None:
+            save_npz_atomic(clips_dir / f"{k}.npz", record)
+            _speaker_embedding(work, k, record)
+        checks[k] = check
+        state["checks"][k] = asdict(check)
+        _save_state(work, state)
+        report(0.12 * (i + 1) / len(todo), f"examined {p.name}: " + (check.transcript if check.ok else check.reason))
+    return checks
+
+
+def _speaker_embedding(work: Path, key: str, record: dict) -> None:
+    """Store the speaker embedding of a clip's real audio (for the different-person warning)."""
+    from naturall2s.audio import SAMPLE_RATE, PCM16_SCALE
+    from naturall2s.speaker import get_speaker_encoder
+
+    emb = get_speaker_encoder("auto").embed(record["audio"].astype(np.float32) / PCM16_SCALE, SAMPLE_RATE)
+    (work / "speaker").mkdir(exist_ok=True)
+    np.save(work / "speaker" / f"{key}.npy", emb)
+
+
+def _speaker_warnings(work: Path, usable: list[str]) -> dict[str, float]:
+    embeddings = {k: np.load(work / "speaker" / f"{k}.npy") for k in usable if (work / "speaker" / f"{k}.npy").is_file()}
+    return speaker_outliers(embeddings)
+
+
+
+
+def _layout_cache(cache: Path, train_keys: list[str], held: list[str], keep_base: str | None,
+                  base_clips: int | None, seed: int) -> int:
+    """splits.json and manifest.json of the work cache; with ``keep_base``, links to a seeded draw of the base
+    speaker's training clips, named ``base-<name>``. Returns how many base clips were mixed in."""
+    from naturall2s.data import load_splits
+
+    mixed: list[str] = []
+    if keep_base is not None:
+        base_cache = Path(keep_base).resolve()
+        names = [n for n in load_splits(base_cache).get("train", []) if (base_cache / "clips" / f"{n}.npz").is_file()]
+        if not names:
+            raise AdaptError(f"--keep-base {keep_base}: no prepared training clips in it")
+        k = min(len(names), base_clips if base_clips is not None else len(train_keys))
+        for n in random.Random(seed).sample(names, k):
+            link = cache / "clips" / f"{BASE_PREFIX}{n}.npz"
+            if not link.exists():
+                os.symlink(base_cache / "clips" / f"{n}.npz", link)
+            mixed.append(BASE_PREFIX + n)
+    splits = {"new": {"train": train_keys, "val": held, "test": held}}
+    if mixed:
+        splits["base"] = {"train": mixed}
+    (cache / "splits.json").write_text(json.dumps(splits, indent=1))
+    (cache / "manifest.json").write_text(json.dumps({"adaptation": True, "splits": splits}, indent=1))
+    return len(mixed)
+
+
+def _train_config(base_path: Path, base_meta: dict, work: Path, recipe: dict, *, n_train: int, device: str,
+                  threads: int, seed: int, minutes: float | None):
+    """The synth-stage TrainConfig of the adaptation: the recipe, the base model's architecture and its own
+    training run's feature noise and loss weights."""
+    from naturall2s.train import TrainConfig
+
+    arch = {k: v for k, v in base_meta["config"].items() if k != "variant"}
+    stored = base_meta["info"].get("train_config", {})
+    inherited = {k: stored[k] for k in INHERITED if k in stored}
+    r = dict(recipe)
+    r["batch_size"] = min(int(r["batch_size"]), n_train)  # the loader drops incomplete batches
+    return TrainConfig(variant=base_meta["config"]["variant"], stage="synth", cache=str(work / "cache"),
+                       run_dir=str(work / "run"), init=str(base_path), arch=arch, device=device, threads=threads,
+                       seed=seed, log_every=5, max_minutes=minutes or 0.0, **inherited, **r)
+
+
+def _heldout_scores(base_path: Path, work: Path, name: str) -> dict:
+    """evaluate() of the base model and the adapted one on the held-out clips (their transcripts as the text)."""
+    from naturall2s.checkpoints import load_model
+    from naturall2s.evaluate import evaluate
+
+    before = load_model(base_path)
+    before.name = base_path.stem if base_path.stem != name else f"{name}-base"
+    after = load_model(work / "run" / "best.safetensors")
+    after.name = name
+    cache = work / "cache"
+    return evaluate([before, after], data_root=cache, split="val", cache=cache, out_dir=work / "heldout",
+                    progress=False, focus=name)
+
+
+SCORED = ("wer", "lipread_wer", "estoi", "stoi", "speaker_similarity", "f0_rmse_cents", "mcd", "pesq_nb")
+
+
+def _provenance(work, base_path, base_meta, checks, train_keys, held, mixed, keep_base, cfg, result, scores,
+                wall_s) -> dict:
+    """The info stored in the adapted checkpoint: the best step's training facts plus ``adapt``."""
+    from naturall2s.checkpoints import read_metadata
+
+    best = read_metadata(Path(cfg.run_dir) / "best.safetensors")["info"]
+    summary = scores["summary"]
+    before_name, after_name = list(summary)
+
+    def means(system):
+        return {m: summary[system][m]["mean"] for m in SCORED}
+
+    paired = scores["paired"]["vs"][before_name] if scores.get("paired") else {}
+    clips = [{"file": Path(c.path).name, "transcript": c.transcript, "source": c.transcript_source,
+              "role": "train" if k in train_keys else "held-out" if k in held else "unused",
+              **({"reason": c.reason} if not c.ok else {})} for k, c in checks.items()]
+    best["adapt"] = {
+        "base": base_path.stem, "base_variant": base_meta["config"]["variant"],
+        "base_step": base_meta["info"].get("step"), "clips": clips, "keep_base": str(keep_base) if keep_base else None,
+        "base_clips_mixed": mixed, "steps": result["step"], "best_step": best.get("step"),
+        "wall_s": round(wall_s, 1), "heldout": {"n": len(held), "before": means(before_name),
+                                                 "after": means(after_name),
+                                                 "paired": {m: paired[m] for m in SCORED if m in paired}},
+    }
+    return best
+
+
+def heldout_table(info: dict) -> str:
+    """The before/after table of an adapted checkpoint's held-out scores (markdown)."""
+    from naturall2s.evaluate import METRICS
+
+    a = info["adapt"]
+    h = a["heldout"]
+    lines = [f"held-out clips: {h['n']} (transcripts as the text)", "",
+             f"| metric | {a['base']} | adapted | paired difference |", "|---|---|---|---|"]
+    for m in SCORED:
+        label, arrow = METRICS[m]
+        d = h["paired"].get(m, {})
+        diff = f"{d['mean']:+.3f} ± {d['ci95']:.3f}" if d and d.get("ci95") is not None and np.isfinite(
+            d.get("ci95", np.nan)) else "–"
+        lines.append(f"| {label} {arrow} | {h['before'][m]:.3f} | {h['after'][m]:.3f} | {diff} |")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Model cards: what a checkpoint was trained on and how well it did, read from the checkpoint itself.
+
+:func:`model_card` reads ``model.info`` (the checkpoint's metadata, see :func:`naturall2s.checkpoints.load_model`):
+``stage``, ``step``, ``val`` and ``train_config`` are written by every training run. Checkpoints that know their data
+also carry the provenance keys of :data:`PROVENANCE_KEYS` (adapted models store their held-out scores there):
+
+- ``info["speakers"]``: list of speaker ids trained on (``["s1"]``);
+- ``info["vocabulary"]``: the words the lip reader knows (a list) or a description of them (a str);
+- ``info["data"]``: one line on the training data (clips per split);
+- ``info["scores"]``: ``{metric: value}`` measured on held-out clips (metric keys of :data:`naturall2s.evaluate.METRICS`);
+- ``info["scores_on"]``: what those clips were (``"GRID s4 test, 10 clips"``).
+
+The shipped checkpoints predate these keys and are not re-saved (each re-save would add its whole size to the git
+history): for a shipped name the card takes the training facts from :data:`SHIPPED_TRAINING` (as stated in
+``checkpoints/README.md``) and the test scores from ``results/grid_s1_test/results.json``, and says so.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from naturall2s.checkpoints import CHECKPOINT_DIR, REPO
+from naturall2s.data import GRID_VOCAB
+
+PROVENANCE_KEYS = ("speakers", "vocabulary", "data", "scores", "scores_on")
+SHIPPED_RESULTS = REPO / "results" / "grid_s1_test" / "results.json"  # test scores of the shipped names
+# training facts of the shipped checkpoints, which predate the provenance keys (checkpoints/README.md, "Data and protocol")
+SHIPPED_TRAINING = {
+    "speakers": ["s1"],
+    "vocabulary": list(GRID_VOCAB),
+    "data": "GRID s1: 800 train / 50 val / 50 test clips (3 s each, 25 fps); selected on val",
+}
+# metrics shown on the card, in order (keys of naturall2s.evaluate.METRICS), with their labels and direction
+CARD_METRICS = {
+    "estoi": "ESTOI ↑", "stoi": "STOI ↑", "pesq_nb": "PESQ-nb ↑", "wer": "WER ↓ (ASR on the speech)",
+    "cer": "CER ↓", "lipread_wer": "lip-read WER ↓", "speaker_similarity": "speaker similarity ↑",
+    "f0_rmse_cents": "F0 RMSE ¢ ↓",
+}
+
+# validation figures of the metadata shown on the card
+VAL_LABELS = {"score": "selection score", "lipread/wer": "lip-read WER", "estoi": "ESTOI"}
+
+
+@dataclass
+class ModelCard:
+    """Facts about one model. ``steps``: the step of the saved weights in their last training ``stage``;
+    ``scores``: held-out metric → mean (``scores_ci`` its 95% interval half-width when known), measured on
+    ``scores_on``; ``sources`` says where each group of facts came from."""
+
+    name: str
+    variant: str
+    speakers: list[str]
+    vocabulary: list[str] | str
+    data: str
+    stage: str | None
+    steps: int | None
+    planned_steps: int | None
+    val: dict[str, float]
+    scores: dict[str, float]
+    scores_on: str
+    scores_ci: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def vocabulary_size(self) -> int | None:
+        return len(self.vocabulary) if isinstance(self.vocabulary, list) else None
+
+    def summary(self) -> str:
+        """One short phrase on the training data: ``"one GRID speaker (s1), 51 words"``."""
+        n = len(self.speakers)
+        who = f"one GRID speaker ({self.speakers[0]})" if n == 1 else f"{n} speakers ({', '.join(self.speakers)})"
+        if not self.speakers:
+            who = "unknown speakers"
+        words = f"{self.vocabulary_size} words" if self.vocabulary_size else str(self.vocabulary)
+        return f"{who}, {words}"
+
+    def markdown(self) -> str:
+        lines = [f"### Model card: `{self.name}` ({self.variant})", ""]
+        vocab = (f"{self.vocabulary_size} words ({' '.join(self.vocabulary)})" if isinstance(self.vocabulary, list)
+                 else self.vocabulary)
+        lines += [
+            f"- **Speakers**: {', '.join(self.speakers) or 'unknown'}",
+            f"- **Vocabulary**: {vocab}",
+            f"- **Data**: {self.data}",
+            f"- **Training**: {self._training()}",
+        ]
+        if self.val:
+            val = ", ".join(f"{label} {self.val[k]:.3f}" for k, label in VAL_LABELS.items() if k in self.val)
+            if val:
+                lines.append(f"- **Validation at that step**: {val}")
+        lines.append("")
+        if self.scores:
+            lines += [f"**Measured on {self.scores_on}**", "", "| metric | value |", "|---|---|"]
+            for key, label in CARD_METRICS.items():
+                if key in self.scores and self.scores[key] is not None:
+                    ci = self.scores_ci.get(key)
+                    lines.append(f"| {label} | {_fmt(self.scores[key])}{f' ± {_fmt(ci)}' if ci is not None else ''} |")
+            lines.append("")
+        else:
+            lines += ["**No held-out scores recorded for this model.**", ""]
+        lines.append("Sources: " + "; ".join(f"{k}: {v}" for k, v in self.sources.items()) + ".")
+        return "\n".join(lines) + "\n"
+
+    def _training(self) -> str:
+        if self.steps is None:
+            return "unknown"
+        if self.stage == "compose":
+            return "composed from separately trained parts, no further training (checkpoints/README.md)"
+        of = f" of {self.planned_steps}" if self.planned_steps else ""
+        return (f"the weights of step {self.steps}{of} of the last stage (`{self.stage}`); "
+                "earlier stages in checkpoints/README.md")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3f}"
+
+
+def is_shipped(model) -> bool:
+    """True for a model loaded from ``checkpoints/`` (by its shipped name), whose test scores are in results.json."""
+    path = getattr(model, "path", None)
+    return path is not None and Path(path).resolve().parent == CHECKPOINT_DIR.resolve()
+
+
+def shipped_scores(name: str, path: Path = SHIPPED_RESULTS) -> tuple[dict, dict, str] | None:
+    """(means, ci95s, description) of ``name`` in an evaluation's results.json, or None if it is not there."""
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    summary = results.get("summary", {}).get(name)
+    if not summary:
+        return None
+    means = {k: v["mean"] for k, v in summary.items() if v.get("mean") is not None}
+    cis = {k: v["ci95"] for k, v in summary.items() if v.get("ci95") is not None}
+    s = results.get("settings", {})
+    n = min((v["n"] for v in summary.values() if v.get("n")), default=0)
+    on = f"GRID s1 `{s.get('split', '?')}`, {n} clips (ASR {s.get('asr', '?')}, 95% t-intervals over clips)"
+    return means, cis, on
+
+
+def model_card(model) -> ModelCard:
+    """The card of a loaded :class:`~naturall2s.model.LipToSpeech` (``model.info`` from its checkpoint)."""
+    info = dict(getattr(model, "info", None) or {})
+    name = getattr(model, "name", model.config.variant)
+    shipped = is_shipped(model)
+    train_config = info.get("train_config") or {}
+    sources = {"training": "checkpoint metadata"}
+    facts = {k: info[k] for k in ("speakers", "vocabulary", "data") if k in info}
+    if len(facts) < 3 and shipped:
+        facts = {**SHIPPED_TRAINING, **facts}
+        sources["data"] = "checkpoints/README.md (the shipped checkpoints predate the provenance keys)"
+    elif facts:
+        sources["data"] = "checkpoint metadata"
+    scores, cis, scores_on = dict(info.get("scores") or {}), {}, str(info.get("scores_on") or "")
+    if scores:
+        sources["scores"] = "checkpoint metadata"
+    elif shipped and (found := shipped_scores(name)) is not None:
+        scores, cis, scores_on = found
+        sources["scores"] = str(SHIPPED_RESULTS.relative_to(REPO))
+    return ModelCard(
+        name=name,
+        variant=model.config.variant,
+        speakers=list(facts.get("speakers") or []),
+        vocabulary=facts.get("vocabulary") or "unknown",
+        data=str(facts.get("data") or "unknown"),
+        stage=info.get("stage"),
+        steps=info.get("step"),
+        planned_steps=train_config.get("steps"),
+        val={k: float(v) for k, v in (info.get("val") or {}).items()},
+        scores=scores,
+        scores_on=scores_on,
+        scores_ci=cis,
+        sources=sources,
+    )

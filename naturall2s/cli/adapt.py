@@ -1,0 +1,50 @@
+"""``python -m naturall2s adapt CLIP_OR_DIR... --name NAME``: a model of a new speaker from a few of their clips."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "adapt a model to a new speaker from a few of their clips (with their own audio; no transcripts needed)"
+DESCRIPTION = (
+    "Fine-tune a model on clips of one person (video with its own audio track). Transcripts come from the offline "
+    "ASR under the GRID grammar (or a sidecar CLIP.txt), word timings from forced alignment. A few clips are held "
+    "out to select the model and to print a before/after table. The checkpoint goes to the user models folder "
+    "(~/.cache/naturall2s/models, $NATURALL2S_MODELS, or --out) and is then found by name like a shipped model. "
+    "Resumable: after Ctrl-C, run the same command again."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from naturall2s.landmarks import DETECTOR_NAMES
+
+    parser.add_argument("clips", nargs="+", metavar="CLIP_OR_DIR", help="video files, or folders of them")
+    parser.add_argument("--name", required=True, help="name of the new model (letters, digits, . _ -)")
+    parser.add_argument("--base", default="naturall2s", help="model to adapt: a name or a .safetensors path")
+    parser.add_argument("--minutes", type=float, default=None, help="cap on the wall time (resumable)")
+    parser.add_argument("--out", default=None, help="folder for the checkpoint (default: the user models folder)")
+    parser.add_argument("--keep-base", default=None, metavar="CACHE",
+                        help="prepared cache of the base speaker to mix into training: one model for both")
+    parser.add_argument("--names-as-transcripts", action="store_true",
+                        help="take each clip's transcript from its GRID clip name (e.g. bbaf2n) instead of the ASR")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    parser.add_argument("--holdout", type=int, default=None, help="clips held out (default: a fifth, 1 to 5)")
+    parser.add_argument("--recipe", type=__import__("json").loads, default=None, metavar="JSON",
+                        help='overrides of the recipe, e.g. \'{"lr": 3e-4}\' (naturall2s.adapt.RECIPE)')
+    parser.add_argument("--base-clips", type=int, default=None,
+                        help="with --keep-base: how many base clips to mix in (default: as many as training clips)")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES)
+    parser.add_argument("--seed", type=int, default=1337)
+
+
+def run(args: argparse.Namespace) -> int:
+    from naturall2s.adapt import adapt, heldout_table
+    from naturall2s.checkpoints import read_metadata
+
+    path = adapt(args.clips, name=args.name, base=args.base, minutes=args.minutes, out=args.out,
+                 keep_base=args.keep_base, names_as_transcripts=args.names_as_transcripts, steps=args.steps,
+                 recipe=args.recipe, holdout=args.holdout, base_clips=args.base_clips, device=args.device,
+                 threads=args.threads, detector=args.detector, seed=args.seed)
+    print(heldout_table(read_metadata(path)["info"]))
+    print(f"use it: python -m naturall2s synthesize VIDEO --model {args.name}")
+    return 0

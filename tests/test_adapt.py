@@ -1,0 +1,229 @@
+"""Speaker adaptation (naturall2s.adapt, ``python -m naturall2s adapt``): end to end on synthetic clips (a tiny base
+model, 2 steps), resume after an interruption, the adapted model found by name, bad input, forced alignment against
+GRID's own word timings, and (real data) three clips of GRID speaker s4 through the shipped model."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from naturall2s import adapt as adapt_mod
+from naturall2s.adapt import AdaptError, adapt, check_clip, holdout_size, speaker_outliers, split_holdout
+from naturall2s.checkpoints import available_models, load_model, read_metadata, resolve, save_model
+from naturall2s.model import build
+from naturall2s.roi import MouthClip
+
+from tests.conftest import SHARED_DATA, _require
+from tests.test_train import TINY, synthetic_clip
+
+SENTENCES = ["bin blue at f two now", "lay green by k five soon", "place red in a nine please",
+             "set white with x zero again", "bin red at b one now"]
+FRAMES = 50  # 2 s clips
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "models"
+    monkeypatch.setenv("NATURALL2S_MODELS", str(folder))
+    return folder
+
+
+@pytest.fixture
+def tiny_base(tmp_path) -> Path:
+    """An untrained tiny naturall2s with a stored training config (feature noise and loss weights are inherited)."""
+    info = {"step": 0, "train_config": {"feature_noise": 0.1, "lambdas": {"stoi/neg": 10.0}}}
+    return save_model(build("naturall2s", **TINY, word_head=True), tmp_path / "tiny-base.safetensors", info=info)
+
+
+@pytest.fixture
+def synthetic_clips(tmp_path, monkeypatch) -> list[Path]:
+    """Five 'videos' with sidecar transcripts; the mouth extraction returns synthetic crops and a voiced tone."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    paths = []
+    for i, text in enumerate(SENTENCES):
+        p = folder / f"take{i}.mp4"
+        p.write_bytes(b"not decoded: extract_mouth is replaced below")
+        p.with_suffix(".txt").write_text(text + "\n")
+        paths.append(p)
+    clips = {str(p): synthetic_clip(i, frames=FRAMES) for i, p in enumerate(paths)}
+
+    def fake_extract(path, **kwargs):
+        c = clips[str(path)]
+        return MouthClip(roi=c["roi"], lips=c["lips"], audio=c["audio_16k"], fps=25.0, detected=c["detected"],
+                         source=str(path))
+
+    def even_alignment(wav, sample_rate, text):  # a tone has no phones to align: words spread over 0.2-1.8 s
+        words = text.split()
+        edges = np.linspace(0.2, 1.8, len(words) + 1)
+        return [(float(a), float(b), w) for a, b, w in zip(edges[:-1], edges[1:], words)]
+
+    monkeypatch.setattr("naturall2s.roi.extract_mouth", fake_extract)
+    monkeypatch.setattr("naturall2s.asr.align_words", even_alignment)
+    monkeypatch.setattr("naturall2s.landmarks.get_detector", lambda name="auto", **kw: None)
+    return paths
+
+
+def test_adapt_end_to_end_on_synthetic_clips(synthetic_clips, tiny_base, models_dir):
+    seen = []
+    path = adapt([synthetic_clips[0].parent], name="newvoice", base=str(tiny_base), steps=2, threads=1,
+                 recipe={"eval_every": 1}, progress=lambda f, m: seen.append((f, m)), verbose=False)
+    assert path == models_dir / "newvoice.safetensors" and path.is_file()
+    info = read_metadata(path)["info"]
+    a = info["adapt"]
+    assert a["base"] == "tiny-base" and a["steps"] == 2 and a["wall_s"] > 0
+    roles = sorted(c["role"] for c in a["clips"])
+    assert roles == ["held-out"] + ["train"] * 4  # 5 clips: one held out
+    assert all(c["source"] == "sidecar" for c in a["clips"])
+    assert {c["transcript"] for c in a["clips"]} == set(SENTENCES)
+    h = a["heldout"]
+    assert h["n"] == 1 and set(h["before"]) == set(h["after"]) == set(adapt_mod.SCORED)
+    assert 0 <= h["after"]["wer"] <= 1 and np.isfinite(h["after"]["estoi"])
+    # the adaptation trained with the base model's own loss weights and feature noise, on the recipe
+    assert info["train_config"]["lambdas"] == {"stoi/neg": 10.0} and info["train_config"]["feature_noise"] == 0.1
+    assert info["train_config"]["augment"] is True and info["train_config"]["freeze_frontend"] is False
+    # progress reached the end, monotonically
+    fractions = [f for f, _ in seen]
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    # found by name, like a shipped model
+    assert "newvoice" in available_models()
+    assert resolve("newvoice") == path
+    model = load_model("newvoice")
+    assert model.name == "newvoice" and model.config.variant == "naturall2s" and model.config.word_head
+    # the word labels came from the forced alignment: the cached frames spell each sentence
+    from naturall2s.data import load_cached
+    from naturall2s.grid import tokens_to_text
+
+    rec = load_cached(models_dir / ".adapt" / "newvoice" / "cache" / "clips" / "take0.npz")
+    spoken = [int(t) for i, t in enumerate(rec["words"]) if t and (i == 0 or t != rec["words"][i - 1])]
+    assert tokens_to_text(spoken) == SENTENCES[0]
+
+
+def test_interrupted_adaptation_resumes_and_writes_nothing_before(synthetic_clips, tiny_base, models_dir):
+    def stop_at_step_2(fraction, message):
+        if message.startswith("step 2/"):
+            raise KeyboardInterrupt
+
+    kwargs = dict(name="resumed", base=str(tiny_base), steps=4, threads=1, recipe={"eval_every": 1}, verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        adapt(synthetic_clips, progress=stop_at_step_2, **kwargs)
+    assert not (models_dir / "resumed.safetensors").exists()  # no model file before a complete checkpoint
+    assert "resumed" not in available_models()
+    messages = []
+    path = adapt(synthetic_clips, progress=lambda f, m: messages.append(m), **kwargs)
+    assert read_metadata(path)["info"]["adapt"]["steps"] == 4
+    assert not any(m.startswith(("step 1/", "step 2/")) for m in messages)  # continued from step 2
+    assert not any(m.startswith("examined") for m in messages)  # the clips were not examined again
+
+
+def test_bad_input_names_each_clip_and_its_reason(synthetic_clips, tiny_base, models_dir, tmp_path):
+    synthetic_clips[1].with_suffix(".txt").write_text("hello there general kenobi\n")
+    synthetic_clips[2].with_suffix(".txt").write_text("bin blue at w two now\n")  # no "w" in GRID
+    with pytest.raises(AdaptError) as e:
+        adapt(synthetic_clips[:3], name="bad", base=str(tiny_base), steps=1, threads=1, verbose=False)
+    msg = str(e.value)
+    assert "only 1 usable clip(s) of 3" in msg
+    assert "take1.mp4" in msg and "take2.mp4" in msg and "not a GRID sentence" in msg
+    assert not (models_dir / "bad.safetensors").exists()
+    with pytest.raises(AdaptError, match="at least 3"):
+        adapt(synthetic_clips[:2], name="few", base=str(tiny_base), verbose=False)
+    with pytest.raises(AdaptError, match="bad model name"):
+        adapt(synthetic_clips, name="../escape", base=str(tiny_base), verbose=False)
+    with pytest.raises(AdaptError, match="shipped model"):
+        adapt(synthetic_clips, name="naturall2s", base=str(tiny_base), verbose=False)
+    with pytest.raises(AdaptError, match="no such file"):
+        adapt([tmp_path / "nowhere.mp4"] * 3, name="gone", base=str(tiny_base), verbose=False)
+    with pytest.raises(AdaptError, match="not a prepared cache"):
+        adapt(synthetic_clips, name="kb", base=str(tiny_base), keep_base=str(tmp_path), verbose=False)
+
+
+def test_check_clip_refuses_silence_short_clips_and_missing_audio(synthetic_clips, monkeypatch):
+    import naturall2s.roi
+
+    good = check_clip(synthetic_clips[0])
+    assert good.ok and good.transcript == SENTENCES[0] and good.seconds == FRAMES / 25 and good.speech > 0.1
+    assert [w for _, _, w in good.words] == SENTENCES[0].split()
+    real = naturall2s.roi.extract_mouth
+
+    def variant(change):
+        def extract(path, **kw):
+            c = real(path, **kw)
+            return MouthClip(**{**c.__dict__, **change(c)})
+        return extract
+
+    monkeypatch.setattr("naturall2s.roi.extract_mouth", variant(lambda c: {"audio": None}))
+    assert "no audio track" in check_clip(synthetic_clips[0]).reason
+    monkeypatch.setattr("naturall2s.roi.extract_mouth", variant(lambda c: {"audio": np.zeros_like(c.audio)}))
+    assert "no speech heard" in check_clip(synthetic_clips[0]).reason
+    monkeypatch.setattr("naturall2s.roi.extract_mouth", variant(
+        lambda c: {"roi": c.roi[:10], "lips": c.lips[:10], "detected": c.detected[:10], "audio": c.audio[:6400]}))
+    assert "too short" in check_clip(synthetic_clips[0]).reason
+
+
+def test_aligner_refuses_what_it_cannot_align():
+    from naturall2s.asr import AlignmentError, align_words
+
+    tone = (0.3 * np.sin(np.arange(32000) * 0.05)).astype(np.float32)  # no phones in it
+    with pytest.raises(AlignmentError, match="could not be aligned"):
+        align_words(tone, 16000, SENTENCES[0])
+    with pytest.raises(AlignmentError, match="not in the pronunciation dictionary"):
+        align_words(tone, 16000, "bin blue xyzzyq")
+
+
+def test_holdout_and_speaker_outliers():
+    assert [holdout_size(n) for n in (3, 5, 10, 25, 100)] == [1, 1, 2, 5, 5]
+    keys = [f"c{i}" for i in range(10)]
+    train, held = split_holdout(keys, 2)
+    assert len(held) == 2 and set(train) | set(held) == set(keys) and split_holdout(keys[::-1], 2)[1] == held[::-1]
+    rng = np.random.default_rng(0)
+    voice = rng.standard_normal(32)
+    same = {f"a{i}": voice + 0.3 * rng.standard_normal(32) for i in range(5)}
+    other = {"intruder": rng.standard_normal(32)}
+    unit = {k: v / np.linalg.norm(v) for k, v in {**same, **other}.items()}
+    assert list(speaker_outliers(unit)) == ["intruder"]
+
+
+def test_cli_errors_cleanly_on_a_folder_without_videos(tmp_path):
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "naturall2s", "adapt", str(tmp_path), "--name", "x"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert res.returncode == 2 and "error:" in res.stderr and "no video files" in res.stderr
+
+
+def test_forced_alignment_matches_grid_word_timings(grid_root):
+    """The aligner's word boundaries land within 2 video frames of the corpus's .align timings on average."""
+    from naturall2s.asr import align_words
+    from naturall2s.data import SILENCE_WORDS, read_align
+    from naturall2s.video import read_audio_track
+
+    names = sorted(p.stem for p in (grid_root / "align" / "s1").glob("*.align"))[:3]
+    errors = []
+    for n in names:
+        ref = [w for w in read_align(grid_root / "align" / "s1" / f"{n}.align") if w[2] not in SILENCE_WORDS]
+        got = align_words(read_audio_track(grid_root / "s1" / f"{n}.mp4"), 16000, " ".join(w for _, _, w in ref))
+        assert [w for _, _, w in got] == [w for _, _, w in ref]
+        errors += [abs(a[0] - b[0]) * 25 for a, b in zip(got, ref)] + [abs(a[1] - b[1]) * 25 for a, b in zip(got, ref)]
+    assert np.mean(errors) < 2.0, errors
+
+
+def test_real_s4_clips_adapt_the_shipped_model(models_dir):
+    """Three real clips of GRID speaker s4 (no transcripts given: the ASR decodes them) through the shipped model,
+    2 steps; then the adapted model synthesizes by name from the CLI."""
+    s4 = _require(SHARED_DATA / "speakers" / "s4")
+    clips = sorted(s4.glob("*.mp4"))[:3]
+    path = adapt(clips, name="s4-test", steps=2, threads=1, recipe={"batch_size": 2, "eval_every": 2},
+                 verbose=False)
+    a = read_metadata(path)["info"]["adapt"]
+    from naturall2s.grid import name_transcript
+    from naturall2s.metrics import wer
+
+    transcripts = {c["file"]: c["transcript"] for c in a["clips"]}
+    assert all(c["source"] == "asr" for c in a["clips"])
+    assert np.mean([wer(name_transcript(f), t) for f, t in transcripts.items()]) <= 0.34  # ASR on real speech
+    assert a["heldout"]["n"] == 1 and np.isfinite(a["heldout"]["after"]["estoi"])
+    model = load_model("s4-test")
+    assert model.name == "s4-test" and model.info["adapt"]["base"] == "naturall2s"
