@@ -20,10 +20,7 @@ DEFAULT_BASE = "naturall2s"
 
 def sentences_to_read(n: int = N_SENTENCES, *, seed: int = SENTENCE_SEED) -> list[str]:
     """``n`` GRID sentences (command colour preposition letter digit adverb), a fixed draw, every slot word varied."""
-    try:
-        from naturall2s.grid import SLOT_CODES
-    except ImportError:  # before the GRID tables moved to naturall2s.grid
-        from naturall2s.data import _SLOT_CODES as SLOT_CODES
+    from naturall2s.grid import SLOT_CODES
 
     rng = random.Random(seed)
     slots = [sorted(set(words.values())) for words in SLOT_CODES.values()]
