@@ -482,3 +482,17 @@ def test_e2e_ab_vote_round_trip(served, client):
     (v,) = VoteStore(served.votes_path).votes()
     assert v.preference == "B" and (v.score_a, v.score_b) == (3, 4) and {v.system_a, v.system_b} <= set(names)
     assert pairs["data"][0][4] == 0 and sum(pairs["data"][0][2:4]) == 1
+
+
+def test_e2e_two_syntheses_of_one_clip_are_identical(real_studio, grid_clip):
+    """The studio passes the models' fixed default seed: the same clip gives the same waveform every time (and the
+    same as the Python API)."""
+    import naturall2s
+
+    first = real_studio.run(grid_clip, metrics=False)
+    second = real_studio.run(grid_clip, metrics=False)
+    for a, b in zip(first.systems, second.systems):
+        assert np.array_equal(a.wav, b.wav), f"{a.name} differs between two runs"
+    name = first.systems[-1].name
+    api = naturall2s.load_model(name).synthesize(first.clip)
+    assert np.array_equal(np.asarray(api.wav, np.float32).reshape(-1), first.system(name).wav)
