@@ -496,3 +496,36 @@ def test_e2e_two_syntheses_of_one_clip_are_identical(real_studio, grid_clip):
     name = first.systems[-1].name
     api = naturall2s.load_model(name).synthesize(first.clip)
     assert np.array_equal(np.asarray(api.wav, np.float32).reshape(-1), first.system(name).wav)
+
+
+def test_the_out_of_domain_warning_is_shown_at_the_top_of_the_results(studio, video_file, tmp_path, monkeypatch):
+    """The studio shows naturall2s.domain's report: message and evidence (crossed signals in bold) when the clip is
+    out of domain, nothing when it is in domain. (The warning's own logic is tested in test_domain.)"""
+    import sys
+
+    from naturall2s.studio import ui
+
+    @dataclass
+    class Report:
+        in_domain: bool
+        message: str
+        evidence: dict
+        fired: list
+
+    calls = []
+
+    def assess(clip, *, model, synthesis=None, reference_wav=None):
+        calls.append((model, synthesis, reference_wav))
+        return Report(False, "this face is not the training speaker", {"lip_shape": 9.5, "lip_shape/threshold": 4.0,
+                                                                        "ctc_confidence": 0.8, "audio_used": 1.0},
+                      ["lip_shape"])
+
+    monkeypatch.setitem(sys.modules, "naturall2s.domain", SimpleNamespace(assess=assess))
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
+    *_, full = app.synthesize_ui(str(video_file), None, "", ["high", "low"], progress=_no_progress)
+    warning = full[5 * app.n_slots + 1]
+    assert "not the training speaker" in warning and "**lip_shape 9.500 (threshold 4.000)**" in warning
+    assert "ctc_confidence 0.800" in warning and "audio_used" not in warning
+    model, synthesis, reference_wav = calls[0]
+    assert model is studio.models["low"] and synthesis is not None and reference_wav is not None
+    assert ui.domain_markdown(Report(True, "", {}, [])) == "" and ui.domain_markdown(None) == ""

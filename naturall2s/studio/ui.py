@@ -179,11 +179,19 @@ def domain_markdown(report) -> str:
     if report is None or getattr(report, "in_domain", True):
         return ""
     evidence = getattr(report, "evidence", {}) or {}
+    fired = set(getattr(report, "fired", None) or [])
     lines = ['<div class="domain-warning">', "",
              f"⚠️ **Outside what the models know.** {html.escape(str(report.message))}", ""]
-    if evidence:
-        lines.append("Evidence: " + " · ".join(f"{html.escape(str(k))} = {_fmt(v, 3) if isinstance(v, float) else v}"
-                                               for k, v in evidence.items()))
+    parts = []
+    for key, value in evidence.items():
+        if "/" in key or key == "audio_used":  # thresholds are shown beside their signal
+            continue
+        text = f"{html.escape(key)} {_fmt(value, 3)}"
+        if (threshold := evidence.get(f"{key}/threshold")) is not None:
+            text += f" (threshold {_fmt(threshold, 3)})"
+        parts.append(f"**{text}**" if key in fired else text)
+    if parts:
+        lines.append("Evidence (crossed in bold): " + " · ".join(parts))
     lines += ["", "</div>"]
     return "\n".join(lines)
 
@@ -619,7 +627,7 @@ class StudioApp:
             name = gr.Textbox(label="Name of the new system", placeholder="e.g. alice", scale=2)
             base = gr.Dropdown(choices=names, value=enroll.DEFAULT_BASE if enroll.DEFAULT_BASE in names else
                                (names[0] if names else None), label="Start from", scale=1)
-            minutes = gr.Number(label="Time limit (minutes, empty: the full recipe)", value=None, minimum=1, scale=1)
+            minutes = gr.Slider(0, 120, value=0, step=5, label="Time limit in minutes (0: the full recipe)", scale=1)
         with gr.Tabs():
             with gr.Tab("Upload clips"):
                 files = gr.File(label="Several clips of one person, each with its own sound", file_count="multiple",
