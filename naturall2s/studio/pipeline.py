@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -262,13 +262,15 @@ class Studio:
         reference_audio: str | Path | None = None,
         reference_text: str | None = None,
         metrics: bool = True,
+        roi_video: bool = True,
         progress: Progress = _no_progress,
     ) -> Iterator[StudioResult]:
         """Synthesize ``video_path`` with each of ``systems`` (default: all) and score the outputs.
 
         Yields the result twice: once every system's audio exists (``scored`` False: no transcripts or metrics
         yet), then scored (``scored`` True; the mouth-crop video and the out-of-domain report too). Without
-        ``metrics`` only the second. The clip's own audio track (or ``reference_audio``, which wins) is the
+        ``metrics`` only the second; without ``roi_video`` no mouth-crop video is written (API callers do not
+        see it). The clip's own audio track (or ``reference_audio``, which wins) is the
         reference; ``reference_text`` (or the GRID sentence of the file name) is the reference transcript.
         """
         if not video_path:
@@ -284,18 +286,28 @@ class Studio:
         work = self.new_work_dir()
         notes: list[str] = []
         reference = self._reference(clip, video_path, reference_audio, reference_text, notes)
-        progress(0.3, f"synthesizing with {', '.join(systems)}")
-        with ThreadPoolExecutor(max_workers=MODEL_THREADS, thread_name_prefix="studio-model") as pool:
-            results = list(pool.map(lambda name: self._synthesize(name, models[name], clip, work), systems))
-        for r in results:
-            self._remember(video_path, r.name, r.wav_path)
         ref_result = self._reference_result(reference, work) if reference.wav is not None else None
+        # scoring starts as soon as a column exists (the reference now, each system when it is done), in the
+        # scorer's workers, while the models are still running here
+        pending = []
+        if metrics and ref_result is not None:
+            pending.append(self._submit_score(ref_result, reference, is_reference=True))
+        progress(0.3, f"synthesizing with {', '.join(systems)}")
+        done = {}
+        with ThreadPoolExecutor(max_workers=MODEL_THREADS, thread_name_prefix="studio-model") as pool:
+            futures = [pool.submit(self._synthesize, name, models[name], clip, work) for name in systems]
+            for future in as_completed(futures):
+                r = future.result()
+                done[r.name] = r
+                self._remember(video_path, r.name, r.wav_path)
+                if metrics:
+                    pending.append(self._submit_score(r, reference))
+        results = [done[name] for name in systems]
         result = StudioResult(video_path, work, clip, reference, results, ref_result, None, notes)
         if metrics:
             yield result
             progress(0.6, "scoring (ASR, intelligibility, quality, naturalness, speaker similarity)")
-            pending = self._submit_scores(result)
-        result.roi_video = self._roi_video(clip, work)
+        result.roi_video = self._roi_video(clip, work) if roi_video else None
         result.domain = self._assess(clip, models, result)
         if metrics:
             self._collect_scores(result, pending)
@@ -430,14 +442,12 @@ class Studio:
             wav_path=save_audio(work / "reference.wav", wav, SAMPLE_RATE),
         )
 
-    def _submit_scores(self, result: StudioResult) -> list:
-        """Queue every column's scoring on the scorer; returns (column, future) pairs."""
+    def _submit_score(self, column: SystemResult, ref: Reference, *, is_reference: bool = False) -> tuple:
+        """Queue one column's scoring on the scorer; returns (column, future)."""
         from naturall2s.studio.scoring import ScoringReference
 
-        ref = result.reference
         sref = ScoringReference(wav=ref.wav, text=ref.text, grid=ref.text_source == GRID_SOURCE, f0=ref.f0)
-        return [(r, self.scorer.submit(r.wav, r.sample_rate, sref, is_reference=r is result.reference_result))
-                for r in result.columns()]
+        return column, self.scorer.submit(column.wav, column.sample_rate, sref, is_reference=is_reference)
 
     def _collect_scores(self, result: StudioResult, pending: list) -> None:
         """Wait for the scores and fill each column's transcript, metrics and (tracked) F0."""

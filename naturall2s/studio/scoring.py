@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 2  # one per core of the reference machine
 WORKER_START_TIMEOUT_S = 300.0
+WORKER_NICENESS = 5  # scoring workers run below the server's priority
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def _init_worker(asr: str | None, speaker_encoder: str | None, mos: str | None, 
     import torch
 
     torch.set_num_threads(1)  # one process per core: no intra-op threads on top
+    os.nice(WORKER_NICENESS)  # the models' threads in the server come first: audio before scores
     _WORKER_SCORERS = build_scorers(asr=asr, speaker_encoder=speaker_encoder, mos=mos)
     ready.put(True)
 

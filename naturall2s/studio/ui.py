@@ -359,7 +359,7 @@ class StudioApp:
         """``/synthesize``: each start-up system's audio, then (a second message) the metrics table."""
         try:
             names = self.api_systems
-            for result in self.studio.stream(video, systems=names, reference_text=ref_text,
+            for result in self.studio.stream(video, systems=names, reference_text=ref_text, roi_video=False,
                                              progress=lambda f, d: progress(f, desc=d)):
                 audio = {r.name: str(r.wav_path) for r in result.systems}
                 yield [*(audio.get(n) for n in names), table_value(result) if result.scored else None]
