@@ -32,7 +32,8 @@ from naturall2s.studio.pipeline import METRIC_COLUMNS, REFERENCE, TABLE_HEADERS,
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SECONDS = 30.0  # the studio refuses longer clips (CPU servers); the library default is 60 s
-CONCURRENCY_LIMIT = 2  # requests that run at once (each uses every core in turn)
+CONCURRENCY_LIMIT = 4  # requests that run at once: their scoring queues in the scoring workers, so more requests
+# can crop and synthesize (audio first) while earlier ones are scored
 QUEUE_MAX_SIZE = 32  # waiting requests beyond this are refused with "queue full"
 MAX_FILE_SIZE = "200mb"
 GRADIO_CACHE_CLEANUP = (3600, 3600)  # every hour, delete Gradio's cached files older than an hour
@@ -648,10 +649,11 @@ class StudioApp:
                     outputs=[job_status, job_log, job_table], api_visibility="private")
         timer = gr.Timer(JOB_POLL_S, active=self.jobs is not None)
         for event in (timer.tick, demo.load):
+            # quick reads of SQLite and a list: outside the queue, so polling never waits behind syntheses
             event(self.job_ui, outputs=[job_status, job_log, job_table], api_visibility="private",
-                  show_progress="hidden")
+                  show_progress="hidden", queue=False)
             event(self.refresh_systems, inputs=[systems, known], outputs=[systems, cards, known],
-                  api_visibility="private", show_progress="hidden")
+                  api_visibility="private", show_progress="hidden", queue=False)
 
     def _api(self):
         """The ``/synthesize`` endpoint on hidden components: video (+ optional transcript) → audio per start-up
