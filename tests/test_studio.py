@@ -276,15 +276,17 @@ def test_ui_render(studio, video_file, tmp_path):
     assert app.build() is not None
     n = 5 * app.n_slots
     stages = list(app.synthesize_ui(str(video_file), None, "", ["low", "high"], progress=_no_progress))
-    assert len(stages) == 2  # the audio first, then everything
-    audio, full = stages
-    assert len(audio) == len(full) == n + 13
+    assert len(stages) == 3  # the audio first, then the figures, then the scores
+    audio, figures, full = stages
+    assert len(audio) == len(figures) == len(full) == n + 13
     assert audio[2].endswith("low.wav") and "scoring" in audio[3] and audio[n + 5]["data"] == []
-    assert full[2] == audio[2] and "ASR heard" in full[3]
+    assert figures[4] is not None and figures[2] == SKIP and figures[n + 5] == SKIP  # a mel figure, nothing else
+    assert full[2] == audio[2] and "ASR heard" in full[3] and full[4] == SKIP  # the figures stay
+    assert full[n + 10] != SKIP  # "high" (the focus) has no predicted F0: its view is redrawn with the tracked one
     table = full[n + 5]
     assert table["headers"] == TABLE_HEADERS and [r[0] for r in table["data"]] == ["low", "high", REFERENCE]
     assert full[n + 8].interactive is True  # "Make dubbed video" becomes active with a result
-    assert full[n + 10].constructor_args["visible"] is True  # the focus view
+    assert figures[n + 10].constructor_args["visible"] is True  # the focus view
 
 
 def test_ui_user_errors_leave_outputs_as_they_were(studio, video_file, tmp_path, recwarn):

@@ -250,11 +250,16 @@ class StudioApp:
 
     # ---- Synthesize & compare
     def synthesize_ui(self, video, ref_audio, ref_text, systems, progress=gr.Progress()):
-        """The Synthesize button: the audio of every system first, then scores, plots and the warning."""
+        """The Synthesize button: the audio of every system first, then the figures (drawn while the scorer works),
+        then scores, table and the warning."""
         try:
             for result in self.studio.stream(video, systems=systems or [], reference_audio=ref_audio,
                                              reference_text=ref_text, progress=lambda f, d: progress(f, desc=d)):
-                yield self._render(result) if result.scored else self._render_audio(result)
+                if result.scored:
+                    yield self._render(result, figures=False)
+                else:  # the scorer is already at work in its processes: draw meanwhile
+                    yield self._render_audio(result)
+                    yield self._render_figures(result)
         except Exception as e:
             yield warn(e)
 
@@ -278,35 +283,59 @@ class StudioApp:
                       [str(r.wav_path) for r in result.columns()], skip, gr.Button(interactive=False), skip, None,
                       result, str(result.video_path)]
 
-    def _render(self, result: StudioResult) -> list:
+    def _render_figures(self, result: StudioResult) -> list:
+        """Outputs drawn from the audio alone (mel thumbnails, mouth-crop strip, focus view), while the scorer works;
+        the rest untouched."""
         cols = self._slots(result)
         scale = self._scale(result)
+        skip = gr.skip()
+        out = []
+        for i in range(self.n_slots):
+            r = cols[i] if i < len(cols) else None
+            out += [skip] * 4 + [plots.mel_figure(r.mel, scale=scale, title=f"{r.name}: log-mel") if r else skip]
+        names = [r.name for r in result.systems]
+        return out + [skip, skip, skip, self._strip(result), *[skip] * 5,
+                      gr.Dropdown(choices=names, value=names[-1], visible=True),
+                      gr.Plot(value=self._focus(result, names[-1], scale), visible=True), skip, skip]
+
+    def _render(self, result: StudioResult, *, figures: bool = True) -> list:
+        """Every output of a scored result; ``figures`` False: keep the figures :meth:`_render_figures` drew, except
+        a focus view whose F0 contour only the scorer tracked."""
+        cols = self._slots(result)
+        scale = self._scale(result)
+        skip = gr.skip()
         out = []
         for i in range(self.n_slots):
             r = cols[i] if i < len(cols) else None
             if r is None:
-                out += [gr.Column(visible=False), gr.skip(), None, "", None]
+                out += [gr.Column(visible=False), skip, None, "", None]
                 continue
+            mel = plots.mel_figure(r.mel, scale=scale, title=f"{r.name}: log-mel") if figures else skip
             out += [gr.Column(visible=True), f"### {r.name}", str(r.wav_path), _column_info(r, scored=result.scored),
-                    plots.mel_figure(r.mel, scale=scale, title=f"{r.name}: log-mel")]
+                    mel]
         names = [r.name for r in result.systems]
         focus = names[-1]
+        redraw_focus = figures or result.system(focus).f0_source == "tracked"
         out += [
             gr.Row(visible=True),
             domain_markdown(result.domain),
             gr.Video(value=str(result.roi_video), visible=True) if result.roi_video else gr.Video(visible=False),
-            gr.Plot(value=plots.roi_strip_figure(result.clip.roi, fps=result.clip.fps), visible=True),
+            self._strip(result) if figures else skip,
             _notes_markdown(result),
             table_value(result),
             [str(r.wav_path) for r in result.columns()],
             gr.Dropdown(choices=names, value=focus),
             gr.Button(interactive=True),
             gr.Dropdown(choices=names, value=focus, visible=True),
-            gr.Plot(value=self._focus(result, focus, scale), visible=True),
+            gr.Plot(value=self._focus(result, focus, scale), visible=True) if redraw_focus else skip,
             result,
             str(result.video_path),
         ]
         return out
+
+    @staticmethod
+    def _strip(result: StudioResult):
+        return gr.Plot(value=plots.roi_strip_figure(result.clip.roi, fps=result.clip.fps), visible=True)
 
     @staticmethod
     def _scale(result: StudioResult) -> plots.PlotScale:
@@ -572,7 +601,7 @@ class StudioApp:
             .then(self.synthesize_ui, inputs=[video, ref_audio, ref_text, systems], outputs=outputs,
                   api_visibility="private", show_progress_on=[status])
             .then(lambda: gr.Button(interactive=True), outputs=[run], api_visibility="private", queue=False))
-        focus_system.change(self.focus_ui, inputs=[result_state, focus_system], outputs=[focus_plot],
+        focus_system.input(self.focus_ui, inputs=[result_state, focus_system], outputs=[focus_plot],
                             api_visibility="private", show_progress="minimal")
         if self.preload is not None:
             demo.load(lambda: self._render(self.preload), outputs=outputs, api_visibility="private")
