@@ -162,7 +162,19 @@ def _init_worker(asr: str | None, speaker_encoder: str | None, mos: str | None, 
     torch.set_num_threads(1)  # one process per core: no intra-op threads on top
     os.nice(WORKER_NICENESS)  # the models' threads in the server come first: audio before scores
     _WORKER_SCORERS = build_scorers(asr=asr, speaker_encoder=speaker_encoder, mos=mos)
+    warm_up(_WORKER_SCORERS)
     ready.put(True)
+
+
+def warm_up(scorers: Scorers) -> None:
+    """Score one second of a synthetic vowel against itself, so that lazy first-call costs (decoder search
+    structures, the MOS and speaker networks' first pass) are paid at start-up, not by the first user."""
+    from naturall2s.audio import SAMPLE_RATE, f0_voicing
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    wav = (0.3 * np.sin(2 * np.pi * 120 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    ref = ScoringReference(wav=wav, text="bin blue at f two now", grid=True, f0=f0_voicing(wav)[0])
+    score_output(wav, SAMPLE_RATE, ref, scorers=scorers)
 
 
 def _score_in_worker(wav, sample_rate, reference, is_reference) -> Scores:
