@@ -13,16 +13,16 @@ import itertools
 import math
 import os
 import random
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from naturall2s.studio.sqlite_store import SQLiteStore
+
 PREFERENCES = ("A", "B", "none")
 SCORE_MIN, SCORE_MAX = 1, 5
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
-BUSY_TIMEOUT_S = 10.0
 CSV_COLUMNS = ("id", "created", "clip", "system_a", "system_b", "preference", "score_a", "score_b", "session")
 
 _SCHEMA = f"""
@@ -87,24 +87,11 @@ class MosResult:
     count: int
 
 
-class VoteStore:
+class VoteStore(SQLiteStore):
     """The votes database at ``path`` (created, with its schema, when missing)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect()
-        try:
-            con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
-            con.executescript(_SCHEMA)
-        finally:
-            con.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        """A fresh connection (one per call: safe from any thread)."""
-        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
-        con.row_factory = sqlite3.Row
-        return con
+        super().__init__(path, _SCHEMA)
 
     def add_vote(
         self,

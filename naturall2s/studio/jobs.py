@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 from naturall2s.errors import NaturalL2SError
+from naturall2s.studio.sqlite_store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "interrupted")
 ACTIVE = ("queued", "running")
-BUSY_TIMEOUT_S = 10.0
 PROGRESS_WRITE_INTERVAL_S = 0.5  # progress rows are written at most this often (the final one always)
 LOG_LINES = 200  # messages kept per job
 
@@ -71,23 +71,11 @@ class Job:
         return self.state in ACTIVE
 
 
-class JobStore:
+class JobStore(SQLiteStore):
     """The jobs database at ``path`` (created with its schema when missing)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect()
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-        finally:
-            con.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
-        con.row_factory = sqlite3.Row
-        return con
+        super().__init__(path, _SCHEMA)
 
     def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         con = self._connect()
