@@ -31,7 +31,7 @@ from load_studio import default_clip, free_port  # noqa: E402  (benchmarks/ is n
 WINDOW = (1400, 3300)
 READY_JS = "document.body.innerText.includes('Lip-read:')"  # the preloaded result is on screen
 READY_TIMEOUT_S = 120.0
-SETTLE_S = 2.0  # after READY_JS: let the plots' images decode and layout settle
+SETTLE_S = 5.0  # after READY_JS: let the plots' images decode and layout settle
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]

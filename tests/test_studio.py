@@ -531,3 +531,27 @@ def test_the_out_of_domain_warning_is_shown_at_the_top_of_the_results(studio, vi
     model, synthesis, reference_wav = calls[0]
     assert model is studio.models["low"] and synthesis is not None and reference_wav is not None
     assert ui.domain_markdown(Report(True, "", {}, [])) == "" and ui.domain_markdown(None) == ""
+
+
+def test_scoring_in_worker_processes_matches_scoring_here():
+    """ProcessScorer (what the app uses) gives the same scores as LocalScorer: same function, other process."""
+    from naturall2s.audio import f0_voicing
+    from naturall2s.studio.scoring import LocalScorer, ProcessScorer, Scorers, ScoringReference
+
+    t = np.arange(SR) / SR
+    ref_wav = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    out_wav = (0.3 * np.sin(2 * np.pi * 165 * t)).astype(np.float32)
+    ref = ScoringReference(wav=ref_wav, text="bin blue", f0=f0_voicing(ref_wav)[0])
+    local = LocalScorer(Scorers())
+    workers = ProcessScorer(workers=1, asr=None, speaker_encoder=None, mos=None)
+    try:
+        here = local.submit(out_wav, SR, ref).result()
+        there = workers.submit(out_wav, SR, ref).result(timeout=120)
+    finally:
+        local.close()
+        workers.close()
+    assert here.metrics.keys() == there.metrics.keys() >= {"stoi", "estoi", "pesq_nb", "pesq_wb", "f0_rmse_cents"}
+    for k in here.metrics:
+        assert there.metrics[k] == pytest.approx(here.metrics[k], nan_ok=True)
+    assert there.metrics["f0_rmse_cents"] == pytest.approx(1200 * np.log2(165 / 150), rel=0.05)
+    assert np.array_equal(here.f0, there.f0)

@@ -49,7 +49,7 @@ PAIR_HEADERS = ["System 1", "System 2", "Wins 1", "Wins 2", "Ties", "Win rate 1"
 MOS_HEADERS = ["System", "MOS", "95% CI low", "95% CI high", "Ratings"]
 TABLE_WIDTHS = ["10%", "14%", "14%"] + ["6.2%"] * len(METRIC_COLUMNS)  # system, two texts, then the numbers
 CSS = """
-.system-col {min-width: 200px; flex: 1 1 0 !important}
+.system-col {min-width: 150px; flex: 1 1 0 !important}
 .metric-note {font-size: 0.85em}
 .domain-warning {border-left: 6px solid #d97706; background: #fffbeb; padding: 0.4em 1em; color: #111}
 """
@@ -577,7 +577,7 @@ class StudioApp:
         slot_outputs = []
         with gr.Row(visible=False, equal_height=False) as results_row:
             for _ in range(self.n_slots):
-                with gr.Column(visible=False, elem_classes="system-col", min_width=200) as col:
+                with gr.Column(visible=False, elem_classes="system-col", min_width=150) as col:
                     header = gr.Markdown()
                     audio = gr.Audio(type="filepath", interactive=False, show_label=False)
                     info = gr.Markdown()
