@@ -108,3 +108,27 @@ def test_the_tab_queues_a_job_and_shows_it(tmp_path, monkeypatch):
     assert "done" in status and "step 3/3" in log and "ESTOI" in table
     boxes, cards, known = app.refresh_systems(["low"], ["low"])
     assert known == ["low", "alice"] and boxes.value == ["low", "alice"] and "alice" in cards
+
+
+def test_webcam_takes_are_checked_one_sentence_after_another(tmp_path, monkeypatch):
+    from tests.test_studio import FakeStudio, ToneModel
+
+    from naturall2s.studio import enroll, ui
+    from naturall2s.studio.ab_store import VoteStore
+
+    verdicts = iter([(False, "not usable: no speech heard (face in 100% of frames, speech in 0% of the audio)"),
+                     (True, "kept: face in 100% of frames, speech in 80% of the audio")])
+    asked = []
+    monkeypatch.setattr(enroll, "check_take", lambda path, *, sentence: (asked.append(sentence), next(verdicts))[1])
+    studio = FakeStudio({"low": ToneModel("low", 120.0)}, cache_dir=tmp_path / "cache", write_videos=False)
+    runner = JobRunner(JobStore(tmp_path / "jobs.sqlite"), fake_adapt, start=False)
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"), jobs=runner)
+    take = tmp_path / "take.webm"
+    take.write_bytes(b"video")
+    with pytest.warns(UserWarning, match="no speech heard.*record it again"):
+        assert app.check_take_ui(str(take), 0, []) == {"__type__": "update"}  # refused: nothing moves on
+    takes, index, sentence, kept, cleared = app.check_take_ui(str(take), 0, [])
+    assert takes == [str(take)] and index == 1 and app.sentences[1] in sentence and "1 take" in kept
+    assert cleared is None and asked == [app.sentences[0]] * 2
+    words = [s.split() for s in enroll.sentences_to_read()]
+    assert len(words) == enroll.N_SENTENCES and all(len(w) == 6 for w in words)

@@ -36,15 +36,17 @@ def adaptation_available() -> str | None:
     return None
 
 
-def check_take(path: str | Path, *, sentence: str | None = None) -> tuple[bool, str]:
-    """(usable, what was found) for one webcam take: a face, speech, and (given ``sentence``) that sentence heard."""
+def check_take(path: str | Path, *, sentence: str) -> tuple[bool, str]:
+    """(usable, what was found) for one webcam take of ``sentence``: a face, speech, the sentence aligned to the
+    audio. A usable take gets the sentence as its sidecar transcript (``<take>.txt``, which adapt reads)."""
     from naturall2s.adapt import check_clip
 
     c = check_clip(path, transcript=sentence)
     found = f"face in {c.face:.0%} of frames, speech in {c.speech:.0%} of the audio"
     if not c.ok:
         return False, f"not usable: {c.reason} ({found})"
-    return True, f"kept: {found}" + (f"; heard “{c.transcript}”" if c.transcript else "")
+    Path(path).with_suffix(".txt").write_text(sentence + "\n")
+    return True, f"kept: {found}"
 
 
 def stash_clips(paths: list[str | Path], folder: Path) -> list[str]:
