@@ -1,6 +1,7 @@
-"""Screenshot of the studio with a finished comparison on screen → assets/studio.png.
+"""Screenshots of the studio: a finished comparison → assets/studio.png, the Add-a-speaker tab →
+assets/studio_add_speaker.png.
 
-    python benchmarks/screenshot_studio.py [--clip CLIP.mp4] [--models NAME ...] [--out assets/studio.png]
+    python benchmarks/screenshot_studio.py [--clip CLIP.mp4] [--models NAME ...] [--jobs JOBS.sqlite]
 
 Runs one synthesis on a GRID test clip in this process, starts the studio with that result preloaded (shown
 when the page opens), and photographs the page with headless Chromium (Debian package ``chromium``).
@@ -27,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_studio import default_clip, free_port  # noqa: E402  (benchmarks/ is not a package)
 
-WINDOW = (1400, 2400)
+WINDOW = (1400, 3300)
 READY_JS = "document.body.innerText.includes('Lip-read:')"  # the preloaded result is on screen
 READY_TIMEOUT_S = 120.0
-SETTLE_S = 2.0  # after READY_JS: let the plots' images decode and layout settle
+SETTLE_S = 5.0  # after READY_JS: let the plots' images decode and layout settle
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -143,17 +144,29 @@ def build_studio(models: list[str] | None, untrained: bool, cache: Path):
                   cache_dir=cache)
 
 
+def click_tab(browser: PipeBrowser, label: str) -> None:
+    browser.send("Runtime.evaluate", {"expression": (
+        "[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.includes(%s)).click()"
+        % json.dumps(label))})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clip", type=Path, default=None)
-    ap.add_argument("--models", nargs="+", default=None)
+    ap.add_argument("--clip", type=Path, default=None, help="clip to synthesize (default: the first GRID test clip)")
+    ap.add_argument("--models", nargs="+", default=None, help="systems (default: every available model)")
     ap.add_argument("--untrained", action="store_true", help="fresh untrained models (no checkpoints needed)")
-    ap.add_argument("--out", type=Path, default=REPO / "assets" / "studio.png")
+    ap.add_argument("--out", type=Path, default=REPO / "assets" / "studio.png", help="default: %(default)s")
+    ap.add_argument("--speaker-out", type=Path, default=REPO / "assets" / "studio_add_speaker.png",
+                    help="screenshot of the Add-a-speaker tab (default: %(default)s)")
+    ap.add_argument("--jobs", type=Path, default=None,
+                    help="job database to show in the Add-a-speaker tab (default: an empty one)")
     args = ap.parse_args()
     chromium = find_chromium()
     clip = args.clip or default_clip()
 
+    from naturall2s.studio import enroll
     from naturall2s.studio.ab_store import VoteStore
+    from naturall2s.studio.jobs import JobRunner, JobStore
     from naturall2s.studio.ui import find_examples, serve
 
     with tempfile.TemporaryDirectory(prefix="naturall2s-shot-") as tmp:
@@ -163,8 +176,9 @@ def main() -> int:
         result = studio.run(clip)
         print(f"synthesized {clip.name} with {', '.join(studio.system_names)} in {time.perf_counter() - t0:.1f} s")
         examples = find_examples(clip.parents[1]) if (clip.parents[1] / "splits.json").exists() else [clip]
-        demo, url = serve(studio, votes=VoteStore(tmp / "votes.sqlite"), examples=examples, port=free_port(),
-                          prevent_thread_lock=True, quiet=True, preload=result)
+        jobs = JobRunner(JobStore(args.jobs or tmp / "jobs.sqlite"), enroll.adapt_work, start=False)
+        demo, url = serve(studio, votes=VoteStore(tmp / "votes.sqlite"), examples=examples, jobs=jobs,
+                          port=free_port(), prevent_thread_lock=True, quiet=True, preload=result)
         browser = PipeBrowser(chromium, tmp / "chromium")
         try:
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,10 +188,17 @@ def main() -> int:
                 return 1
             time.sleep(SETTLE_S)
             browser.screenshot(args.out)
+            click_tab(browser, "Add a speaker")
+            if not browser.wait_for("document.body.innerText.includes('Progress log')", READY_TIMEOUT_S):
+                print("the Add-a-speaker tab did not open", file=sys.stderr)
+                return 1
+            time.sleep(SETTLE_S)
+            browser.screenshot(args.speaker_out)
         finally:
             browser.close()
             demo.close()
-    print(f"wrote {args.out}")
+            studio.close()
+    print(f"wrote {args.out} and {args.speaker_out}")
     return 0
 
 

@@ -17,24 +17,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from naturall2s.landmarks import DETECTOR_NAMES
 
     parser.add_argument("clips", nargs="+", metavar="CLIP_OR_DIR", help="video files, or folders of them")
-    parser.add_argument("--name", required=True, help="name of the new model (letters, digits, . _ -)")
-    parser.add_argument("--base", default="naturall2s", help="model to adapt: a name or a .safetensors path")
-    parser.add_argument("--minutes", type=float, default=None, help="cap on the wall time (resumable)")
-    parser.add_argument("--out", default=None, help="folder for the checkpoint (default: the user models folder)")
+    parser.add_argument("--name", required=True, help="name of the new model (letters, digits, . _ -; required, no default)")
+    parser.add_argument("--base", default="naturall2s", metavar="NAME",
+                        help="model to adapt: a name or a .safetensors path (default: %(default)s)")
+    parser.add_argument("--minutes", type=float, default=None, metavar="M",
+                        help="cap on the wall time in minutes, resumable (default: no cap)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="folder for the checkpoint (default: the user models folder)")
     parser.add_argument("--keep-base", default=None, metavar="CACHE",
-                        help="prepared cache of the base speaker to mix into training: one model for both")
+                        help="prepared cache of the base speaker to mix into training: one model for both (default: none)")
     parser.add_argument("--names-as-transcripts", action="store_true",
-                        help="take each clip's transcript from its GRID clip name (e.g. bbaf2n) instead of the ASR")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
-    parser.add_argument("--holdout", type=int, default=None, help="clips held out (default: a fifth, 1 to 5)")
+                        help="take each clip's transcript from its GRID clip name (e.g. bbaf2n) instead of the ASR (default: off)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default: the recipe's)")
+    parser.add_argument("--holdout", type=int, default=None, metavar="N", help="clips held out (default: a fifth, 1 to 5)")
     parser.add_argument("--recipe", type=__import__("json").loads, default=None, metavar="JSON",
-                        help='overrides of the recipe, e.g. \'{"lr": 3e-4}\' (naturall2s.adapt.RECIPE)')
-    parser.add_argument("--base-clips", type=int, default=None,
+                        help='overrides of the recipe, e.g. \'{"lr": 3e-4}\' (naturall2s.adapt.RECIPE; default: none)')
+    parser.add_argument("--base-clips", type=int, default=None, metavar="N",
                         help="with --keep-base: how many base clips to mix in (default: as many as training clips)")
-    parser.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES)
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads, 0: all cores (default: %(default)s)")
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
+                        help="face landmark detector (default: %(default)s: FAN when its weights are on disk, "
+                             "else MediaPipe)")
+    parser.add_argument("--seed", type=int, default=1337,
+                        help="seed of the held-out draw and the training (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,29 +17,35 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from naturall2s.landmarks import DETECTOR_NAMES
 
-    parser.add_argument("--split", default="test", help="split of splits.json to score (default test)")
+    parser.add_argument("--split", default="test", help="split of splits.json to score (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=[], metavar="NAME",
-                        help="shipped model names or .safetensors paths")
+                        help="model names (python -m naturall2s models) or .safetensors paths (default: none; with --reference "
+                             "only the real audio is scored)")
     parser.add_argument("--focus", default=None, metavar="NAME",
                         help="model compared clip by clip with every other model (default: the last of --models)")
-    parser.add_argument("--reference", action="store_true", help="also score the real audio as system 'reference'")
+    parser.add_argument("--reference", action="store_true", help="also score the real audio as system 'reference' (default: off)")
     parser.add_argument("--data-root", default="../shared/data/grid",
-                        help="GRID root with <speaker>/*.mp4, align/ and splits.json (default ../shared/data/grid)")
+                        metavar="DIR",
+                        help="GRID root with <speaker>/*.mp4, align/ and splits.json (default: %(default)s)")
     parser.add_argument("--cache", default=None,
+                        metavar="DIR",
                         help="prepared cache to take mouth crops and audio from (default: extract from the videos)")
-    parser.add_argument("--out", default="results", help="folder for the result files (default results/)")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N clips of the split")
+    parser.add_argument("--out", default="results", metavar="DIR", help="folder for the result files (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="score only the first N clips of the split (default: every clip)")
     parser.add_argument("--asr", default="auto", choices=["auto", "pocketsphinx", "whisper"],
-                        help="speech recogniser for WER/CER (auto: pocketsphinx with the grammar; "
+                        help="speech recogniser for WER/CER (default: %(default)s: pocketsphinx with the grammar; "
                              "without a grammar Whisper when its weights are on disk)")
     parser.add_argument("--grammar", default="grid", choices=["grid", "none"],
-                        help="pocketsphinx grammar (default grid: the GRID sentence; none: open vocabulary)")
+                        help="pocketsphinx grammar (default: %(default)s: the GRID sentence; none: open vocabulary)")
     parser.add_argument("--speaker", default="auto", choices=["auto", "resemblyzer", "ecapa"],
-                        help="speaker encoder (auto: ECAPA when its files are on disk, else Resemblyzer)")
+                        help="speaker encoder (default: %(default)s: ECAPA when its files are on disk, else Resemblyzer)")
     parser.add_argument("--mos", default="auto", choices=["auto", "distillmos", "utmos", "none"],
-                        help="MOS predictor (auto: UTMOS when its weights are on disk, else DistillMOS; none: no MOS)")
+                        help="MOS predictor (default: %(default)s: UTMOS when its weights are on disk, else DistillMOS; "
+                             "none: no MOS)")
     parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
-                        help="face landmark detector when no --cache is given")
+                        help="face landmark detector when no --cache is given (default: %(default)s: FAN when its weights "
+                             "are on disk, else MediaPipe)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,14 +14,18 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from naturall2s.landmarks import DETECTOR_NAMES
 
-    parser.add_argument("--data-root", required=True, help="GRID root with <speaker>/*.mp4, align/ and splits.json")
-    parser.add_argument("--out", required=True, help="cache folder to write (e.g. cache/grid)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 1 = in this process)")
+    parser.add_argument("--data-root", required=True, metavar="DIR",
+                        help="GRID root with <speaker>/*.mp4, align/ and splits.json (required, no default)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="cache folder to write, e.g. cache/grid (required, no default)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="worker processes; 1: in this process (default: %(default)s)")
     parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
-                        help="face landmark detector (default auto: FAN when its weights are on disk, else MediaPipe)")
-    parser.add_argument("--limit", type=int, default=None, help="prepare at most N clips (smoke runs)")
+                        help="face landmark detector (default: %(default)s: FAN when its weights are on disk, else MediaPipe)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="prepare at most N clips, for smoke runs (default: every clip)")
     parser.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"],
-                        help="splits to prepare (default: all)")
+                        help="splits to prepare (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

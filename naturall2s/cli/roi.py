@@ -22,12 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from naturall2s.landmarks import DETECTOR_NAMES
 
     parser.add_argument("video", help="input video (mp4, mov, mkv, avi, mpg, webm, ...)")
-    parser.add_argument("-o", "--output", default="roi.mp4", help="output mp4 (default: roi.mp4)")
+    parser.add_argument("-o", "--output", default="roi.mp4", help="output mp4 (default: %(default)s)")
     parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
-                        help="face landmark detector (default auto: FAN when its weights are on disk, else MediaPipe)")
+                        help="face landmark detector (default: %(default)s: FAN when its weights are on disk, else MediaPipe)")
     parser.add_argument("--max-seconds", type=float, default=None,
-                        help="refuse clips longer than this (default: naturall2s.video.MAX_SECONDS, 60 s)")
-    parser.add_argument("--scale", type=_positive_int, default=4, help="enlarge the 48x72 crops this many times (default 4)")
+                        metavar="S",
+                        help="refuse clips longer than S seconds (default: naturall2s.video.MAX_SECONDS, 60 s)")
+    parser.add_argument("--scale", type=_positive_int, default=4, metavar="N",
+                        help="enlarge the 48x72 crops N times (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,15 +7,20 @@ def add_arguments(parser):
     from naturall2s.model import DEFAULT_SEED
 
     parser.add_argument("video", help="input video (any common container; its own sound, if any, is used only to check that the voice is like the training speaker's)")
-    parser.add_argument("-o", "--output", default="out.wav", help="output wav (16 kHz mono)")
-    parser.add_argument("--model", default="naturall2s", help="shipped model name or .safetensors path")
-    parser.add_argument("--video-out", default=None, help="also write the video with the new audio (mp4)")
-    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES)
-    parser.add_argument("--max-seconds", type=float, default=None, help="refuse clips longer than this")
+    parser.add_argument("-o", "--output", default="out.wav", help="output wav, 16 kHz mono (default: %(default)s)")
+    parser.add_argument("--model", default="naturall2s", metavar="NAME",
+                        help="model name (python -m naturall2s models) or .safetensors path (default: %(default)s)")
+    parser.add_argument("--video-out", default=None, metavar="MP4",
+                        help="also write the video with the new audio as its sound track (default: no video)")
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
+                        help="face landmark detector (default: %(default)s: FAN when its weights are on disk, "
+                             "else MediaPipe)")
+    parser.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                        help="refuse clips longer than S seconds (default: naturall2s.video.MAX_SECONDS, 60 s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed of the noise excitation: the same clip, model and seed give the same waveform "
-                             "(default %(default)s, as in the studio and the evaluation)")
-    parser.add_argument("--device", default="cpu")
+                             "(default: %(default)s, as in the studio and the evaluation)")
+    parser.add_argument("--device", default="cpu", help="torch device to run the model on (default: %(default)s)")
 
 
 def run(args) -> int:

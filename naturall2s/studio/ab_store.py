@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import os
-import sqlite3
+import random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from naturall2s.studio.sqlite_store import SQLiteStore
+
 PREFERENCES = ("A", "B", "none")
 SCORE_MIN, SCORE_MAX = 1, 5
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
-BUSY_TIMEOUT_S = 10.0
 CSV_COLUMNS = ("id", "created", "clip", "system_a", "system_b", "preference", "score_a", "score_b", "session")
 
 _SCHEMA = f"""
@@ -84,24 +87,11 @@ class MosResult:
     count: int
 
 
-class VoteStore:
+class VoteStore(SQLiteStore):
     """The votes database at ``path`` (created, with its schema, when missing)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect()
-        try:
-            con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
-            con.executescript(_SCHEMA)
-        finally:
-            con.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        """A fresh connection (one per call: safe from any thread)."""
-        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
-        con.row_factory = sqlite3.Row
-        return con
+        super().__init__(path, _SCHEMA)
 
     def add_vote(
         self,
@@ -227,3 +217,35 @@ def mos_results(votes: list[Vote]) -> list[MosResult]:
         mean, lo, hi = mean_interval(scores[system])
         out.append(MosResult(system, mean, lo, hi, len(scores[system])))
     return out
+
+
+class PairRotation:
+    """What "New pair" plays next: the pair of systems heard least so far (votes stored before, plus trials started
+    here), on the clip that pair has been heard on least; ties broken at random. Over many trials every pair comes
+    about equally often, and each pair goes round the clips. Systems may be added between calls."""
+
+    def __init__(self, votes: list[Vote] | None = None, *, seed: int | None = None):
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._pairs: dict[tuple[str, str], int] = {}
+        self._clips: dict[tuple[str, str, str], int] = {}
+        for v in votes or []:
+            self._count(tuple(sorted((v.system_a, v.system_b))), v.clip)
+
+    def _count(self, pair: tuple[str, str], clip: str) -> None:
+        self._pairs[pair] = self._pairs.get(pair, 0) + 1
+        self._clips[(*pair, clip)] = self._clips.get((*pair, clip), 0) + 1
+
+    def next(self, systems: list[str], clips: list[str]) -> tuple[str, str, str]:
+        """(clip, system played as A, system played as B), the order of A and B random."""
+        if len(systems) < 2 or not clips:
+            raise ValueError("an A/B trial needs two systems and a clip")
+        with self._lock:
+            pairs = [tuple(sorted(p)) for p in itertools.combinations(dict.fromkeys(systems), 2)]
+            fewest = min(self._pairs.get(p, 0) for p in pairs)
+            pair = self._rng.choice([p for p in pairs if self._pairs.get(p, 0) == fewest])
+            least = min(self._clips.get((*pair, c), 0) for c in clips)
+            clip = self._rng.choice([c for c in clips if self._clips.get((*pair, c), 0) == least])
+            self._count(pair, clip)
+            a, b = self._rng.sample(pair, 2)
+        return clip, a, b

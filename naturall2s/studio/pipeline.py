@@ -1,13 +1,14 @@
 """One studio request, without any Gradio: mouth crop once, every selected model, metrics, files.
 
-:class:`Studio` holds what is built once at start-up (models, landmark detector, ASR, speaker encoder, MOS predictor) and
+:class:`Studio` holds what is built once at start-up (models, landmark detector, ASR, speaker encoder) and
 runs requests with :meth:`Studio.run`, reporting progress through a plain ``progress(fraction, message)``
 callback. Each request writes into its own folder under ``cache_dir``; folders older than ``max_age_s``
 are removed when a new request starts. Shared objects that are not thread-safe (the detector, the ASR
-decoder, the speaker encoder, the MOS predictor) are used under a lock; models run concurrently (inference only).
+decoder, the speaker encoder) are used under a lock; models run concurrently (inference only).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import shutil
@@ -15,9 +16,10 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -45,6 +47,7 @@ METRIC_COLUMNS = {
     "rtf": "RTF",
 }
 METRIC_DIGITS = {"f0_rmse_cents": 1, "seconds": 2}  # decimals in the table (others: 3)
+MODEL_THREADS = 2  # systems of one request synthesized side by side (torch releases the GIL)
 TABLE_HEADERS = ["System", "Lip-read text", "ASR transcript", *METRIC_COLUMNS.values()]
 
 Progress = Callable[[float, str], None]
@@ -83,6 +86,7 @@ class SystemResult:
     wav_path: Path
     transcript: str | None = None  # ASR of the output
     metrics: dict[str, float | None] = field(default_factory=dict)
+    synthesis: object | None = None  # the model's Synthesis (None for the reference)
 
     @property
     def duration(self) -> float:
@@ -101,6 +105,8 @@ class StudioResult:
     reference_result: SystemResult | None
     roi_video: Path | None
     notes: list[str]  # things the user should know (reference taken from the clip, metrics skipped, ...)
+    scored: bool = False  # transcripts and metrics are filled in
+    domain: object | None = None  # naturall2s.domain.DomainReport of the clip, when that module is installed
 
     def columns(self) -> list[SystemResult]:
         """Systems, then the reference when there is one."""
@@ -167,11 +173,13 @@ def _no_progress(fraction: float, message: str) -> None:
 class Studio:
     """Start-up state and the request runner.
 
-    ``models``: name → object with ``.synthesize(MouthClip) -> Synthesis``, in display order.
-    ``detector``: a landmarks Detector (None: extract_mouth's default). ``asr`` (``.transcribe(wav, sr)``, open
-    vocabulary), ``grid_asr`` (the same with the GRID grammar, used when the reference is a GRID sentence) and
-    ``speaker_encoder`` (``.embed(wav, sr)``) and ``mos_predictor`` (``.score(wavs, sr)``, every column in one
-    call) are optional: without them those columns stay empty.
+    ``models``: name → object with ``.synthesize(MouthClip) -> Synthesis``, in display order (more can be added
+    while serving: :meth:`add_model`). ``detector``: a landmarks Detector (None: extract_mouth's default).
+    ``scorer``: a :mod:`naturall2s.studio.scoring` scorer (worker processes in the app); without one, ``asr``
+    (open vocabulary), ``grid_asr`` (the GRID grammar, used when the reference is a GRID sentence) and
+    ``speaker_encoder`` (``.embed(wav, sr)``) and ``mos_predictor`` (``.score(wavs, sr)``) score in a background
+    thread of this process; any of them None leaves its columns empty.
+    ``seed``: passed to each model's ``synthesize`` when it takes one (the same clip gives the same audio).
     """
 
     def __init__(
@@ -183,32 +191,43 @@ class Studio:
         grid_asr=None,
         speaker_encoder=None,
         mos_predictor=None,
+        scorer=None,
         cache_dir: str | Path | None = None,
         max_seconds: float | None = None,
         max_age_s: float = DEFAULT_MAX_AGE_S,
         write_videos: bool = True,
+        seed: int | None = None,
     ):
+        from naturall2s.studio.scoring import LocalScorer, Scorers
+
         self.models = dict(models)
         self.detector = detector
-        self.asr = asr
-        self.grid_asr = grid_asr
-        self.speaker_encoder = speaker_encoder
-        self.mos_predictor = mos_predictor
-        self._mos_lock = threading.Lock()
+        self.scorer = scorer or LocalScorer(Scorers(asr=asr, grid_asr=grid_asr, speaker_encoder=speaker_encoder,
+                                                          mos_predictor=mos_predictor))
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.max_seconds = max_seconds
         self.max_age_s = max_age_s
         self.write_videos = write_videos
+        self.seed = seed
         self._detector_lock = threading.Lock()
-        self._asr_lock = threading.Lock()
-        self._speaker_lock = threading.Lock()
+        self._models_lock = threading.Lock()
         self._memo_lock = threading.Lock()
         self._wav_memo: dict[tuple[str, float, str], Path] = {}  # (video, mtime, system) → wav of an earlier run
 
     @property
     def system_names(self) -> list[str]:
-        return list(self.models)
+        with self._models_lock:
+            return list(self.models)
+
+    def add_model(self, name: str, model: SpeechModel) -> None:
+        """Serve one more system (an adapted speaker, say) from the next request on; replaces one of that name."""
+        with self._models_lock:
+            self.models[name] = model
+
+    def close(self) -> None:
+        """Stop the scoring workers."""
+        self.scorer.close()
 
     # ------------------------------------------------------------------------------------ request
     def new_work_dir(self) -> Path:
@@ -228,7 +247,14 @@ class Studio:
         with self._detector_lock:  # detectors keep tracking state between frames: one clip at a time
             return extract_mouth(video_path, **kwargs)
 
-    def run(
+    def run(self, video_path: str | Path, **kwargs) -> StudioResult:
+        """The finished result of :meth:`stream` (same arguments)."""
+        result = None
+        for result in self.stream(video_path, **kwargs):
+            pass
+        return result
+
+    def stream(
         self,
         video_path: str | Path,
         *,
@@ -236,70 +262,81 @@ class Studio:
         reference_audio: str | Path | None = None,
         reference_text: str | None = None,
         metrics: bool = True,
+        roi_video: bool = True,
         progress: Progress = _no_progress,
-    ) -> StudioResult:
+    ) -> Iterator[StudioResult]:
         """Synthesize ``video_path`` with each of ``systems`` (default: all) and score the outputs.
 
-        The clip's own audio track (or ``reference_audio``, which wins) is the reference; ``reference_text``
-        (or the GRID sentence of the file name) is the reference transcript.
+        Yields the result twice: once every system's audio exists (``scored`` False: no transcripts or metrics
+        yet), then scored (``scored`` True; the mouth-crop video and the out-of-domain report too). Without
+        ``metrics`` only the second; without ``roi_video`` no mouth-crop video is written (API callers do not
+        see it). The clip's own audio track (or ``reference_audio``, which wins) is the
+        reference; ``reference_text`` (or the GRID sentence of the file name) is the reference transcript.
         """
         if not video_path:
             raise NaturalL2SError("no video given: upload a clip, record one, or pick an example")
         video_path = Path(video_path)
-        systems = self.system_names if systems is None else [s for s in self.system_names if s in systems]
+        with self._models_lock:
+            models = dict(self.models)
+        systems = list(models) if systems is None else [s for s in models if s in systems]
         if not systems:
             raise NaturalL2SError("no system selected: tick at least one model")
-        n_steps = 2 + len(systems) + (1 if metrics else 0)
-        step = 0
-
-        def advance(message: str):
-            nonlocal step
-            progress(step / n_steps, message)
-            step += 1
-
-        advance("finding face landmarks and cropping the mouth")
+        progress(0.0, "finding face landmarks and cropping the mouth")
         clip = self.extract(video_path)
         work = self.new_work_dir()
         notes: list[str] = []
-        advance("preparing the reference")
         reference = self._reference(clip, video_path, reference_audio, reference_text, notes)
-        roi_video = self._roi_video(clip, work)
-
-        results = []
-        for name in systems:
-            advance(f"synthesizing with {name}")
-            results.append(self._synthesize(name, clip, work))
-            self._remember(video_path, name, results[-1].wav_path)
-        ref_result = None
-        if reference.wav is not None:
-            ref_result = self._reference_result(reference, work)
+        ref_result = self._reference_result(reference, work) if reference.wav is not None else None
+        # scoring starts as soon as a column exists (the reference now, each system when it is done), in the
+        # scorer's workers, while the models are still running here
+        pending = []
+        if metrics and ref_result is not None:
+            pending.append(self._submit_score(ref_result, reference, is_reference=True))
+        progress(0.3, f"synthesizing with {', '.join(systems)}")
+        done = {}
+        with ThreadPoolExecutor(max_workers=MODEL_THREADS, thread_name_prefix="studio-model") as pool:
+            futures = [pool.submit(self._synthesize, name, models[name], clip, work) for name in systems]
+            for future in as_completed(futures):
+                r = future.result()
+                done[r.name] = r
+                self._remember(video_path, r.name, r.wav_path)
+                if metrics:
+                    pending.append(self._submit_score(r, reference))
+        results = [done[name] for name in systems]
+        result = StudioResult(video_path, work, clip, reference, results, ref_result, None, notes)
         if metrics:
-            advance("scoring (ASR, intelligibility, quality, naturalness, speaker similarity)")
-            if reference.wav is not None:
-                reference.embedding = self._embed(reference.wav, SAMPLE_RATE)
-            for r in results + ([ref_result] if ref_result else []):
-                self._score(r, reference, is_reference=r is ref_result)
-            self._mos(results + ([ref_result] if ref_result else []), notes)
+            yield result
+            progress(0.6, "scoring (ASR, intelligibility, quality, naturalness, speaker similarity)")
+        result.roi_video = self._roi_video(clip, work) if roi_video else None
+        result.domain = self._assess(clip, models, result)
+        if metrics:
+            self._collect_scores(result, pending)
             if reference.wav is None:
                 notes.append("no reference audio: STOI, ESTOI, PESQ, speaker similarity and F0 error need one")
             if reference.text is None:
                 notes.append("no reference transcript: WER and CER need one (type it, or use a GRID file name)")
+        for r in result.systems:
+            if r.f0 is None:  # not predicted by the model, not tracked by the scorer (metrics off or failed)
+                r.f0 = f0_voicing(r.wav)[0] if r.sample_rate == SAMPLE_RATE else None
+        result.scored = metrics
         progress(1.0, "done")
-        return StudioResult(video_path, work, clip, reference, results, ref_result, roi_video, notes)
+        yield result
 
     def synthesize_wavs(self, video_path: str | Path, systems: list[str]) -> dict[str, Path]:
         """Just the wavs of ``systems`` for a video (the A/B tab): reuses earlier outputs for the same file,
         otherwise one mouth crop and the missing systems; no metrics, no plots."""
-        unknown = [s for s in systems if s not in self.models]
+        with self._models_lock:
+            models = dict(self.models)
+        unknown = [s for s in systems if s not in models]
         if unknown:
-            raise NaturalL2SError(f"unknown system {unknown[0]!r}; available: {', '.join(self.models)}")
+            raise NaturalL2SError(f"unknown system {unknown[0]!r}; available: {', '.join(models)}")
         found = {s: p for s in systems if (p := self._recall(video_path, s)) is not None}
         missing = [s for s in systems if s not in found]
         if missing:
             clip = self.extract(video_path)
             work = self.new_work_dir()
             for s in missing:
-                found[s] = self._synthesize(s, clip, work).wav_path
+                found[s] = self._synthesize(s, models[s], clip, work).wav_path
                 self._remember(video_path, s, found[s])
         return {s: found[s] for s in systems}
 
@@ -362,23 +399,34 @@ class Studio:
         write_gray_video(path, np.asarray(clip.roi), fps=clip.fps)
         return path
 
-    def _synthesize(self, name: str, clip, work: Path) -> SystemResult:
-        out = self.models[name].synthesize(clip)
+    def _synthesize(self, name: str, model: SpeechModel, clip, work: Path) -> SystemResult:
+        out = model.synthesize(clip, **self._seed_kwargs(model))
         wav = np.asarray(out.wav, dtype=np.float32).reshape(-1)
         wav_path = save_audio(work / f"{_safe_name(name)}.wav", wav, out.sample_rate)
         mel = out.mel if out.mel is not None else log_mel(wav).numpy()
-        f0, f0_source = (out.f0, "predicted") if out.f0 is not None else (f0_voicing(wav)[0], "tracked")
+        predicted = out.f0 is not None
         return SystemResult(
             name=name,
             wav=wav,
             sample_rate=int(out.sample_rate),
             mel=np.asarray(mel, dtype=np.float32),
-            f0=np.asarray(f0, dtype=np.float32),
-            f0_source=f0_source,
+            f0=np.asarray(out.f0, dtype=np.float32) if predicted else None,
+            f0_source="predicted" if predicted else "tracked",
             text=out.text or "",
             seconds=float(out.seconds),
             wav_path=wav_path,
+            synthesis=out,
         )
+
+    def _seed_kwargs(self, model) -> dict:
+        """``{"seed": self.seed}`` when the model's ``synthesize`` takes a seed and one is set."""
+        if self.seed is None:
+            return {}
+        try:
+            takes_seed = "seed" in inspect.signature(model.synthesize).parameters
+        except (TypeError, ValueError):
+            takes_seed = False
+        return {"seed": self.seed} if takes_seed else {}
 
     def _reference_result(self, reference: Reference, work: Path) -> SystemResult:
         wav = reference.wav
@@ -394,68 +442,60 @@ class Studio:
             wav_path=save_audio(work / "reference.wav", wav, SAMPLE_RATE),
         )
 
-    def _score(self, r: SystemResult, reference: Reference, *, is_reference: bool) -> None:
-        """Fill ``r.transcript`` and ``r.metrics``; a metric that fails is logged and left empty."""
+    def _submit_score(self, column: SystemResult, ref: Reference, *, is_reference: bool = False) -> tuple:
+        """Queue one column's scoring on the scorer; returns (column, future)."""
+        from naturall2s.studio.scoring import ScoringReference
+
+        sref = ScoringReference(wav=ref.wav, text=ref.text, grid=ref.text_source == GRID_SOURCE, f0=ref.f0)
+        return column, self.scorer.submit(column.wav, column.sample_rate, sref, is_reference=is_reference)
+
+    def _collect_scores(self, result: StudioResult, pending: list) -> None:
+        """Wait for the scores and fill each column's transcript, metrics and (tracked) F0."""
         from naturall2s import metrics as M
+        from naturall2s.studio.scoring import safe
 
-        m: dict[str, float | None] = {}
-        if r.seconds is not None:
-            m["seconds"] = r.seconds
-            m["rtf"] = _safe("rtf", M.rtf, r.seconds, len(r.wav), r.sample_rate)
-        asr = self.grid_asr if reference.text_source == GRID_SOURCE and self.grid_asr is not None else self.asr
-        if asr is not None:
-            with self._asr_lock:
-                r.transcript = _safe("asr", asr.transcribe, r.wav, r.sample_rate)
-        if reference.text is not None and r.transcript is not None:
-            m["wer"] = _safe("wer", M.wer, reference.text, r.transcript)
-            m["cer"] = _safe("cer", M.cer, reference.text, r.transcript)
-        if reference.wav is not None and not is_reference:
-            ref = reference.wav
-            for key in ("stoi", "estoi", "pesq_nb", "pesq_wb"):
-                m[key] = _safe(key, getattr(M, key), ref, r.wav, sample_rate=r.sample_rate)
-            if reference.embedding is not None:
-                emb = self._embed(r.wav, r.sample_rate)
-                if emb is not None:
-                    m["speaker_similarity"] = _safe("speaker_similarity", M.speaker_similarity, reference.embedding, emb)
-            # F0 of the output waveform (the same tracker as the reference), so every system is measured alike
-            m["f0_rmse_cents"] = _safe("f0_rmse_cents", M.f0_rmse_cents, ref, r.wav, sample_rate=r.sample_rate)
-        r.metrics = m
+        scores = {id(r): future.result() for r, future in pending}
+        mos_by = {s.mos_by for s in scores.values() if s.mos_by}
+        if mos_by:
+            result.notes.append(f"MOS: naturalness (1..5, higher is better) predicted by {', '.join(sorted(mos_by))} "
+                                "from each output alone, the reference included")
+        ref_scores = scores.get(id(result.reference_result)) if result.reference_result else None
+        result.reference.embedding = ref_scores.embedding if ref_scores else None
+        for r, _ in pending:
+            s = scores[id(r)]
+            r.transcript = s.transcript
+            m: dict[str, float | None] = {}
+            if r.seconds is not None:
+                m["seconds"] = r.seconds
+                m["rtf"] = safe("rtf", M.rtf, r.seconds, len(r.wav), r.sample_rate)
+            m.update(s.metrics)
+            if r is not result.reference_result:
+                if result.reference.embedding is not None and s.embedding is not None:
+                    m["speaker_similarity"] = safe("speaker_similarity", M.speaker_similarity,
+                                                   result.reference.embedding, s.embedding)
+                if r.f0 is None:
+                    r.f0 = s.f0
+            r.metrics = m
 
-    def _mos(self, columns: list[SystemResult], notes: list[str]) -> None:
-        """Predicted MOS of every column (systems and reference) in one predictor call, into ``metrics["mos"]``."""
-        if self.mos_predictor is None or not columns:
-            return
-        from naturall2s.audio import resample
-
-        wavs = [resample(r.wav, r.sample_rate, SAMPLE_RATE) for r in columns]
-        with self._mos_lock:
-            scores = _safe("mos", self.mos_predictor.score, wavs, SAMPLE_RATE)
-        if scores is not None:
-            for r, v in zip(columns, scores):
-                r.metrics["mos"] = float(v)
-            notes.append(f"MOS: naturalness (1..5, higher is better) predicted by {self.mos_predictor.name} from "
-                         "each output alone, the reference included")
-
-    def _embed(self, wav: np.ndarray, sample_rate: int) -> np.ndarray | None:
-        """Speaker embedding (D,) or None when there is no encoder or it fails on this signal."""
-        if self.speaker_encoder is None:
+    def _assess(self, clip, models: dict, result: StudioResult):
+        """The out-of-domain report of :mod:`naturall2s.domain` (None when that module is not installed or it
+        fails), judged with the first selected system."""
+        try:
+            from naturall2s.domain import assess
+        except ImportError:
             return None
-        with self._speaker_lock:
-            return _safe("speaker embedding", self.speaker_encoder.embed, wav, sample_rate)
+        first = result.systems[0]
+        try:
+            return assess(clip, model=models[first.name], synthesis=first.synthesis,
+                          reference_wav=result.reference.wav)
+        except Exception as e:  # the warning is advice: it must not sink the request
+            log.warning("out-of-domain assessment failed: %s: %s", type(e).__name__, e)
+            return None
 
 
 def _safe_name(name: str) -> str:
     """A file-name-safe version of a system name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _safe(name: str, fn, *args, **kwargs):
-    """``fn(*args)``, or None (logged) when the metric cannot be computed for this signal."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # e.g. PESQ on a silent output raises; one metric must not sink the request
-        log.warning("metric %s failed: %s: %s", name, type(e).__name__, e)
-        return None
 
 
 def load_studio(
@@ -466,43 +506,24 @@ def load_studio(
     speaker_encoder: str | None = "auto",
     mos: str | None = "auto",
     device: str = "cpu",
+    scoring_workers: int = 0,
     **studio_kwargs,
 ) -> Studio:
-    """Build everything once at start-up: each model (default: every shipped one), the landmark detector,
-    the ASR systems (open vocabulary, plus the GRID grammar for GRID clips), the speaker encoder and the MOS
-    predictor (:func:`naturall2s.naturalness.get_mos_predictor`, loaded here once).
+    """Build everything once at start-up: each model (default: every available one), the landmark detector and
+    the scorers (ASR with and without the GRID grammar, speaker encoder, MOS predictor): in ``scoring_workers``
+    processes, or in this one when 0.
 
     ``asr`` / ``speaker_encoder`` / ``mos`` None (or unavailable here) leave those columns empty; a missing model raises
     CheckpointError.
     """
     import naturall2s
     from naturall2s.landmarks import get_detector
+    from naturall2s.studio.scoring import LocalScorer, ProcessScorer, build_scorers
 
     names = list(model_names) if model_names else naturall2s.available_models()
     models = {name: naturall2s.load_model(name, device=device) for name in names}
-    asr_open = asr_grid = encoder = None
-    if asr:
-        from naturall2s.asr import get_asr
-
-        asr_open = _optional("ASR", get_asr, asr, grammar=None)
-        asr_grid = _optional("GRID-grammar ASR", get_asr, asr, grammar="grid")
-    if speaker_encoder:
-        from naturall2s.speaker import get_speaker_encoder
-
-        encoder = _optional("speaker encoder", get_speaker_encoder, speaker_encoder)
-    predictor = None
-    if mos:
-        from naturall2s.naturalness import get_mos_predictor
-
-        predictor = _optional("MOS predictor", get_mos_predictor, mos)
-    return Studio(models, detector=get_detector(detector), asr=asr_open, grid_asr=asr_grid,
-                  speaker_encoder=encoder, mos_predictor=predictor, **studio_kwargs)
-
-
-def _optional(what: str, factory, *args, **kwargs):
-    """``factory(...)``, or None with a warning when it cannot be built on this machine."""
-    try:
-        return factory(*args, **kwargs)
-    except Exception as e:  # missing weights / libraries: the studio still runs without this column
-        log.warning("%s unavailable, its columns stay empty: %s: %s", what, type(e).__name__, e)
-        return None
+    if scoring_workers > 0:
+        scorer = ProcessScorer(workers=scoring_workers, asr=asr, speaker_encoder=speaker_encoder, mos=mos)
+    else:
+        scorer = LocalScorer(build_scorers(asr=asr, speaker_encoder=speaker_encoder, mos=mos))
+    return Studio(models, detector=get_detector(detector), scorer=scorer, **studio_kwargs)

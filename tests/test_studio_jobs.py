@@ -1,0 +1,134 @@
+"""The studio's enrollment job store: state in SQLite that survives a reload and a restart; one job at a time.
+
+The adaptation itself is replaced by small functions here (``naturall2s.adapt`` has its own tests)."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from naturall2s.errors import NaturalL2SError
+from naturall2s.studio.jobs import JobRunner, JobStore
+
+
+def fake_adapt(inputs, progress):
+    """Writes a 'checkpoint' after reporting progress, like naturall2s.adapt.adapt does."""
+    for i in range(3):
+        progress((i + 1) / 3, f"step {i + 1}/3: held-out log-mel L1 {1.0 - 0.1 * i:.2f}")
+    out = inputs["out"] + "/" + inputs["name"] + ".safetensors"
+    with open(out, "w") as f:
+        f.write("weights")
+    return out, {"table": "| metric | base | adapted |\n|---|---|---|\n| ESTOI | 0.10 | 0.30 |"}
+
+
+def test_job_state_survives_a_restart(tmp_path):
+    db = tmp_path / "jobs.sqlite"
+    served = []
+    runner = JobRunner(JobStore(db), fake_adapt, on_done=served.append)
+    job = runner.submit(name="alice", inputs={"name": "alice", "out": str(tmp_path)})
+    assert job.state == "queued" and job.active
+    assert runner.wait_idle(30)
+    runner.stop(5)
+    assert [j.name for j in served] == ["alice"]
+
+    again = JobStore(db)  # a new process: only the database is shared
+    done = again.get(job.id)
+    assert done.state == "done" and done.progress == 1.0 and done.result.endswith("alice.safetensors")
+    assert "ESTOI" in done.report["table"] and any("step 3/3" in line for line in done.log)
+    assert again.latest().id == job.id
+
+
+def test_a_job_running_when_the_server_stopped_is_interrupted_and_queued_ones_resume(tmp_path):
+    db = tmp_path / "jobs.sqlite"
+    store = JobStore(db)
+    crashed = store.create(kind="adapt", name="bob", inputs={"name": "bob", "out": str(tmp_path)})
+    store.set_state(crashed.id, "running", progress=0.4, message="step 4/10")
+    waiting = store.create(kind="adapt", name="carol", inputs={"name": "carol", "out": str(tmp_path)})
+
+    runner = JobRunner(JobStore(db), fake_adapt)  # the restart
+    assert runner.wait_idle(30)
+    runner.stop(5)
+    after = JobStore(db)
+    bob, carol = after.get(crashed.id), after.get(waiting.id)
+    assert bob.state == "interrupted" and "stopped" in bob.message and bob.progress == pytest.approx(0.4)
+    assert carol.state == "done" and carol.result.endswith("carol.safetensors")
+
+
+def test_one_job_at_a_time_and_failures_are_kept(tmp_path):
+    release = threading.Event()
+
+    def slow(inputs, progress):
+        progress(0.5, "halfway")
+        release.wait(10)
+        raise NaturalL2SError("only 2 usable clips (at least 3 needed): c.mp4 has no face")
+
+    runner = JobRunner(JobStore(tmp_path / "jobs.sqlite"), slow)
+    first = runner.submit(name="dave", inputs={})
+    with pytest.raises(NaturalL2SError, match="one job at a time"):
+        runner.submit(name="erin", inputs={})
+    release.set()
+    assert runner.wait_idle(30)
+    failed = runner.store.get(first.id)
+    assert failed.state == "failed" and "no face" in failed.message
+    second = runner.submit(name="erin", inputs={})  # the next one may start now
+    assert runner.wait_idle(30)
+    assert runner.store.get(second.id).state == "failed"
+    runner.stop(5)
+
+
+def test_the_tab_queues_a_job_and_shows_it(tmp_path, monkeypatch):
+    """The "Add a speaker" callbacks: a user error is a warning with outputs untouched; a real start queues the
+    job with the clips copied beside the database; the poll shows its state and the before/after table."""
+    from tests.test_studio import FakeStudio, ToneModel
+
+    from naturall2s.studio import ui
+    from naturall2s.studio.ab_store import VoteStore
+
+    clip = tmp_path / "take1.mp4"
+    clip.write_bytes(b"video")
+    seen = {}
+
+    def work(inputs, progress):
+        seen.update(inputs)
+        return fake_adapt({**inputs, "out": str(tmp_path)}, progress)
+
+    studio = FakeStudio({"low": ToneModel("low", 120.0)}, cache_dir=tmp_path / "cache", write_videos=False)
+    runner = JobRunner(JobStore(tmp_path / "jobs" / "jobs.sqlite"), work,
+                       on_done=lambda job: studio.add_model(job.name, ToneModel(job.name, 300.0)))
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"), jobs=runner)
+    app.build()
+    with pytest.warns(UserWarning, match="give the new speaker a name"):
+        assert app.start_job_ui("", "low", None, [str(clip)], []) == {"__type__": "update"}
+    status, *_ = app.start_job_ui("alice", "low", None, [str(clip)], [])
+    assert "alice" in status
+    assert runner.wait_idle(30)
+    runner.stop(5)
+    assert seen["base"] == "low" and len(seen["clips"]) == 1 and seen["clips"][0].startswith(str(tmp_path / "jobs"))
+    status, log, table = app.job_ui()
+    assert "done" in status and "step 3/3" in log and "ESTOI" in table
+    boxes, cards, known = app.refresh_systems(["low"], ["low"])
+    assert known == ["low", "alice"] and boxes.value == ["low", "alice"] and "alice" in cards
+
+
+def test_webcam_takes_are_checked_one_sentence_after_another(tmp_path, monkeypatch):
+    from tests.test_studio import FakeStudio, ToneModel
+
+    from naturall2s.studio import enroll, ui
+    from naturall2s.studio.ab_store import VoteStore
+
+    verdicts = iter([(False, "not usable: no speech heard (face in 100% of frames, speech in 0% of the audio)"),
+                     (True, "kept: face in 100% of frames, speech in 80% of the audio")])
+    asked = []
+    monkeypatch.setattr(enroll, "check_take", lambda path, *, sentence: (asked.append(sentence), next(verdicts))[1])
+    studio = FakeStudio({"low": ToneModel("low", 120.0)}, cache_dir=tmp_path / "cache", write_videos=False)
+    runner = JobRunner(JobStore(tmp_path / "jobs.sqlite"), fake_adapt, start=False)
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"), jobs=runner)
+    take = tmp_path / "take.webm"
+    take.write_bytes(b"video")
+    with pytest.warns(UserWarning, match="no speech heard.*record it again"):
+        assert app.check_take_ui(str(take), 0, []) == {"__type__": "update"}  # refused: nothing moves on
+    takes, index, sentence, kept, cleared = app.check_take_ui(str(take), 0, [])
+    assert takes == [str(take)] and index == 1 and app.sentences[1] in sentence and "1 take" in kept
+    assert cleared is None and asked == [app.sentences[0]] * 2
+    words = [s.split() for s in enroll.sentences_to_read()]
+    assert len(words) == enroll.N_SENTENCES and all(len(w) == 6 for w in words)
