@@ -148,7 +148,7 @@ HELP = {
 # loss keys each stage optimises (their weights come from the lambdas table)
 STAGE_KEYS = {
     "lipreader": ("ctc", "word/ce", "melhead/l1"),
-    "vocoder": ("stft/sc", "stft/mag", "mel/l1"),
+    "vocoder": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg"),  # stoi/neg: weight 0 by default (not computed)
     "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "f0/ce", "vuv/bce", "loud/l1", "prior/sc",
               "prior/mag", "content/ce"),
     "judge": ("word/ce",),
@@ -590,6 +590,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
 
     log_file = open(run_dir / "log.csv", "a", newline="") if is_main else None
     log = csv.writer(log_file) if log_file else None
+    if log is not None:  # every (re)start records its configuration: a recipe changed on resume stays on record
+        log.writerow([step, "config", json.dumps(asdict(cfg))])
     if cfg.select == "guarded" and baseline is None and is_main:
         # the start is the bar every later checkpoint must clear (and the best model until one does)
         val = validate()

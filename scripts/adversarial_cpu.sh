@@ -10,14 +10,15 @@
 # have not regressed from the shipped model's; the MOS predictor is never part of training or selection.
 #
 #   scripts/adversarial_cpu.sh [WORK_DIR]        # start, or resume after an interruption (the same command)
-#   scripts/adversarial_cpu.sh [WORK_DIR] status # where each run stands (last validation, progress)
-#   scripts/adversarial_cpu.sh [WORK_DIR] stop   # end the runs (each resumes from its last save)
+#   scripts/adversarial_cpu.sh [WORK_DIR] status # where each run stands (last validation, progress); also `status [WORK_DIR]`
+#   scripts/adversarial_cpu.sh [WORK_DIR] stop   # end the runs (each resumes from its last save); also `stop [WORK_DIR]`
 #
 # Each run saves its resumable state (models, optimisers, discriminator, RNG, data order, best so far) every
 # SAVE_MINUTES (default 10) and at every evaluation: a lost process loses at most that much.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${1:-../naturall2s-work}
+case "${1:-}" in status|stop) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
+  *) WORK=${1:-../naturall2s-work}; ACTION=${2:-start} ;; esac
 PY=${PY:-.venv/bin/python}
 CACHE=$WORK/cache/grid
 RUNS=$WORK/runs/adversarial
@@ -27,22 +28,23 @@ mkdir -p "$RUNS"
 declare -A ARGS=(
   [naturall2s]='--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3
     --arch {"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01,"prior_free_phase":true,"f0_bins":180}
-    --lambdas {"f0/l1":0,"stoi/neg":10}'
+    --lambdas {"f0/l1":0,"stoi/neg":20,"adv/gen":0.5,"adv/feat":1}'
   [naturall2s-noddsp]='--variant naturall2s-noddsp --stage synth --freeze-frontend --arch {"word_head":true}
-    --lambdas {"stoi/neg":10}'
-  [mel-vocoder]='--variant mel-vocoder --stage vocoder --arch {"word_head":true}'
+    --lambdas {"stoi/neg":20,"adv/gen":0.5,"adv/feat":1}'
+  [mel-vocoder]='--variant mel-vocoder --stage vocoder --arch {"word_head":true}
+    --lambdas {"stoi/neg":10,"adv/gen":0.5,"adv/feat":1}'
 )
 COMMON=(--cache "$CACHE" --segment-frames 25 --batch-size 8 --lr 1e-4 --lr-disc 2e-4 --warmup 50 --adv-start 0
         --disc mrd --select guarded --eval-every 200 --save-minutes 10 --threads 1 --device cpu)
 
-if [ "${2:-}" = status ]; then
+if [ "$ACTION" = status ]; then
   for v in "${!ARGS[@]}"; do
     echo "== $v"; grep '"val"\|,val,' "$RUNS/$v/log.csv" 2>/dev/null | tail -2 | cut -c1-400 || echo "not started"
     tail -c 400 "$RUNS/$v.log" 2>/dev/null | tr '\r' '\n' | tail -1; echo
   done
   exit 0
 fi
-if [ "${2:-}" = stop ]; then
+if [ "$ACTION" = stop ]; then
   for v in "${!ARGS[@]}"; do pkill -f -- "--run-dir $RUNS/$v( |$)" && echo "$v: stopped" || true; done
   exit 0
 fi
