@@ -10,10 +10,13 @@ The pipeline (:func:`adapt`), resumable at every step (its work folder is ``<out
    Clips of evidently different people (leave-one-out speaker similarity below :data:`SPEAKER_WARN_SIMILARITY`)
    get a warning; unusable clips are named with their reason; fewer than :data:`MIN_CLIPS` usable is an error.
 2. **Hold out** a few clips (:func:`holdout_size`, a fixed seeded draw, so a rerun holds out the same ones).
-3. **Train** with the one training script (:func:`naturall2s.train.train`) from the base model: the recipe
-   :data:`RECIPE` with the base model's own architecture, feature noise and loss weights (its stored training
-   config), selected on the held-out clips. ``keep_base``: a prepared cache of the base speaker whose training clips
-   are mixed into the training set (linked, not copied), so one model speaks for both.
+3. **Train** with the one training script (:func:`naturall2s.train.train`) from the base model, the stages of
+   its variant (:data:`ADAPT_STAGES`: ``synth`` for the naturall2s variants; ``lipreader`` for ``mel-gl``; the
+   cascade ``mel-vocoder`` its ``lipreader`` and then its ``vocoder`` on the new speaker's real mels, the two runs
+   composed into one checkpoint by ``train --steps 0``): the recipe :data:`RECIPE` with the base model's own
+   architecture, feature noise and loss weights (its stored training config), each run selected on the held-out
+   clips. ``keep_base``: a prepared cache of the base speaker whose training clips are mixed into the training set
+   (linked, not copied), so one model speaks for both.
 4. **Score** the base model and the adapted one on the held-out clips (:func:`naturall2s.evaluate.evaluate`) and
    write the checkpoint, with its provenance (base model, clips, steps, wall time, held-out scores) in its
    metadata, into the user models folder (:func:`naturall2s.checkpoints.user_models_dir`) or ``out``; it appears
@@ -47,10 +50,17 @@ BASE_PREFIX = "base-"  # names of the base speaker's clips in an adaptation cach
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 WORK_FOLDER = ".adapt"  # inside the output folder: the cache and training run of each adaptation (resumable)
 HOLDOUT_SEED = 0
+# what adapting each variant trains: stages of naturall2s.train, in order (several: composed into one checkpoint)
+ADAPT_STAGES = {"naturall2s": ("synth",), "naturall2s-noddsp": ("synth",), "mel-gl": ("lipreader",),
+                "mel-vocoder": ("lipreader", "vocoder")}
+STAGE_VARIANT = {"lipreader": "mel-gl"}  # the lipreader stage trains the front end + heads of either mel variant
 # the adaptation recipe (what trains, how long, how): everything, whole clips, augmentation, the base model's loss
-# weights (issue #17's trial: 300 steps at 2e-4); measured on GRID speaker s4 at 100 steps at 3e-4 (docs/results.md)
+# weights (issue #17's trial: 300 steps at 2e-4); measured on GRID speaker s4 at 100 steps at 3e-4 (docs/results.md).
+# An entry named after a stage overrides the common entries for that stage's run (the cascade's vocoder: on the
+# real mels, which augmentation does not touch, at a gentler rate)
 RECIPE = {"steps": 100, "batch_size": 8, "lr": 3e-4, "warmup": 10, "augment": True, "segment_frames": 0,
-          "freeze_frontend": False, "eval_every": 20, "select": "mel", "save_minutes": 0.5}
+          "freeze_frontend": False, "eval_every": 20, "select": "mel", "save_minutes": 0.5,
+          "vocoder": {"lr": 2e-4, "augment": False}}
 # training-config keys of the base model's own run that the adaptation keeps (architecture knobs and loss weights)
 INHERITED = ("feature_noise", "lambdas")
 EVAL_RESERVE_MINUTES = 1.0  # of a --minutes budget, kept for scoring the held-out clips at the end
@@ -271,8 +281,8 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     base_path = resolve(base)
     base_meta = read_metadata(base_path)
     variant = base_meta["config"]["variant"]
-    if variant in ("mel-gl", "mel-vocoder"):
-        raise AdaptError(f"adapting {variant} is not supported yet: adapt naturall2s or naturall2s-noddsp")
+    if variant not in ADAPT_STAGES:
+        raise AdaptError(f"{base}: cannot adapt a {variant} model (adaptable: {', '.join(ADAPT_STAGES)})")
     if keep_base is not None and not (Path(keep_base) / "manifest.json").is_file():
         raise AdaptError(f"--keep-base {keep_base}: not a prepared cache (no manifest.json); run "
                          "`python -m naturall2s prepare` for the base speaker first")
@@ -281,8 +291,9 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
         raise AdaptError(f"{len(paths)} clip(s) given; adaptation needs at least {MIN_CLIPS} clips of the person")
     out_dir = Path(out).expanduser() if out is not None else user_models_dir()
     target = out_dir / f"{name}.safetensors"
-    recipe = {**RECIPE, **(recipe or {}), **({"steps": steps} if steps is not None else {})}
-    settings = {"base": str(base_path.resolve()), "recipe": recipe, "keep_base": str(keep_base), "holdout": holdout,
+    overrides = {**(recipe or {}), **({"steps": steps} if steps is not None else {})}
+    recipes = {stage: stage_recipe(stage, overrides) for stage in ADAPT_STAGES[variant]}
+    settings = {"base": str(base_path.resolve()), "recipe": recipes, "keep_base": str(keep_base), "holdout": holdout,
                 "base_clips": base_clips, "seed": seed}
     work = out_dir / WORK_FOLDER / name
     state = _open_work(work, _fingerprint(paths, {"names": names_as_transcripts}), _fingerprint([], settings), say)
@@ -310,31 +321,23 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     say(0.15, f"{len(train_keys)} training clips" + (f" (+ {mixed} of the base speaker)" if mixed else "")
         + f", {len(held)} held out: {', '.join(held)}")
 
-    # 3. train from the base model
-    cfg = _train_config(base_path, base_meta, work, recipe, n_train=len(train_keys) + mixed, device=device,
-                        threads=threads, seed=seed, minutes=None if minutes is None else
-                        max(0.1, minutes - (time.time() - t0) / 60 - EVAL_RESERVE_MINUTES))
-    from naturall2s.train import train
-
-    def on_step(step: int, val: dict | None) -> None:
-        if val is not None:
-            report(0.15 + 0.75 * step / cfg.steps, f"step {step}/{cfg.steps}: held-out log-mel L1 "
-                                                   f"{val['score']:.3f}, ESTOI {val.get('estoi', float('nan')):.3f}")
-
-    result = train(cfg, on_step=on_step)
-    if result["step"] < cfg.steps:
-        say(None, f"stopped at step {result['step']} of {cfg.steps} (the time cap); the best so far is used")
+    # 3. train from the base model: each stage of its variant, then one checkpoint of them
+    cfgs = [_train_config(base_path, base_meta, work, stage, recipes[stage], n_train=len(train_keys) + mixed,
+                          device=device, threads=threads, seed=seed) for stage in recipes]
+    deadline = None if minutes is None else t0 + 60 * (minutes - EVAL_RESERVE_MINUTES)
+    results = _train_stages(cfgs, deadline, say, report)
+    final = _compose(cfgs, base_path, base_meta, work)
 
     # 4. score before/after on the held-out clips, then write the checkpoint (atomically)
     say(0.9, f"scoring {base_path.stem} and {name} on the {len(held)} held-out clips")
-    scores = _heldout_scores(base_path, work, name)
+    scores = _heldout_scores(base_path, final, work, name)
     state["wall_s"] = state.get("wall_s", 0.0) + time.time() - t0
     _save_state(work, state)
-    info = _provenance(work, base_path, base_meta, checks, train_keys, held, mixed, keep_base, cfg, result, scores,
-                       state["wall_s"])
+    info = _provenance(final, base_path, base_meta, checks, train_keys, held, mixed, keep_base, cfgs, results,
+                       scores, state["wall_s"])
     from naturall2s.checkpoints import load_model, save_model
 
-    model = load_model(Path(cfg.run_dir) / "best.safetensors")
+    model = load_model(final)
     save_model(model, target, info=info)
     say(1.0, f"{target}: {name}, adapted from {base_path.stem} in {state['wall_s'] / 60:.1f} min")
     return target
@@ -375,7 +378,7 @@ def _open_work(work: Path, examined_for: str, trained_for: str, say) -> dict:
         for link in (work / "cache" / "clips").glob(BASE_PREFIX + "*.npz"):
             link.unlink()
         state |= {"trained_for": trained_for, "wall_s": 0.0}
-    elif (work / "run" / "state.pt").is_file():
+    elif any((work / "run").glob("*/state.pt")):
         say(None, f"resuming the adaptation in {work}")
     work.mkdir(parents=True, exist_ok=True)
     _save_state(work, state)
@@ -463,10 +466,18 @@ def _layout_cache(cache: Path, train_keys: list[str], held: list[str], keep_base
     return len(mixed)
 
 
-def _train_config(base_path: Path, base_meta: dict, work: Path, recipe: dict, *, n_train: int, device: str,
-                  threads: int, seed: int, minutes: float | None):
-    """The synth-stage TrainConfig of the adaptation: the recipe, the base model's architecture and its own
-    training run's feature noise and loss weights."""
+def stage_recipe(stage: str, overrides: dict | None = None) -> dict:
+    """The recipe of one stage's run: :data:`RECIPE`'s common entries, its entry for ``stage``, then ``overrides``
+    (common entries, and ``{stage: {...}}`` for that stage only)."""
+    overrides = overrides or {}
+    common = lambda table: {k: v for k, v in table.items() if not isinstance(v, dict)}  # noqa: E731
+    return {**common(RECIPE), **RECIPE.get(stage, {}), **common(overrides), **overrides.get(stage, {})}
+
+
+def _train_config(base_path: Path, base_meta: dict, work: Path, stage: str, recipe: dict, *, n_train: int,
+                  device: str, threads: int, seed: int):
+    """The TrainConfig of one stage of the adaptation (its run in ``work/run/<stage>``): the recipe, the base
+    model's architecture and its own training run's feature noise and loss weights."""
     from naturall2s.train import TrainConfig
 
     arch = {k: v for k, v in base_meta["config"].items() if k != "variant"}
@@ -474,19 +485,67 @@ def _train_config(base_path: Path, base_meta: dict, work: Path, recipe: dict, *,
     inherited = {k: stored[k] for k in INHERITED if k in stored}
     r = dict(recipe)
     r["batch_size"] = min(int(r["batch_size"]), n_train)  # the loader drops incomplete batches
-    return TrainConfig(variant=base_meta["config"]["variant"], stage="synth", cache=str(work / "cache"),
-                       run_dir=str(work / "run"), init=str(base_path), arch=arch, device=device, threads=threads,
-                       seed=seed, log_every=5, max_minutes=minutes or 0.0, **inherited, **r)
+    variant = STAGE_VARIANT.get(stage, base_meta["config"]["variant"])
+    return TrainConfig(variant=variant, stage=stage, cache=str(work / "cache"), run_dir=str(work / "run" / stage),
+                       init=str(base_path), arch=arch, device=device, threads=threads, seed=seed, log_every=5,
+                       **inherited, **r)
 
 
-def _heldout_scores(base_path: Path, work: Path, name: str) -> dict:
-    """evaluate() of the base model and the adapted one on the held-out clips (their transcripts as the text)."""
+def _train_stages(cfgs: list, deadline: float | None, say, report: Progress) -> dict[str, dict]:
+    """Run each stage's training (resumable; a finished run returns at once). ``deadline`` (a time.time()) is
+    shared out over the stages by their steps (each gets at least a few seconds: a step and its validation).
+    -> {stage: train()'s result}."""
+    from naturall2s.train import train
+
+    total = sum(c.steps for c in cfgs)
+    results, done = {}, 0
+    for i, cfg in enumerate(cfgs):
+        if deadline is not None:
+            left = (deadline - time.time()) / 60 * cfg.steps / max(1, sum(c.steps for c in cfgs[i:]))
+            cfg.max_minutes = max(0.1, left)
+        label = f" of {cfg.stage}" if len(cfgs) > 1 else ""
+
+        def on_step(step: int, val: dict | None, cfg=cfg, label=label, before=done) -> None:
+            if val is not None:
+                quality = (f", ESTOI {val['estoi']:.3f}" if "estoi" in val else
+                           f", lip-read WER {val['lipread/wer']:.3f}" if "lipread/wer" in val else "")
+                report(0.15 + 0.75 * (before + step) / total,
+                       f"step {step}/{cfg.steps}{label}: held-out log-mel L1 {val['score']:.3f}{quality}")
+
+        results[cfg.stage] = train(cfg, on_step=on_step)
+        if results[cfg.stage]["step"] < cfg.steps:
+            say(None, f"{cfg.stage} stopped at step {results[cfg.stage]['step']} of {cfg.steps} (the time cap); "
+                      "the best so far is used")
+        done += cfg.steps
+    return results
+
+
+def _compose(cfgs: list, base_path: Path, base_meta: dict, work: Path) -> Path:
+    """The adapted model's weights: the one stage's best run, or the base model overlaid with the stages' best runs
+    (``train --steps 0``; later stages first, so the lip reader's own tensors win over the copies of the base front
+    end a vocoder run carries)."""
+    from naturall2s.train import TrainConfig, train
+
+    bests = [Path(c.run_dir) / "best.safetensors" for c in cfgs]
+    if len(cfgs) == 1:
+        return bests[0]
+    arch = {k: v for k, v in base_meta["config"].items() if k != "variant"}
+    init = [str(base_path)] + [str(b) for b in reversed(bests) if b.is_file()]
+    composed = work / "run" / "composed"
+    train(TrainConfig(variant=base_meta["config"]["variant"], stage=cfgs[-1].stage, steps=0, init=",".join(init),
+                      arch=arch, run_dir=str(composed), cache=cfgs[-1].cache))
+    return composed / "best.safetensors"
+
+
+def _heldout_scores(base_path: Path, final: Path, work: Path, name: str) -> dict:
+    """evaluate() of the base model and the adapted one (``final``) on the held-out clips (their transcripts as
+    the text)."""
     from naturall2s.checkpoints import load_model
     from naturall2s.evaluate import evaluate
 
     before = load_model(base_path)
     before.name = base_path.stem if base_path.stem != name else f"{name}-base"
-    after = load_model(work / "run" / "best.safetensors")
+    after = load_model(final)
     after.name = name
     cache = work / "cache"
     return evaluate([before, after], data_root=cache, split="val", cache=cache, out_dir=work / "heldout",
@@ -496,12 +555,18 @@ def _heldout_scores(base_path: Path, work: Path, name: str) -> dict:
 SCORED = ("wer", "lipread_wer", "estoi", "stoi", "speaker_similarity", "f0_rmse_cents", "mcd", "pesq_nb")
 
 
-def _provenance(work, base_path, base_meta, checks, train_keys, held, mixed, keep_base, cfg, result, scores,
+def _provenance(final, base_path, base_meta, checks, train_keys, held, mixed, keep_base, cfgs, results, scores,
                 wall_s) -> dict:
-    """The info stored in the adapted checkpoint: the best step's training facts plus ``adapt``."""
+    """The info stored in the adapted checkpoint: the best step's training facts (of a composed model: the
+    composition's) plus ``adapt`` (with each stage's steps and best step under ``stages``)."""
     from naturall2s.checkpoints import read_metadata
 
-    best = read_metadata(Path(cfg.run_dir) / "best.safetensors")["info"]
+    best = read_metadata(final)["info"]
+    stages = {}
+    for c in cfgs:
+        run_best = Path(c.run_dir) / "best.safetensors"
+        stages[c.stage] = {"steps": results.get(c.stage, {}).get("step", 0),
+                           "best_step": read_metadata(run_best)["info"].get("step") if run_best.is_file() else None}
     summary = scores["summary"]
     before_name, after_name = list(summary)
 
@@ -517,7 +582,9 @@ def _provenance(work, base_path, base_meta, checks, train_keys, held, mixed, kee
     best["adapt"] = {
         "base": base_path.stem, "base_variant": base_meta["config"]["variant"],
         "base_step": base_meta["info"].get("step"), "clips": clips, "keep_base": str(keep_base) if keep_base else None,
-        "base_clips_mixed": mixed, "steps": result["step"], "best_step": best.get("step"),
+        "base_clips_mixed": mixed, "steps": sum(s["steps"] for s in stages.values()), "stages": stages,
+        "best_step": (stages[cfgs[0].stage]["best_step"] if len(stages) == 1 else
+                      ", ".join(f"{k} {v['best_step']}" for k, v in stages.items())),
         "wall_s": round(wall_s, 1), "heldout": {"n": len(held), "before": means(before_name),
                                                  "after": means(after_name),
                                                  "paired": {m: paired[m] for m in keys if m in paired}},

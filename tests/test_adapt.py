@@ -103,6 +103,36 @@ def test_adapt_end_to_end_on_synthetic_clips(synthetic_clips, tiny_base, models_
     assert tokens_to_text(spoken) == SENTENCES[0]
 
 
+@pytest.mark.parametrize("variant", ["mel-gl", "mel-vocoder"])
+def test_mel_variants_adapt_through_their_training_stages(variant, synthetic_clips, models_dir, tmp_path):
+    """The cascade variants adapt too: the lip reader + mel head (stage lipreader) and, for mel-vocoder, its vocoder
+    on the new speaker's real mels (stage vocoder), composed into one checkpoint that loads by name and speaks."""
+    base = build(variant, **TINY, word_head=True)
+    base_path = save_model(base, tmp_path / f"tiny-{variant}.safetensors", info={"step": 0, "train_config": {}})
+    path = adapt(synthetic_clips, name=f"new-{variant}", base=str(base_path), steps=2, threads=1,
+                 recipe={"eval_every": 1}, verbose=False)
+    info = read_metadata(path)["info"]
+    a = info["adapt"]
+    stages = adapt_mod.ADAPT_STAGES[variant]
+    assert a["base_variant"] == variant and list(a["stages"]) == list(stages)
+    assert all(s["steps"] == 2 and s["best_step"] in (1, 2) for s in a["stages"].values()) 
+    assert a["steps"] == 2 * len(stages)
+    assert a["heldout"]["n"] == 1 and set(a["heldout"]["after"]) >= set(adapt_mod.SCORED)
+    model = load_model(f"new-{variant}")
+    assert model.name == f"new-{variant}" and model.config.variant == variant
+    # every trained part changed, every other part is the base model's
+    from naturall2s.checkpoints import load_tensors
+
+    before, after = load_tensors(base_path), load_tensors(path)
+    assert set(before) == set(after)
+    changed = {k.split(".")[0] for k in before if not np.allclose(before[k].float(), after[k].float())}
+    assert {"frontend", "mel_head"} <= changed and (("vocoder" in changed) == (variant == "mel-vocoder"))
+    clip = synthetic_clip(0, frames=FRAMES)
+    result = model.synthesize(MouthClip(roi=clip["roi"], lips=clip["lips"], audio=None, fps=25.0,
+                                        detected=clip["detected"], source="synthetic"))
+    assert result.wav.ndim == 1 and len(result.wav) > 0 and np.all(np.isfinite(result.wav))
+
+
 def test_interrupted_adaptation_resumes_and_writes_nothing_before(synthetic_clips, tiny_base, models_dir):
     def stop_at_step_2(fraction, message):
         if message.startswith("step 2/"):
