@@ -338,6 +338,9 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     from naturall2s.checkpoints import load_model, save_model
 
     model = load_model(final)
+    if not mixed:  # two speakers' voices make no one mean voice or pitch: a --keep-base model stores none
+        say(0.95, f"the training statistics of the out-of-domain warning ({len(train_keys)} clips)")
+        info["domain"] = _domain_statistics(model, work / "cache", train_keys)
     save_model(model, target, info=info)
     say(1.0, f"{target}: {name}, adapted from {base_path.stem} in {state['wall_s'] / 60:.1f} min")
     return target
@@ -550,6 +553,21 @@ def _heldout_scores(base_path: Path, final: Path, work: Path, name: str) -> dict
     cache = work / "cache"
     return evaluate([before, after], data_root=cache, split="val", cache=cache, out_dir=work / "heldout",
                     progress=False, focus=name)
+
+
+def _domain_statistics(model, cache: Path, train_keys: list[str]) -> dict:
+    """The adapted model's training statistics for the out-of-domain warning (:func:`naturall2s.domain.
+    reference_statistics` of its training clips; from a few clips, the voice's alone), stored as ``info["domain"]``:
+    a clip is then measured against the speaker the model was adapted to, not the base model's."""
+    from naturall2s.data import load_cached
+    from naturall2s.domain import reference_statistics, summarize
+
+    summaries = []
+    for k in train_keys:
+        rec = load_cached(cache / "clips" / f"{k}.npz")
+        summaries.append(summarize(model, rec["roi"], rec["lips"], rec["audio"]))
+    return reference_statistics(summaries, description=f"the {len(train_keys)} clips of the speaker it was adapted "
+                                                       "to (adapt)")
 
 
 SCORED = ("wer", "lipread_wer", "estoi", "stoi", "speaker_similarity", "f0_rmse_cents", "mcd", "pesq_nb")

@@ -103,6 +103,26 @@ def test_adapt_end_to_end_on_synthetic_clips(synthetic_clips, tiny_base, models_
     assert tokens_to_text(spoken) == SENTENCES[0]
 
 
+def test_adapted_model_warns_against_the_speaker_it_was_adapted_to(synthetic_clips, tiny_base, models_dir):
+    """The out-of-domain statistics of an adapted model are its training clips' voice (few clips: no face
+    subspace), so a voice far from them is flagged in the adapted model's name."""
+    from naturall2s import domain
+
+    path = adapt(synthetic_clips, name="voiced", base=str(tiny_base), steps=1, threads=1, verbose=False)
+    ref = read_metadata(path)["info"]["domain"]
+    assert ref["clips"] == 4 and "speaker" in ref and "f0" in ref and "features" not in ref
+    # the training tones sit at 110-270 Hz; the statistics' median is among them
+    assert 110 <= ref["f0"]["median_hz"] <= 270
+    model = load_model("voiced")
+    assert domain.model_reference(model) == ref
+    far = synthetic_clip(6, frames=FRAMES)  # a 350 Hz tone
+    clip = MouthClip(roi=far["roi"], lips=far["lips"], audio=far["audio_16k"], fps=25.0, detected=far["detected"],
+                     source="far")
+    report = domain.assess(clip, model=model)
+    assert "pitch_distance" in report.fired and "face_distance" not in report.evidence
+    assert report.message.startswith("This voice is unlike anything model voiced was trained on")
+
+
 @pytest.mark.parametrize("variant", ["mel-gl", "mel-vocoder"])
 def test_mel_variants_adapt_through_their_training_stages(variant, synthetic_clips, models_dir, tmp_path):
     """The cascade variants adapt too: the lip reader + mel head (stage lipreader) and, for mel-vocoder, its vocoder
@@ -115,7 +135,7 @@ def test_mel_variants_adapt_through_their_training_stages(variant, synthetic_cli
     a = info["adapt"]
     stages = adapt_mod.ADAPT_STAGES[variant]
     assert a["base_variant"] == variant and list(a["stages"]) == list(stages)
-    assert all(s["steps"] == 2 and s["best_step"] in (1, 2) for s in a["stages"].values()) 
+    assert all(s["steps"] == 2 and s["best_step"] in (1, 2) for s in a["stages"].values())
     assert a["steps"] == 2 * len(stages)
     assert a["heldout"]["n"] == 1 and set(a["heldout"]["after"]) >= set(adapt_mod.SCORED)
     model = load_model(f"new-{variant}")

@@ -19,7 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clips", nargs="+", metavar="CLIP_OR_DIR", help="video files, or folders of them")
     parser.add_argument("--name", required=True, help="name of the new model (letters, digits, . _ -; required, no default)")
     parser.add_argument("--base", default="naturall2s", metavar="NAME",
-                        help="model to adapt: a name or a .safetensors path (default: %(default)s)")
+                        help="model to adapt, a name or a .safetensors path, of any variant: naturall2s and "
+                             "naturall2s-noddsp train end to end (stage synth), mel-gl its lip reader and mel head "
+                             "(stage lipreader), mel-vocoder those and then its vocoder on the clips' real mels "
+                             "(default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=None, metavar="M",
                         help="cap on the wall time in minutes, resumable (default: no cap)")
     parser.add_argument("--out", default=None, metavar="DIR", help="folder for the checkpoint (default: the user models folder)")
@@ -27,10 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prepared cache of the base speaker to mix into training: one model for both (default: none)")
     parser.add_argument("--names-as-transcripts", action="store_true",
                         help="take each clip's transcript from its GRID clip name (e.g. bbaf2n) instead of the ASR (default: off)")
-    parser.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default: the recipe's)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="training steps of each stage (default: the recipe's)")
     parser.add_argument("--holdout", type=int, default=None, metavar="N", help="clips held out (default: a fifth, 1 to 5)")
     parser.add_argument("--recipe", type=__import__("json").loads, default=None, metavar="JSON",
-                        help='overrides of the recipe, e.g. \'{"lr": 3e-4}\' (naturall2s.adapt.RECIPE; default: none)')
+                        help='overrides of the recipe, e.g. \'{"lr": 3e-4}\', or of one stage\'s, e.g. '
+                             '\'{"vocoder": {"steps": 50}}\' (naturall2s.adapt.RECIPE; default: none)')
     parser.add_argument("--base-clips", type=int, default=None, metavar="N",
                         help="with --keep-base: how many base clips to mix in (default: as many as training clips)")
     parser.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda (default: %(default)s)")
