@@ -170,6 +170,30 @@ def test_interrupted_adaptation_resumes_and_writes_nothing_before(synthetic_clip
     assert not any(m.startswith("examined") for m in messages)  # the clips were not examined again
 
 
+def test_cascade_interrupted_in_its_vocoder_stage_resumes_there(synthetic_clips, models_dir, tmp_path):
+    base_path = save_model(build("mel-vocoder", **TINY, word_head=True), tmp_path / "tiny-cascade.safetensors",
+                           info={"step": 0, "train_config": {}})
+
+    def stop_in_the_vocoder(fraction, message):
+        if message.startswith("step 1/2 of vocoder"):
+            raise KeyboardInterrupt
+
+    kwargs = dict(name="cascade", base=str(base_path), steps=2, threads=1, recipe={"eval_every": 1}, verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        adapt(synthetic_clips, progress=stop_in_the_vocoder, **kwargs)
+    assert not (models_dir / "cascade.safetensors").exists()
+    seen = []
+    path = adapt(synthetic_clips, progress=lambda f, m: seen.append((f, m)), **kwargs)
+    messages = [m for _, m in seen]
+    assert not any("of lipreader" in m for m in messages)  # the finished lip-reader run was not trained again
+    assert any(m.startswith("step 2/2 of vocoder") for m in messages)
+    assert not any(m.startswith("step 1/2 of vocoder") for m in messages)  # continued from step 1
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    stages = read_metadata(path)["info"]["adapt"]["stages"]
+    assert list(stages) == ["lipreader", "vocoder"] and all(s["steps"] == 2 for s in stages.values())
+
+
 def test_bad_input_names_each_clip_and_its_reason(synthetic_clips, tiny_base, models_dir, tmp_path):
     synthetic_clips[1].with_suffix(".txt").write_text("hello there general kenobi\n")
     synthetic_clips[2].with_suffix(".txt").write_text("bin blue at w two now\n")  # no "w" in GRID
