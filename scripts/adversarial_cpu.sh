@@ -54,5 +54,9 @@ for v in "${!ARGS[@]}"; do
   # shellcheck disable=SC2086  # ARGS holds several flags
   nohup nice -n 19 "$PY" -m naturall2s train ${ARGS[$v]} "${COMMON[@]}" --steps "$STEPS" \
     --init "checkpoints/$v.safetensors" --run-dir "$RUNS/$v" >> "$RUNS/$v.log" 2>&1 &
-  echo "$v: started (pid $!), log $RUNS/$v.log"
+  pid=$!
+  # Linux groups a session's processes (autogroup) and shares the CPU between groups before `nice` counts: the
+  # group's own nice value is what lets an interactive session (the studio, tests) come first
+  [ "${GROUP_NICE:-19}" = off ] || echo "${GROUP_NICE:-19}" > "/proc/$pid/autogroup" 2>/dev/null || true
+  echo "$v: started (pid $pid), log $RUNS/$v.log"
 done

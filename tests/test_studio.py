@@ -77,7 +77,11 @@ class FakeStudio(Studio):
 
     clip_audio: np.ndarray | None = None
 
-    def extract(self, video_path):
+    def decode(self, video_path):
+        return SimpleNamespace(path=str(video_path), audio=self.clip_audio)
+
+    def extract(self, video):
+        video_path = video if isinstance(video, (str, Path)) else video.path
         if "noface" in Path(video_path).name:
             raise NoFaceError("no face found in the clip")
         rng = np.random.default_rng(0)
