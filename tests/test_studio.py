@@ -324,6 +324,22 @@ def test_ui_api_errors_raise(studio, tmp_path):
         list(app.synthesize_api(str(tmp_path / "noface.mp4"), "", progress=_no_progress))
 
 
+def test_ui_api_serves_a_system_added_while_serving(studio, video_file, tmp_path):
+    import gradio as gr
+
+    from naturall2s.studio import ui
+
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
+    app.build()
+    studio.add_model("added", ToneModel("added", 300.0))  # after the endpoints were built, as `adapt` does
+    messages = list(app.synthesize_system_api(str(video_file), "added", "", progress=_no_progress))
+    audio, table = messages[-1]
+    assert messages[0][1] is None and Path(audio).is_file()  # the audio first, then its table
+    assert {r[0] for r in table["data"]} == {"added", REFERENCE}
+    with pytest.raises(gr.Error, match="unknown system"):
+        list(app.synthesize_system_api(str(video_file), "nobody", "", progress=_no_progress))
+
+
 def test_ui_ab_round_trip(studio, video_file, tmp_path):
     from naturall2s.studio import ui
 
@@ -456,6 +472,19 @@ def test_e2e_synthesize_grid_clip(served, client, grid_clip):
         assert rows[name]["RTF"] is not None and rows[name]["Model time (s)"] > 0
         assert 1.0 <= rows[name]["MOS"] < rows[REFERENCE]["MOS"]  # the real speech sounds the most natural
     assert rows[REFERENCE]["MOS"] > 3.0
+
+
+def test_e2e_synthesize_one_system(served, client, grid_clip):
+    from gradio_client import handle_file
+
+    names = client.predict(api_name="/systems")
+    assert names == served.studio.system_names
+    audio, table = client.predict(handle_file(str(grid_clip)), names[-1], "", api_name="/synthesize_system")
+    import soundfile as sf
+
+    wav, sr = sf.read(audio)
+    assert sr == SR and np.abs(wav).max() > 0
+    assert {r[0] for r in table["data"]} == {names[-1], REFERENCE}
 
 
 def test_e2e_no_face_is_an_error_and_the_server_keeps_serving(served, client, tmp_path, grid_clip):
