@@ -590,3 +590,38 @@ def test_scoring_in_worker_processes_matches_scoring_here():
         assert there.metrics[k] == pytest.approx(here.metrics[k], nan_ok=True)
     assert there.metrics["f0_rmse_cents"] == pytest.approx(1200 * np.log2(165 / 150), rel=0.05)
     assert np.array_equal(here.f0, there.f0)
+
+
+def test_scoring_workers_end_when_their_server_is_killed(tmp_path):
+    """A killed server cannot shut its pool down: its scoring workers notice and exit instead of lingering."""
+    import signal
+    import sys
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import sys, time\n"
+        "from naturall2s.studio.scoring import ProcessScorer\n"
+        "if __name__ == '__main__':\n"
+        "    s = ProcessScorer(workers=1, asr=None, speaker_encoder=None, mos=None)\n"
+        "    print(*s._pool._processes, flush=True)\n"
+        "    time.sleep(600)\n")
+    repo = Path(__file__).resolve().parents[1]
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=repo,
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        worker = int(server.stdout.readline().split()[0])
+        os.kill(worker, 0)  # alive while the server is
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    status = Path(f"/proc/{worker}/status")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:  # gone, or a zombie waiting for whoever adopted it
+            if "\tZ" in status.read_text().split("State:")[1].splitlines()[0]:
+                return
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"scoring worker {worker} outlived its killed server")
