@@ -584,8 +584,8 @@ class StudioApp:
                 status = gr.Markdown(elem_id="synth-status")
             with gr.Column(scale=1):
                 roi_video = gr.Video(label="What the model sees: the mouth crop", interactive=False, height=220,
-                                     visible=False)
-                roi_strip = gr.Plot(label="Mouth-crop frames", show_label=False, visible=False)
+                                     visible=False, elem_id="roi-video")
+                roi_strip = gr.Plot(label="Mouth-crop frames", show_label=False, visible=False, elem_id="roi-strip")
                 notes = gr.Markdown()
         domain = gr.Markdown(elem_classes="domain-result")
         slot_outputs = []
