@@ -1,6 +1,7 @@
-"""Build assets/roi_montage.png: what the mouth crops look like on in-the-wild and GRID clips.
+"""Build a montage of what the mouth crops look like on in-the-wild and GRID clips (a local check: it shows the
+clips' frames, which are never committed; the default output is outside the repository).
 
-    python benchmarks/roi_montage.py [--data-root ../shared/data] [--out assets/roi_montage.png]
+    python benchmarks/roi_montage.py [--data-root ../shared/data] [--out ../naturall2s-work/roi_montage.png]
 
 One row per clip (the wild clips, then GRID test clips): a small full frame with the crop's outline (green)
 and, as tiles, ROI frames evenly spread over the clip at 2x; the last tile shows the lip points (``lips``)
@@ -87,7 +88,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="folder with grid/ and wild/")
     parser.add_argument("--grid-clips", type=int, default=5, help="GRID test clips to show (default 5)")
     parser.add_argument("--detector", default="mediapipe", choices=["auto", "mediapipe", "fan"])
-    parser.add_argument("--out", type=Path, default=REPO / "assets" / "roi_montage.png")
+    parser.add_argument("--out", type=Path, default=REPO.parent / "naturall2s-work" / "roi_montage.png")
     args = parser.parse_args()
 
     import cv2

@@ -1,6 +1,9 @@
 """Screenshots of the studio: a finished comparison → assets/studio.png, the Add-a-speaker tab →
 assets/studio_add_speaker.png.
 
+The clip's own pictures (the mouth-crop video and frames) are covered before the photograph: the corpus's clips, and
+anything cut from them, are not redistributed with the project.
+
     python benchmarks/screenshot_studio.py [--clip CLIP.mp4] [--models NAME ...] [--jobs JOBS.sqlite]
 
 Runs one synthesis on a GRID test clip in this process, starts the studio with that result preloaded (shown
@@ -32,6 +35,14 @@ WINDOW = (1400, 3300)
 READY_JS = "document.body.innerText.includes('Lip-read:')"  # the preloaded result is on screen
 READY_TIMEOUT_S = 120.0
 SETTLE_S = 5.0  # after READY_JS: let the plots' images decode and layout settle
+HIDE_FRAMES_CSS = """
+  #roi-video, #roi-strip { position: relative; }
+  #roi-video::after, #roi-strip::after { content: "frames of the clip are not shown in this picture";
+    position: absolute; inset: 0; z-index: 100; background: #e5e7eb; color: #4b5563; display: flex;
+    align-items: center; justify-content: center; font: 14px sans-serif; }"""
+HIDE_FRAMES_JS = ("(() => { const s = document.createElement('style'); s.textContent = %s; "
+                  "document.head.appendChild(s); return document.querySelectorAll('#roi-video, #roi-strip').length; })()"
+                  % json.dumps(HIDE_FRAMES_CSS))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -187,6 +198,11 @@ def main() -> int:
                 print("the result did not appear in the page in time", file=sys.stderr)
                 return 1
             time.sleep(SETTLE_S)
+            covered = browser.send("Runtime.evaluate", {"expression": HIDE_FRAMES_JS, "returnByValue": True})
+            if covered.get("result", {}).get("value") != 2:
+                print(f"the clip's frames could not be covered ({covered}): no screenshot", file=sys.stderr)
+                return 1
+            time.sleep(1.0)
             browser.screenshot(args.out)
             click_tab(browser, "Add a speaker")
             if not browser.wait_for("document.body.innerText.includes('Progress log')", READY_TIMEOUT_S):

@@ -65,6 +65,7 @@ METRICS = {
     "pesq_wb": ("PESQ-wb", "↑"),
     # (the MOS column of the run's predictor goes here: metric_columns)
     "comb_db": ("comb dB", "↓"),  # the 100 Hz pause buzz of iSTFT generators
+    "loud_frames": ("Loud frames", "↓"),  # share of frames within 30 dB of the peak (a filled-in pause keeps it ~1)
     "mcd": ("MCD dB", "↓"),
     "f0_rmse_cents": ("F0 RMSE ¢", "↓"),
     "voicing_error": ("V/UV err", "↓"),
@@ -233,6 +234,7 @@ def score(ref: Reference, wav: np.ndarray, *, asr, encoder, seconds: float | Non
         "pesq_nb": metrics.pesq_nb(r, d),
         "pesq_wb": metrics.pesq_wb(r, d),
         "comb_db": pause_buzz(ref, wav),
+        "loud_frames": metrics.loud_frames(wav),
         "mcd": metrics.mcd_from_cepstra(ref.mcep, metrics.mel_cepstrum(d, f0=f0)),
         "f0_rmse_cents": metrics.f0_rmse_cents_from_tracks(ref.f0, f0),
         "voicing_error": metrics.voicing_error_from_tracks(ref.voiced, voiced),
@@ -456,7 +458,8 @@ def markdown_table(results: dict) -> str:
         "embeddings with the real audio of the same clip. F0 RMSE over frames voiced in both (pyworld).",
         f"± : {s['ci']}. RTF: compute seconds per second of audio (– for the reference).",
         "comb dB: the pause buzz, how far the 100 Hz multiples stand above the bins between them in the spectrum of "
-        "the .align pauses (~0 for room tone; metrics.comb_db)."
+        "the .align pauses (~0 for room tone; metrics.comb_db). Loud frames: the share of 10 ms frames within 30 dB "
+        "of the loudest (metrics.loud_frames)."
         + (f" MOS: predicted naturalness (1..5) by `{s['mos_predictor']}`, from the output alone."
            if s.get("mos_predictor") else ""),
     ]

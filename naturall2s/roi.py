@@ -207,6 +207,12 @@ def crop_mouth(frames: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, n
     return roi, lips.reshape(len(frames), LIP_DIM).astype(np.float32), detected
 
 
+def decode_clip(path: str | os.PathLike, *, max_seconds: float = MAX_SECONDS) -> VideoData:
+    """The decode step of :func:`extract_mouth` alone (frames at FPS, at most EXTRACT_MAX_SIDE pixels, and the
+    audio track), for callers that use the audio before the mouth is cropped. Raises as :func:`read_video`."""
+    return read_video(path, max_seconds=max_seconds, max_side=EXTRACT_MAX_SIDE)
+
+
 def extract_mouth(video: str | os.PathLike | VideoData, *, detector: Detector | None = None,
                   max_seconds: float = MAX_SECONDS) -> MouthClip:
     """Decode (if given a path), find landmarks and crop the mouth: the one call the CLI, data and studio use.
@@ -220,7 +226,7 @@ def extract_mouth(video: str | os.PathLike | VideoData, *, detector: Detector | 
         if data.duration > max_seconds:
             raise ClipTooLongError(f"the clip lasts {data.duration:.1f} s; the maximum is {max_seconds:g} s")
     else:
-        data = read_video(video, max_seconds=max_seconds, max_side=EXTRACT_MAX_SIDE)
+        data = decode_clip(video, max_seconds=max_seconds)
     det = detector if detector is not None else get_detector("auto")
     landmarks = det.detect(data.frames)
     try:

@@ -146,7 +146,7 @@ def test_result_files(results):
     res, out = results
     md = (out / "results.md").read_text()
     assert md.startswith("| system | n | STOI ↑")
-    assert "| PESQ-wb ↑ | MOS (distillmos) ↑ | comb dB ↓ | MCD dB ↓ |" in md and "Δ MOS (distillmos)" in md
+    assert "| PESQ-wb ↑ | MOS (distillmos) ↑ | comb dB ↓ | Loud frames ↓ | MCD dB ↓ |" in md and "Δ MOS (distillmos)" in md
     assert "| light-noise | 3 |" in md and "pocketsphinx+grid" in md and res["settings"]["speaker_encoder"] in md
     with (out / "summary.csv").open() as f:
         summary = {r["system"]: r for r in csv.DictReader(f)}

@@ -235,3 +235,13 @@ def test_comb_db_counts_only_frames_whose_window_is_inside_the_pause():
     assert metrics.comb_db(np.zeros(SR, np.float32)) == pytest.approx(0.0)  # digital silence: no comb
     with pytest.raises(ValueError, match="pause mask"):
         metrics.comb_db(wav, pause=pause[:-1])
+
+
+def test_loud_frames_counts_frames_near_the_peak():
+    from naturall2s.metrics import loud_frames
+
+    rng = np.random.default_rng(0)
+    speech = rng.standard_normal(16000).astype(np.float32)
+    quiet = speech * 10 ** (-40 / 20)  # 40 dB down: a pause
+    assert loud_frames(np.concatenate([speech, quiet, quiet, quiet])) == pytest.approx(0.25)
+    assert loud_frames(np.concatenate([speech, quiet * 100])) == pytest.approx(1.0)  # 0 dB-down "pause": all loud

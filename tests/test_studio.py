@@ -77,7 +77,11 @@ class FakeStudio(Studio):
 
     clip_audio: np.ndarray | None = None
 
-    def extract(self, video_path):
+    def decode(self, video_path):
+        return SimpleNamespace(path=str(video_path), audio=self.clip_audio)
+
+    def extract(self, video):
+        video_path = video if isinstance(video, (str, Path)) else video.path
         if "noface" in Path(video_path).name:
             raise NoFaceError("no face found in the clip")
         rng = np.random.default_rng(0)
@@ -320,6 +324,22 @@ def test_ui_api_errors_raise(studio, tmp_path):
         list(app.synthesize_api(str(tmp_path / "noface.mp4"), "", progress=_no_progress))
 
 
+def test_ui_api_serves_a_system_added_while_serving(studio, video_file, tmp_path):
+    import gradio as gr
+
+    from naturall2s.studio import ui
+
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
+    app.build()
+    studio.add_model("added", ToneModel("added", 300.0))  # after the endpoints were built, as `adapt` does
+    messages = list(app.synthesize_system_api(str(video_file), "added", "", progress=_no_progress))
+    audio, table = messages[-1]
+    assert messages[0][1] is None and Path(audio).is_file()  # the audio first, then its table
+    assert {r[0] for r in table["data"]} == {"added", REFERENCE}
+    with pytest.raises(gr.Error, match="unknown system"):
+        list(app.synthesize_system_api(str(video_file), "nobody", "", progress=_no_progress))
+
+
 def test_ui_ab_round_trip(studio, video_file, tmp_path):
     from naturall2s.studio import ui
 
@@ -454,6 +474,19 @@ def test_e2e_synthesize_grid_clip(served, client, grid_clip):
     assert rows[REFERENCE]["MOS"] > 3.0
 
 
+def test_e2e_synthesize_one_system(served, client, grid_clip):
+    from gradio_client import handle_file
+
+    names = client.predict(api_name="/systems")
+    assert names == served.studio.system_names
+    audio, table = client.predict(handle_file(str(grid_clip)), names[-1], "", api_name="/synthesize_system")
+    import soundfile as sf
+
+    wav, sr = sf.read(audio)
+    assert sr == SR and np.abs(wav).max() > 0
+    assert {r[0] for r in table["data"]} == {names[-1], REFERENCE}
+
+
 def test_e2e_no_face_is_an_error_and_the_server_keeps_serving(served, client, tmp_path, grid_clip):
     from gradio_client import handle_file
 
@@ -557,3 +590,38 @@ def test_scoring_in_worker_processes_matches_scoring_here():
         assert there.metrics[k] == pytest.approx(here.metrics[k], nan_ok=True)
     assert there.metrics["f0_rmse_cents"] == pytest.approx(1200 * np.log2(165 / 150), rel=0.05)
     assert np.array_equal(here.f0, there.f0)
+
+
+def test_scoring_workers_end_when_their_server_is_killed(tmp_path):
+    """A killed server cannot shut its pool down: its scoring workers notice and exit instead of lingering."""
+    import signal
+    import sys
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import sys, time\n"
+        "from naturall2s.studio.scoring import ProcessScorer\n"
+        "if __name__ == '__main__':\n"
+        "    s = ProcessScorer(workers=1, asr=None, speaker_encoder=None, mos=None)\n"
+        "    print(*s._pool._processes, flush=True)\n"
+        "    time.sleep(600)\n")
+    repo = Path(__file__).resolve().parents[1]
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=repo,
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        worker = int(server.stdout.readline().split()[0])
+        os.kill(worker, 0)  # alive while the server is
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    status = Path(f"/proc/{worker}/status")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:  # gone, or a zombie waiting for whoever adopted it
+            if "\tZ" in status.read_text().split("State:")[1].splitlines()[0]:
+                return
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"scoring worker {worker} outlived its killed server")

@@ -237,15 +237,22 @@ class Studio:
         d.mkdir(parents=True)
         return d
 
-    def extract(self, video_path: str | Path):
-        """The mouth clip of a video (landmarks + crop); NaturalL2SError subclasses for bad input."""
+    def decode(self, video_path: str | Path):
+        """The decoded video (frames and audio track, :class:`naturall2s.video.VideoData`); NaturalL2SError
+        subclasses for bad input (not a video, too long)."""
+        from naturall2s.roi import decode_clip
+
+        kwargs = {} if self.max_seconds is None else {"max_seconds": self.max_seconds}
+        return decode_clip(video_path, **kwargs)
+
+    def extract(self, video):
+        """The mouth clip of a video path or of a :meth:`decode`-d video (landmarks + crop); NaturalL2SError
+        subclasses for bad input."""
         from naturall2s.roi import extract_mouth
 
-        kwargs = {"detector": self.detector}
-        if self.max_seconds is not None:
-            kwargs["max_seconds"] = self.max_seconds
+        data = self.decode(video) if isinstance(video, (str, Path)) else video
         with self._detector_lock:  # detectors keep tracking state between frames: one clip at a time
-            return extract_mouth(video_path, **kwargs)
+            return extract_mouth(data, detector=self.detector)
 
     def run(self, video_path: str | Path, **kwargs) -> StudioResult:
         """The finished result of :meth:`stream` (same arguments)."""
@@ -281,17 +288,24 @@ class Studio:
         systems = list(models) if systems is None else [s for s in models if s in systems]
         if not systems:
             raise NaturalL2SError("no system selected: tick at least one model")
-        progress(0.0, "finding face landmarks and cropping the mouth")
-        clip = self.extract(video_path)
+        progress(0.0, "reading the video")
+        data = self.decode(video_path)
         work = self.new_work_dir()
         notes: list[str] = []
-        reference = self._reference(clip, video_path, reference_audio, reference_text, notes)
+        reference = self._reference(data.audio, video_path, reference_audio, reference_text, notes)
         ref_result = self._reference_result(reference, work) if reference.wav is not None else None
-        # scoring starts as soon as a column exists (the reference now, each system when it is done), in the
-        # scorer's workers, while the models are still running here
+        # scoring starts as soon as a column exists (the reference now, before the mouth is even cropped; each
+        # system when it is done), in the scorer's workers, while the landmarks and the models run here
         pending = []
         if metrics and ref_result is not None:
             pending.append(self._submit_score(ref_result, reference, is_reference=True))
+        progress(0.1, "finding face landmarks and cropping the mouth")
+        try:
+            clip = self.extract(data)
+        except BaseException:
+            for _, future in pending:  # no face (say): the reference's scores are not wanted
+                future.cancel()
+            raise
         progress(0.3, f"synthesizing with {', '.join(systems)}")
         done = {}
         with ThreadPoolExecutor(max_workers=MODEL_THREADS, thread_name_prefix="studio-model") as pool:
@@ -367,15 +381,17 @@ class Studio:
         return out
 
     # ------------------------------------------------------------------------------------ steps
-    def _reference(self, clip, video_path: Path, reference_audio, reference_text, notes: list[str]) -> Reference:
+    def _reference(self, track: np.ndarray | None, video_path: Path, reference_audio, reference_text,
+                   notes: list[str]) -> Reference:
+        """What the outputs are compared to; ``track``: the clip's own (N,) audio at SAMPLE_RATE, or None."""
         ref = Reference()
         if reference_audio:
             ref.wav = load_audio(reference_audio, sample_rate=SAMPLE_RATE)
             ref.audio_source = "uploaded reference audio"
-            if clip.audio is not None:
+            if track is not None:
                 notes.append("the clip's own audio track was removed before synthesis; the uploaded audio is the reference")
-        elif clip.audio is not None and np.abs(clip.audio).max(initial=0.0) > 0:
-            ref.wav = np.asarray(clip.audio, dtype=np.float32)
+        elif track is not None and np.abs(track).max(initial=0.0) > 0:
+            ref.wav = np.asarray(track, dtype=np.float32)
             ref.audio_source = "the clip's own audio track"
             notes.append("the clip's own audio track was removed before synthesis and kept as the reference")
         text = (reference_text or "").strip()

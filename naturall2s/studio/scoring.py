@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKERS = 2  # one per core of the reference machine
 WORKER_START_TIMEOUT_S = 300.0
 WORKER_NICENESS = 5  # scoring workers run below the server's priority
+PARENT_POLL_S = 1.0  # how often a worker checks that its server still lives
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,24 @@ class LocalScorer:
 _WORKER_SCORERS: Scorers | None = None  # set once in each worker process by _init_worker
 
 
-def _init_worker(asr: str | None, speaker_encoder: str | None, mos: str | None, ready) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the server that spawned it is gone (killed, say: it cannot shut its pool down)."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(asr: str | None, speaker_encoder: str | None, mos: str | None, ready, parent: int) -> None:
     global _WORKER_SCORERS
     import torch
 
+    _exit_with_parent(parent)
     torch.set_num_threads(1)  # one process per core: no intra-op threads on top
     os.nice(WORKER_NICENESS)  # the models' threads in the server come first: audio before scores
     _WORKER_SCORERS = build_scorers(asr=asr, speaker_encoder=speaker_encoder, mos=mos)
@@ -193,7 +208,7 @@ class ProcessScorer:
         ctx = multiprocessing.get_context("spawn")
         ready = ctx.Queue()  # each worker reports once its scorers are built
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                         initargs=(asr, speaker_encoder, mos, ready))
+                                         initargs=(asr, speaker_encoder, mos, ready, os.getpid()))
         for _ in range(workers):  # a spawn pool starts a process per submit until it has `workers`
             self._pool.submit(_noop)
         for _ in range(workers):

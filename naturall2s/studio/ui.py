@@ -4,7 +4,9 @@ Tabs: "Synthesize & compare" (a column per system plus the reference, a full-wid
 metrics table, the out-of-domain warning and what each model was trained on), "A/B listening test" (blind pairwise
 votes stored by :mod:`naturall2s.studio.ab_store`, pairs and clips in a balanced rotation), "Add a speaker" (a
 background adaptation job, :mod:`naturall2s.studio.jobs`) and "About". Named API endpoints: ``/synthesize``
-(video file [, reference transcript] → each start-up system's audio, then the metrics table), ``/ab_new_pair``,
+(video file [, reference transcript] → each start-up system's audio, then the metrics table),
+``/synthesize_system`` (video file, system name [, transcript] → that system's audio, then its metrics table: any
+system, an adapted one added while serving included), ``/systems`` (the names served now), ``/ab_new_pair``,
 ``/ab_vote``, ``/ab_results``, ``/ab_export``.
 
 A user's mistake (no video, no preference, a clip without a face) shows one warning and leaves every output as it
@@ -396,6 +398,18 @@ class StudioApp:
         except Exception as e:
             raise api_error(e) from e
 
+    def synthesize_system_api(self, video, system, ref_text, progress=gr.Progress()):
+        """``/synthesize_system``: one system's audio (any served now, adapted ones included), then (a second
+        message) the same with the metrics table of that system and the reference."""
+        try:
+            if system not in self.studio.system_names:
+                raise NaturalL2SError(f"unknown system {system!r}; served now: {', '.join(self.studio.system_names)}")
+            for result in self.studio.stream(video, systems=[system], reference_text=ref_text, roi_video=False,
+                                             progress=lambda f, d: progress(f, desc=d)):
+                yield [str(result.systems[0].wav_path), table_value(result) if result.scored else None]
+        except Exception as e:
+            raise api_error(e) from e
+
     # ---- A/B
     def _clip_choices(self) -> list[str]:
         return [ROTATE, *(p.name for p in self.examples), LAST_UPLOAD]
@@ -570,8 +584,8 @@ class StudioApp:
                 status = gr.Markdown(elem_id="synth-status")
             with gr.Column(scale=1):
                 roi_video = gr.Video(label="What the model sees: the mouth crop", interactive=False, height=220,
-                                     visible=False)
-                roi_strip = gr.Plot(label="Mouth-crop frames", show_label=False, visible=False)
+                                     visible=False, elem_id="roi-video")
+                roi_strip = gr.Plot(label="Mouth-crop frames", show_label=False, visible=False, elem_id="roi-strip")
                 notes = gr.Markdown()
         domain = gr.Markdown(elem_classes="domain-result")
         slot_outputs = []
@@ -699,6 +713,18 @@ class StudioApp:
                       api_description="Speech for a silent talking-face video: one wav per system "
                                       f"({', '.join(self.api_systems)}) as soon as they exist, then the same with "
                                       "the metrics table.")
+        with gr.Column(visible=False):
+            system = gr.Textbox(label="system", value=self.api_systems[0] if self.api_systems else "")
+            one_audio = gr.Audio(label="audio", type="filepath")
+            one_table = gr.Dataframe(headers=TABLE_HEADERS, label="metrics")
+            one_trigger, list_trigger = gr.Button(), gr.Button()
+            served = gr.JSON(label="systems")
+        one_trigger.click(self.synthesize_system_api, inputs=[video, system, ref_text], outputs=[one_audio, one_table],
+                          api_name="synthesize_system",
+                          api_description="Speech for a silent talking-face video from one system, any of those "
+                                          "served now (see /systems), then the same with its metrics table.")
+        list_trigger.click(lambda: self.studio.system_names, outputs=[served], api_name="systems",
+                           api_description="The names of the systems served now (adapted ones included).")
 
 
 def build_app(studio: Studio, *, examples: list[Path] | None = None, votes: VoteStore,
