@@ -19,8 +19,9 @@ The pipeline (:func:`adapt`), resumable at every step (its work folder is ``<out
    (linked, not copied), so one model speaks for both.
 4. **Score** the base model and the adapted one on the held-out clips (:func:`naturall2s.evaluate.evaluate`) and
    write the checkpoint, with its provenance (base model, clips, steps, wall time, held-out scores) in its
-   metadata, into the user models folder (:func:`naturall2s.checkpoints.user_models_dir`) or ``out``; it appears
-   only once complete (an atomic write).
+   metadata, and the voice statistics of its training clips for the out-of-domain warning (``info["domain"]``,
+   :func:`_domain_statistics`), into the user models folder (:func:`naturall2s.checkpoints.user_models_dir`) or
+   ``out``; it appears only once complete (an atomic write).
 """
 from __future__ import annotations
 
@@ -473,8 +474,12 @@ def stage_recipe(stage: str, overrides: dict | None = None) -> dict:
     """The recipe of one stage's run: :data:`RECIPE`'s common entries, its entry for ``stage``, then ``overrides``
     (common entries, and ``{stage: {...}}`` for that stage only)."""
     overrides = overrides or {}
-    common = lambda table: {k: v for k, v in table.items() if not isinstance(v, dict)}  # noqa: E731
-    return {**common(RECIPE), **RECIPE.get(stage, {}), **common(overrides), **overrides.get(stage, {})}
+    return {**_common(RECIPE), **RECIPE.get(stage, {}), **_common(overrides), **overrides.get(stage, {})}
+
+
+def _common(table: dict) -> dict:
+    """A recipe's entries for every stage (the others are ``{stage: {...}}``)."""
+    return {k: v for k, v in table.items() if not isinstance(v, dict)}
 
 
 def _train_config(base_path: Path, base_meta: dict, work: Path, stage: str, recipe: dict, *, n_train: int,

@@ -1,5 +1,6 @@
 """Speaker adaptation (naturall2s.adapt, ``python -m naturall2s adapt``): end to end on synthetic clips (a tiny base
-model, 2 steps), resume after an interruption, the adapted model found by name, bad input, forced alignment against
+model of each kind, 2 steps), resume after an interruption (also inside the cascade's second stage), the adapted
+model's out-of-domain statistics, the adapted model found by name, bad input, forced alignment against
 GRID's own word timings, and (real data) three clips of GRID speaker s4 through the shipped model."""
 from __future__ import annotations
 
@@ -123,12 +124,17 @@ def test_adapted_model_warns_against_the_speaker_it_was_adapted_to(synthetic_cli
     assert report.message.startswith("This voice is unlike anything model voiced was trained on")
 
 
+def tiny_untrained(variant: str, folder: Path) -> Path:
+    """An untrained tiny model of ``variant`` with a word head, saved as ``folder/tiny-<variant>.safetensors``."""
+    return save_model(build(variant, **TINY, word_head=True), folder / f"tiny-{variant}.safetensors",
+                      info={"step": 0, "train_config": {}})
+
+
 @pytest.mark.parametrize("variant", ["mel-gl", "mel-vocoder"])
 def test_mel_variants_adapt_through_their_training_stages(variant, synthetic_clips, models_dir, tmp_path):
     """The cascade variants adapt too: the lip reader + mel head (stage lipreader) and, for mel-vocoder, its vocoder
     on the new speaker's real mels (stage vocoder), composed into one checkpoint that loads by name and speaks."""
-    base = build(variant, **TINY, word_head=True)
-    base_path = save_model(base, tmp_path / f"tiny-{variant}.safetensors", info={"step": 0, "train_config": {}})
+    base_path = tiny_untrained(variant, tmp_path)
     path = adapt(synthetic_clips, name=f"new-{variant}", base=str(base_path), steps=2, threads=1,
                  recipe={"eval_every": 1}, verbose=False)
     info = read_metadata(path)["info"]
@@ -153,37 +159,34 @@ def test_mel_variants_adapt_through_their_training_stages(variant, synthetic_cli
     assert result.wav.ndim == 1 and len(result.wav) > 0 and np.all(np.isfinite(result.wav))
 
 
-def test_interrupted_adaptation_resumes_and_writes_nothing_before(synthetic_clips, tiny_base, models_dir):
-    def stop_at_step_2(fraction, message):
-        if message.startswith("step 2/"):
+def interrupt_then_resume(clips, models_dir: Path, *, stop_at: str, name: str, **kwargs) -> tuple[Path, list]:
+    """adapt() stopped (Ctrl-C) at the first progress message starting with ``stop_at``, then run again to the end:
+    (the checkpoint, the second run's [(fraction, message)])."""
+    def stop(fraction, message):
+        if message.startswith(stop_at):
             raise KeyboardInterrupt
 
-    kwargs = dict(name="resumed", base=str(tiny_base), steps=4, threads=1, recipe={"eval_every": 1}, verbose=False)
+    kwargs = dict(name=name, threads=1, recipe={"eval_every": 1}, verbose=False, **kwargs)
     with pytest.raises(KeyboardInterrupt):
-        adapt(synthetic_clips, progress=stop_at_step_2, **kwargs)
-    assert not (models_dir / "resumed.safetensors").exists()  # no model file before a complete checkpoint
-    assert "resumed" not in available_models()
-    messages = []
-    path = adapt(synthetic_clips, progress=lambda f, m: messages.append(m), **kwargs)
+        adapt(clips, progress=stop, **kwargs)
+    assert not (models_dir / f"{name}.safetensors").exists()  # no model file before a complete checkpoint
+    assert name not in available_models()
+    seen = []
+    return adapt(clips, progress=lambda f, m: seen.append((f, m)), **kwargs), seen
+
+
+def test_interrupted_adaptation_resumes_and_writes_nothing_before(synthetic_clips, tiny_base, models_dir):
+    path, seen = interrupt_then_resume(synthetic_clips, models_dir, stop_at="step 2/", name="resumed",
+                                       base=str(tiny_base), steps=4)
+    messages = [m for _, m in seen]
     assert read_metadata(path)["info"]["adapt"]["steps"] == 4
     assert not any(m.startswith(("step 1/", "step 2/")) for m in messages)  # continued from step 2
     assert not any(m.startswith("examined") for m in messages)  # the clips were not examined again
 
 
 def test_cascade_interrupted_in_its_vocoder_stage_resumes_there(synthetic_clips, models_dir, tmp_path):
-    base_path = save_model(build("mel-vocoder", **TINY, word_head=True), tmp_path / "tiny-cascade.safetensors",
-                           info={"step": 0, "train_config": {}})
-
-    def stop_in_the_vocoder(fraction, message):
-        if message.startswith("step 1/2 of vocoder"):
-            raise KeyboardInterrupt
-
-    kwargs = dict(name="cascade", base=str(base_path), steps=2, threads=1, recipe={"eval_every": 1}, verbose=False)
-    with pytest.raises(KeyboardInterrupt):
-        adapt(synthetic_clips, progress=stop_in_the_vocoder, **kwargs)
-    assert not (models_dir / "cascade.safetensors").exists()
-    seen = []
-    path = adapt(synthetic_clips, progress=lambda f, m: seen.append((f, m)), **kwargs)
+    path, seen = interrupt_then_resume(synthetic_clips, models_dir, stop_at="step 1/2 of vocoder", name="cascade",
+                                       base=str(tiny_untrained("mel-vocoder", tmp_path)), steps=2)
     messages = [m for _, m in seen]
     assert not any("of lipreader" in m for m in messages)  # the finished lip-reader run was not trained again
     assert any(m.startswith("step 2/2 of vocoder") for m in messages)
