@@ -108,6 +108,8 @@ class ModelCard:
     def _training(self) -> str:
         if self.steps is None:
             return "unknown"
+        if self.stage and " + " in self.stage:  # an adapted cascade (model_card)
+            return f"{self.steps} steps in all over its stages ({self.stage}), then composed into one checkpoint"
         if self.stage == "compose":
             return "composed from separately trained parts, no further training (checkpoints/README.md)"
         of = f" of {self.planned_steps}" if self.planned_steps else ""
@@ -185,14 +187,18 @@ def model_card(model) -> ModelCard:
     elif shipped and (found := shipped_scores(name)) is not None:
         scores, cis, scores_on = found
         sources["scores"] = str(SHIPPED_RESULTS.relative_to(REPO))
+    stage, steps = info.get("stage"), info.get("step")
+    if adapted and stage == "compose":  # an adapted cascade: its stages were trained, then put together
+        stage = " + ".join(info["adapt"].get("stages") or {}) or "adapt"
+        steps = info["adapt"].get("steps", steps)
     return ModelCard(
         name=name,
         variant=model.config.variant,
         speakers=list(facts.get("speakers") or []),
         vocabulary=facts.get("vocabulary") or "unknown",
         data=str(facts.get("data") or "unknown"),
-        stage=info.get("stage"),
-        steps=info.get("step"),
+        stage=stage,
+        steps=steps,
         planned_steps=train_config.get("steps"),
         val={k: float(v) for k, v in (info.get("val") or {}).items()},
         scores=scores,

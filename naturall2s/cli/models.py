@@ -31,7 +31,7 @@ def run(args) -> int:
                 "stage": info.get("stage"),
                 "step": info.get("step"),
                 "composed_from": [Path(p).parent.name for p in info["init"].split(",")]
-                if info.get("stage") == "compose" and info.get("init") else None,
+                if info.get("stage") == "compose" and info.get("init") and "adapt" not in info else None,
                 "val_score": info.get("val", {}).get("score"),
                 "where": "shipped" if path.parent == CHECKPOINT_DIR else "user",
                 "base": info.get("adapt", {}).get("base"),
