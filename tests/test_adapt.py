@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from naturall2s import adapt as adapt_mod
-from naturall2s.adapt import AdaptError, adapt, check_clip, holdout_size, speaker_outliers, split_holdout
+from naturall2s.adapt import (RECIPE, AdaptError, adapt, check_clip, holdout_size, speaker_outliers,
+                              split_holdout, stage_recipe)
 from naturall2s.checkpoints import available_models, load_model, read_metadata, resolve, save_model
 from naturall2s.model import build
 from naturall2s.roi import MouthClip
@@ -249,6 +250,18 @@ def test_aligner_refuses_what_it_cannot_align():
         align_words(tone, 16000, SENTENCES[0])
     with pytest.raises(AlignmentError, match="not in the pronunciation dictionary"):
         align_words(tone, 16000, "bin blue xyzzyq")
+
+
+def test_stage_recipe_precedence():
+    """RECIPE's common entries < its entry for the stage < the caller's common overrides < the caller's for the stage
+    (so ``--recipe '{"lr": 3e-4}'`` restores a rate the recipe sets per stage)."""
+    synth, lipreader = stage_recipe("synth"), stage_recipe("lipreader")
+    assert synth["lr"] == RECIPE["synth"]["lr"] != lipreader["lr"] == RECIPE["lr"]
+    assert stage_recipe("vocoder")["augment"] is False and synth["augment"] is True
+    assert not any(isinstance(v, dict) for v in synth.values())
+    assert stage_recipe("synth", {"lr": 1e-4})["lr"] == 1e-4
+    assert stage_recipe("synth", {"lr": 1e-4, "synth": {"lr": 2e-5}})["lr"] == 2e-5
+    assert stage_recipe("lipreader", {"synth": {"lr": 2e-5}})["lr"] == RECIPE["lr"]
 
 
 def test_holdout_and_speaker_outliers():
