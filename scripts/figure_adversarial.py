@@ -32,7 +32,7 @@ def read_run(path: Path) -> tuple[list[tuple[int, dict]], list[int]]:
             if int(row[0]) > 0 and key != last:  # (a run's first record after step 0: its earlier recipe unknown)
                 changes.append(int(row[0]))
             last = key
-    return vals, changes
+    return vals, [c for c in changes if any(s > c for s, _ in vals)]  # a change no validation followed: nothing to mark
 
 
 def main() -> None:
