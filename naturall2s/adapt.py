@@ -58,12 +58,14 @@ STAGE_VARIANT = {"lipreader": "mel-gl"}  # the lipreader stage trains the front 
 # the adaptation recipe (what trains, how long, how): everything, whole clips, augmentation, the base model's loss
 # weights, 100 steps (issue #17's trial: 300 steps at 2e-4). An entry named after a stage overrides the common entries
 # for that stage's run: the end-to-end variants' synth stage at 5e-4 (the recipe search of docs/results.md on GRID
-# speaker s4: 5e-4 beat 3e-4, 8e-4 and 200 steps for --base naturall2s); the cascade's vocoder on the real mels,
-# which augmentation does not touch, at a gentler rate
+# speaker s4: 5e-4 beat 3e-4, 8e-4 and 200 steps for --base naturall2s), with the adversarial losses from step 0
+# against the base model's own discriminators when it ships them (:func:`with_discriminator`; without, none); the
+# cascade's vocoder on the real mels, which augmentation does not touch, at a gentler rate
 RECIPE = {"steps": 100, "batch_size": 8, "lr": 3e-4, "warmup": 10, "augment": True, "segment_frames": 0,
           "freeze_frontend": False, "eval_every": 20, "select": "mel", "save_minutes": 0.5,
-          "synth": {"lr": 5e-4}, "vocoder": {"lr": 2e-4, "augment": False}}
-# training-config keys of the base model's own run that the adaptation keeps (architecture knobs and loss weights)
+          "synth": {"lr": 5e-4, "adv_start": 0}, "vocoder": {"lr": 2e-4, "augment": False}}
+# training-config keys of the base model's own run that the adaptation keeps (architecture knobs and loss weights,
+# the adversarial ones included)
 INHERITED = ("feature_noise", "lambdas")
 EVAL_RESERVE_MINUTES = 1.0  # of a --minutes budget, kept for scoring the held-out clips at the end
 
@@ -294,7 +296,7 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     out_dir = Path(out).expanduser() if out is not None else user_models_dir()
     target = out_dir / f"{name}.safetensors"
     overrides = {**(recipe or {}), **({"steps": steps} if steps is not None else {})}
-    recipes = {stage: stage_recipe(stage, overrides) for stage in ADAPT_STAGES[variant]}
+    recipes = {stage: with_discriminator(stage_recipe(stage, overrides), base_path) for stage in ADAPT_STAGES[variant]}
     settings = {"base": str(base_path.resolve()), "recipe": recipes, "keep_base": str(keep_base), "holdout": holdout,
                 "base_clips": base_clips, "seed": seed}
     work = out_dir / WORK_FOLDER / name
@@ -326,6 +328,10 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     # 3. train from the base model: each stage of its variant, then one checkpoint of them
     cfgs = [_train_config(base_path, base_meta, work, stage, recipes[stage], n_train=len(train_keys) + mixed,
                           device=device, threads=threads, seed=seed) for stage in recipes]
+    for c in cfgs:
+        if c.adv_start >= 0:
+            say(None, f"{c.stage}: adversarial and feature-matching losses from step {c.adv_start}, "
+                      f"{c.disc} discriminators from {c.init_disc or 'scratch'}")
     deadline = None if minutes is None else t0 + 60 * (minutes - EVAL_RESERVE_MINUTES)
     results = _train_stages(cfgs, deadline, say, report)
     final = _compose(cfgs, base_path, base_meta, work)
@@ -476,6 +482,21 @@ def stage_recipe(stage: str, overrides: dict | None = None) -> dict:
     (common entries, and ``{stage: {...}}`` for that stage only)."""
     overrides = overrides or {}
     return {**_common(RECIPE), **RECIPE.get(stage, {}), **_common(overrides), **overrides.get(stage, {})}
+
+
+def with_discriminator(recipe: dict, base_path: Path) -> dict:
+    """A stage recipe whose adversarial losses are on (``adv_start`` >= 0) trains against the base model's own
+    discriminators (:func:`naturall2s.checkpoints.discriminator_path`: warm, they know its speech), of their kind;
+    a base without them trains without the adversarial losses (a fresh discriminator would judge at random for the
+    few steps of an adaptation). A recipe with its own ``init_disc``, or without adversarial losses, is kept."""
+    if recipe.get("adv_start", -1) < 0 or recipe.get("init_disc"):
+        return recipe
+    from naturall2s.checkpoints import discriminator_path, load_discriminator
+
+    path = discriminator_path(base_path)
+    if path is None:
+        return {**recipe, "adv_start": -1}
+    return {**recipe, "init_disc": str(path), "disc": load_discriminator(path)[0]}
 
 
 def _common(table: dict) -> dict:

@@ -4,7 +4,9 @@ Shipped models: ``checkpoints/<name>.safetensors``; the user's own (adapted) mod
 ``<models dir>/<name>.safetensors`` (:func:`user_models_dir`: ``$NATURALL2S_MODELS``, else ``~/.cache/naturall2s/models``),
 found by name like shipped ones (a shipped name wins). (fp16 weights; the :class:`ModelConfig` and training facts in the
 safetensors metadata, so a file is self-describing and loading never unpickles anything). Training state (optimizer,
-step) is a ``torch.save`` dict of tensors and plain types, read back with ``weights_only=True``.
+step) is a ``torch.save`` dict of tensors and plain types, read back with ``weights_only=True``. A shipped model's
+adversarial discriminators (to continue its adversarial training, e.g. when ``adapt`` fine-tunes it):
+``checkpoints/discriminators/<name>.safetensors`` (:func:`discriminator_path`; fp16, their kind in the metadata).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from naturall2s.files import atomic_path
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = Path(os.environ.get("NATURALL2S_CHECKPOINTS", REPO / "checkpoints"))
 FORMAT = "naturall2s/1"
+DISC_FORMAT = "naturall2s-discriminator/1"  # a model's discriminators: their kind ("mrd", "mpd+mrd") in the metadata
+DISC_FOLDER = "discriminators"  # beside the model files: <folder>/discriminators/<model name>.safetensors
 MODELS_ENV = "NATURALL2S_MODELS"  # overrides the user models folder
 DEFAULT_USER_MODELS = Path("~/.cache/naturall2s/models")
 
@@ -141,6 +145,51 @@ def available_models() -> list[str]:
     own = sorted(p.stem for p in user.glob("*.safetensors")
                  if p.stem not in shipped and not p.name.startswith("."))  # dot files: writes in flight if user.is_dir() else []
     return shipped + own
+
+
+def discriminator_path(model_path: str | Path) -> Path | None:
+    """The discriminators file of a model file (``<its folder>/discriminators/<its name>.safetensors``), or None when
+    it has none (only the shipped adversarially trained models have one)."""
+    model_path = Path(model_path)
+    path = model_path.parent / DISC_FOLDER / f"{model_path.stem}.safetensors"
+    return path if path.is_file() else None
+
+
+def save_discriminator(state: dict[str, torch.Tensor], path: str | Path, *, kind: str, info: dict | None = None,
+                       dtype: torch.dtype = torch.float16) -> Path:
+    """Write discriminator weights (the state dict of train.build_discriminators(kind)) as safetensors, with their
+    ``kind`` and ``info`` (where they come from) in the metadata; atomic."""
+    from safetensors.torch import save_file
+
+    tensors = {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu()).contiguous().clone()
+               for k, v in state.items()}
+    metadata = {"format": DISC_FORMAT, "kind": kind, "info": json.dumps(info or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def load_discriminator(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dict]:
+    """-> (kind, float32 state dict, info) of a file written by :func:`save_discriminator`; CheckpointError when it
+    is missing, not one, or corrupt."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"discriminator file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise CheckpointError(f"{path} is not a readable discriminator file ({e})") from None
+    if meta.get("format") != DISC_FORMAT or not meta.get("kind"):
+        raise CheckpointError(f"{path} is not a NaturalL2S discriminator file (format {meta.get('format')!r})")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return meta["kind"], state, json.loads(meta.get("info", "{}"))
 
 
 def save_state(state: dict, path: str | Path) -> None:

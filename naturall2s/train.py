@@ -42,7 +42,7 @@ from naturall2s.augment import augment_clips
 from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
 from naturall2s.grid import tokens_to_text
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
-from naturall2s.errors import DataError, NaturalL2SError
+from naturall2s.errors import CheckpointError, DataError, NaturalL2SError
 from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
 
 STAGES = ("lipreader", "vocoder", "synth", "judge")
@@ -75,6 +75,7 @@ class TrainConfig:
     adv_start: int = -1
     adv_segment: int = 16000
     disc: str = "mpd+mrd"
+    init_disc: str = ""
     feature_noise: float = 0.0
     augment: bool = False
     teacher_f0: bool = False
@@ -118,6 +119,9 @@ HELP = {
     "adv_segment": "samples of each clip the discriminators see (a random window; 16000 = 1 s)",
     "disc": f"the discriminators of the adversarial losses: {', '.join(DISCRIMINATORS)} or several joined by '+' "
             "(benchmarks/bench_layers.py gives their cost per step)",
+    "init_disc": "a discriminators file (checkpoints/discriminators/<model>.safetensors, written by "
+                 "scripts/export_discriminator.py) whose weights start the discriminators, e.g. to continue a shipped "
+                 "model's adversarial training; its kind must be --disc's (empty: freshly initialised)",
     "feature_noise": "std of Gaussian noise added to cached front-end features while training (regularises a "
                      "frozen front end)",
     "augment": "random crop shift, contrast and a masked time span per clip (when the front end runs, not on "
@@ -219,13 +223,29 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def build_discriminators(kind: str) -> torch.nn.ModuleDict:
-    """The discriminators named by ``kind`` (``"mpd"``, ``"mrd"`` or ``"mpd+mrd"``), as one ModuleDict."""
+def build_discriminators(kind: str, init: str = "") -> torch.nn.ModuleDict:
+    """The discriminators named by ``kind`` (``"mpd"``, ``"mrd"`` or ``"mpd+mrd"``), as one ModuleDict; ``init``: a
+    discriminators file (:func:`naturall2s.checkpoints.save_discriminator`) of the same kind whose weights they
+    start from."""
     names = [k for k in kind.split("+") if k]
     if not names or any(k not in DISCRIMINATORS for k in names):
         raise NaturalL2SError(f"unknown --disc {kind!r}; use {', '.join(DISCRIMINATORS)} or several joined by '+'")
     build = {"mpd": MultiPeriodDiscriminator, "mrd": MultiResolutionDiscriminator}
-    return torch.nn.ModuleDict({k: build[k]() for k in names})
+    disc = torch.nn.ModuleDict({k: build[k]() for k in names})
+    if init:
+        from naturall2s.checkpoints import load_discriminator
+
+        stored, state, info = load_discriminator(init)
+        if set(stored.split("+")) != set(names):
+            raise NaturalL2SError(f"--init-disc {init} holds {stored!r} discriminators, not --disc {kind!r}: "
+                                  f"train with --disc {stored} or another --init-disc")
+        try:
+            disc.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{init} does not fit this code's {kind} discriminators: "
+                                  f"{str(e).splitlines()[0]}") from None
+        print(f"init-disc: {kind} discriminators from {init}" + (f" ({info['source']})" if "source" in info else ""))
+    return disc
 
 
 def epoch_batches(n_items: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
@@ -487,6 +507,9 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage")
     if loss_weights(cfg)["content/ce"] and not cfg.judge:
         raise NaturalL2SError("the content/ce loss needs a content judge: --judge PATH (a judge run's checkpoint)")
+    if cfg.init_disc and cfg.steps and not (cfg.adv_start >= 0 and cfg.stage != "lipreader"):
+        raise NaturalL2SError("--init-disc starts the discriminators of the adversarial losses: set --adv-start 0 "
+                              "(or later) on the synth or vocoder stage, or drop --init-disc")
     if cfg.steps == 0:
         model = build_model(cfg)
         info = {"step": 0, "stage": "compose", "init": cfg.init, "train_config": asdict(cfg)}
@@ -524,7 +547,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     use_adv = cfg.adv_start >= 0 and cfg.stage != "lipreader"
     disc = disc_opt = None
     if use_adv:
-        disc = build_discriminators(cfg.disc).to(device)
+        disc = build_discriminators(cfg.disc, cfg.init_disc).to(device)  # a resumed run's are loaded below
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
     judge = None
     if cfg.judge:

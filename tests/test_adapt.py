@@ -88,6 +88,8 @@ def test_adapt_end_to_end_on_synthetic_clips(synthetic_clips, tiny_base, models_
     # the adaptation trained with the base model's own loss weights and feature noise, on the recipe
     assert info["train_config"]["lambdas"] == {"stoi/neg": 10.0} and info["train_config"]["feature_noise"] == 0.1
     assert info["train_config"]["augment"] is True and info["train_config"]["freeze_frontend"] is False
+    # a base without discriminators of its own: no adversarial losses (a fresh discriminator would judge at random)
+    assert info["train_config"]["adv_start"] == -1 and info["train_config"]["init_disc"] == ""
     # progress reached the end, monotonically
     fractions = [f for f, _ in seen]
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
@@ -123,6 +125,32 @@ def test_adapted_model_warns_against_the_speaker_it_was_adapted_to(synthetic_cli
     report = domain.assess(clip, model=model)
     assert "pitch_distance" in report.fired and "face_distance" not in report.evidence
     assert report.message.startswith("This voice is unlike anything model voiced was trained on")
+
+
+def test_adapt_trains_adversarially_against_the_base_models_own_discriminators(synthetic_clips, tiny_base,
+                                                                             models_dir):
+    """A base that ships discriminators (``discriminators/<name>.safetensors`` beside it) is adapted with the
+    adversarial and feature-matching losses from step 0 against them, warm; ``{"adv_start": -1}`` switches it off."""
+    import csv
+
+    from naturall2s.checkpoints import save_discriminator
+    from naturall2s.train import build_discriminators
+
+    disc_file = save_discriminator(build_discriminators("mrd").state_dict(),
+                                   tiny_base.parent / "discriminators" / "tiny-base.safetensors", kind="mrd")
+    path = adapt(synthetic_clips, name="warm", base=str(tiny_base), steps=2, threads=1, recipe={"eval_every": 1},
+                 verbose=False)
+    tc = read_metadata(path)["info"]["train_config"]
+    assert tc["adv_start"] == 0 and tc["init_disc"] == str(disc_file) and tc["disc"] == "mrd"
+    with open(models_dir / ".adapt" / "warm" / "run" / "synth" / "log.csv") as f:
+        rows = [json.loads(r[2]) for r in csv.reader(f) if r[1] == "train"]
+    assert rows and all("adv/gen" in r and "adv/feat" in r for r in rows)
+    off = adapt_mod.with_discriminator(stage_recipe("synth", {"adv_start": -1}), tiny_base)
+    assert off["adv_start"] == -1 and "init_disc" not in off
+    on = adapt_mod.with_discriminator(stage_recipe("synth"), tiny_base)
+    assert on["adv_start"] == 0 and on["init_disc"] == str(disc_file)
+    no_disc = tiny_base.parent / "other.safetensors"
+    assert adapt_mod.with_discriminator(stage_recipe("synth"), no_disc)["adv_start"] == -1
 
 
 def tiny_untrained(variant: str, folder: Path) -> Path:

@@ -339,6 +339,38 @@ def test_unknown_discriminator_is_a_clear_error():
         build_discriminators("msd")
 
 
+def test_init_disc_starts_the_discriminators_from_a_file_of_their_kind(cache, tmp_path):
+    """--init-disc: the exported discriminators (fp16, their kind in the metadata) start an adversarial run; another
+    kind, a run without adversarial losses, and a file that is not a discriminators file are clear errors."""
+    from naturall2s.checkpoints import load_discriminator, save_discriminator, save_model
+    from naturall2s.errors import CheckpointError, NaturalL2SError
+    from naturall2s.model import build
+    from naturall2s.train import build_discriminators
+
+    trained = build_discriminators("mrd")
+    for v in trained.parameters():
+        torch.nn.init.normal_(v)
+    path = save_discriminator(trained.state_dict(), tmp_path / "discriminators" / "m.safetensors", kind="mrd",
+                              info={"source": "a test"})
+    kind, state, info = load_discriminator(path)
+    assert kind == "mrd" and info == {"source": "a test"} and state.keys() == trained.state_dict().keys()
+    warm = build_discriminators("mrd", str(path)).state_dict()
+    for k, v in trained.state_dict().items():
+        assert torch.allclose(warm[k], v, rtol=1e-3, atol=1e-3), k  # fp16 storage
+    assert not torch.allclose(build_discriminators("mrd").state_dict()[k], v, atol=1e-3)  # not the fresh init
+    extra = dict(variant="naturall2s", stage="synth", freeze_frontend=True, segment_frames=6, adv_start=0,
+                 adv_segment=3200, disc="mrd", init_disc=str(path))
+    assert train(cfg_for(cache, tmp_path / "warm", **extra))["step"] == 2
+    assert "disc" in load_state(tmp_path / "warm" / "run" / "state.pt")
+    with pytest.raises(NaturalL2SError, match="holds 'mrd' discriminators, not --disc 'mpd'"):
+        train(cfg_for(cache, tmp_path / "kind", **{**extra, "disc": "mpd"}))
+    with pytest.raises(NaturalL2SError, match="--init-disc starts the discriminators of the adversarial losses"):
+        train(cfg_for(cache, tmp_path / "off", **{**extra, "adv_start": -1}))
+    model_file = save_model(build("naturall2s", **TINY), tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="not a NaturalL2S discriminator file"):
+        load_discriminator(model_file)
+
+
 def test_train_help_explains_every_option_with_its_default_and_real_loss_names():
     import argparse
     import re
