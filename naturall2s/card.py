@@ -38,11 +38,13 @@ SHIPPED_TRAINING = {
 CARD_METRICS = {
     "estoi": "ESTOI ↑", "stoi": "STOI ↑", "pesq_nb": "PESQ-nb ↑", "wer": "WER ↓ (ASR on the speech)",
     "cer": "CER ↓", "lipread_wer": "lip-read WER ↓", "speaker_similarity": "speaker similarity ↑",
-    "f0_rmse_cents": "F0 RMSE ¢ ↓",
+    "f0_rmse_cents": "F0 RMSE ¢ ↓", "mos_distillmos": "MOS ↑ (predicted naturalness, DistillMOS)",
+    "mos_utmos": "MOS ↑ (predicted naturalness, UTMOS)", "comb_db": "pause buzz, comb dB ↓",
 }
 
 # validation figures of the metadata shown on the card
-VAL_LABELS = {"score": "selection score", "lipread/wer": "lip-read WER", "estoi": "ESTOI"}
+VAL_LABELS = {"score": "validation score (log-mel L1)", "lipread/wer": "lip-read WER", "estoi": "ESTOI",
+              "speech/wer": "speech WER", "comb": "comb dB"}
 
 
 @dataclass
@@ -64,6 +66,7 @@ class ModelCard:
     scores_on: str
     scores_ci: dict[str, float] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    adversarial: str | None = None  # the discriminators of an adversarial last stage ("mrd"), else None
 
     @property
     def vocabulary_size(self) -> int | None:
@@ -113,7 +116,9 @@ class ModelCard:
         if self.stage == "compose":
             return "composed from separately trained parts, no further training (checkpoints/README.md)"
         of = f" of {self.planned_steps}" if self.planned_steps else ""
-        return (f"the weights of step {self.steps}{of} of the last stage (`{self.stage}`); "
+        adv = (f", adversarial: LSGAN + feature matching against the `{self.adversarial}` discriminator"
+               if self.adversarial else "")
+        return (f"the weights of step {self.steps}{of} of the last stage (`{self.stage}`{adv}); "
                 "earlier stages in checkpoints/README.md")
 
 
@@ -205,4 +210,6 @@ def model_card(model) -> ModelCard:
         scores_on=scores_on,
         scores_ci=cis,
         sources=sources,
+        adversarial=train_config.get("disc") if train_config.get("adv_start", -1) >= 0 and stage != "lipreader"
+        else None,
     )

@@ -91,6 +91,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     max_minutes: float = 0.0
+    stop_at: int = 0
     save_minutes: float = 0.0
     export: str = ""
 
@@ -144,6 +145,8 @@ HELP = {
     "device": "auto (a CUDA GPU when present), cpu or cuda",
     "threads": "torch CPU threads (0: all cores divided by the number of processes)",
     "max_minutes": "stop after this much wall time in this invocation, resumable with the same command (0: no limit)",
+    "stop_at": "stop after this step, keeping the learning-rate schedule of --steps (0: at --steps); a later run in "
+               "the same --run-dir continues from there, e.g. with other --lambdas (a recipe that changes mid-run)",
     "save_minutes": "also save the resumable state this often between evaluations (0: at evaluations only)",
     "export": "also write the best model here (e.g. checkpoints/naturall2s.safetensors)",
 }
@@ -640,7 +643,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     stop = False
     clips_seen, t_last, t_saved = 0, time.time(), time.time()
     last_val = ""
-    while step < cfg.steps and not stop:
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
+    while step < end and not stop:
         epoch, offset = divmod(step, batches_per_epoch)
         order = epoch_batches(len(train_set), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank, world=world)
         loader = torch.utils.data.DataLoader(train_set, batch_sampler=order[offset:], collate_fn=collate,
@@ -673,7 +677,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
                                                          "cpu_hours": cpu_seconds() / 3600})])
                 log_file.flush()
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
-            if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out:
+            if step % cfg.eval_every == 0 or step >= end or timed_out:
                 if is_main:
                     val = validate()
                     val["select"] = select_value(val, cfg, baseline)
@@ -695,8 +699,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
                 save_training_state()  # between evaluations: a lost process loses at most save_minutes of work
                 t_saved = time.time()
             if on_step is not None and is_main:
-                on_step(step, val if step % cfg.eval_every == 0 or step >= cfg.steps or timed_out else None)
-            if step >= cfg.steps or timed_out:
+                on_step(step, val if step % cfg.eval_every == 0 or step >= end or timed_out else None)
+            if step >= end or timed_out:
                 stop = True
                 break
     bar.close()

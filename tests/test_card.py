@@ -26,6 +26,8 @@ def test_shipped_card_has_steps_and_test_scores(shipped):
     assert f"step {shipped.info['step']}" in md
     assert f"{results['estoi']['mean']:.3f}" in md and f"{results['wer']['mean']:.3f}" in md
     assert "results/grid_s1_test/results.json" in md  # says where the scores came from
+    assert f"{results['mos_distillmos']['mean']:.3f}" in md and "predicted naturalness" in md
+    assert card.adversarial == shipped.info["train_config"]["disc"] and "adversarial" in md  # v5: the stage that made it
     assert card.summary() == "one GRID speaker (s1), 51 words"
 
 

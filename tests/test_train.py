@@ -297,12 +297,17 @@ def test_adversarial_run_resumes_exactly_to_the_step(cache, tmp_path, monkeypatc
     assert load_state(tmp_path / "split" / "run" / "state.pt")["step"] == 2
     monkeypatch.setattr(train_module, "lr_at", real_lr_at)
     assert train(cfg_for(cache, tmp_path / "split", **extra))["step"] == 4
+    # --stop-at: a staged run stops at step 2 on the schedule of --steps 4, and the same command without it goes on
+    assert train(cfg_for(cache, tmp_path / "staged", **extra, stop_at=2))["step"] == 2
+    assert train(cfg_for(cache, tmp_path / "staged", **extra))["step"] == 4
 
-    a, b = (load_state(tmp_path / d / "run" / "state.pt") for d in ("whole", "split"))
-    for part in ("model", "disc"):
-        assert a[part].keys() == b[part].keys()
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resuming"
+    a = load_state(tmp_path / "whole" / "run" / "state.pt")
+    for other in ("split", "staged"):
+        b = load_state(tmp_path / other / "run" / "state.pt")
+        for part in ("model", "disc"):
+            assert a[part].keys() == b[part].keys()
+            for k in a[part]:
+                assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resuming ({other})"
 
 
 def test_epoch_batches_are_a_function_of_seed_and_epoch_and_shard_without_overlap():
