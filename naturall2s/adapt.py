@@ -507,18 +507,21 @@ def _common(table: dict) -> dict:
 def _train_config(base_path: Path, base_meta: dict, work: Path, stage: str, recipe: dict, *, n_train: int,
                   device: str, threads: int, seed: int):
     """The TrainConfig of one stage of the adaptation (its run in ``work/run/<stage>``): the recipe, the base
-    model's architecture and its own training run's feature noise and loss weights."""
+    model's architecture and its own training run's feature noise and loss weights (the recipe's ``lambdas``
+    override single weights of those)."""
     from naturall2s.train import TrainConfig
 
     arch = {k: v for k, v in base_meta["config"].items() if k != "variant"}
     stored = base_meta["info"].get("train_config", {})
     inherited = {k: stored[k] for k in INHERITED if k in stored}
     r = dict(recipe)
+    if "lambdas" in r:  # the recipe's loss weights override single weights of the base model's
+        r["lambdas"] = {**inherited.get("lambdas", {}), **r["lambdas"]}
     r["batch_size"] = min(int(r["batch_size"]), n_train)  # the loader drops incomplete batches
     variant = STAGE_VARIANT.get(stage, base_meta["config"]["variant"])
     return TrainConfig(variant=variant, stage=stage, cache=str(work / "cache"), run_dir=str(work / "run" / stage),
                        init=str(base_path), arch=arch, device=device, threads=threads, seed=seed, log_every=5,
-                       **inherited, **r)
+                       **{**inherited, **r})
 
 
 def _train_stages(cfgs: list, deadline: float | None, say, report: Progress) -> dict[str, dict]:

@@ -138,10 +138,11 @@ def test_adapt_trains_adversarially_against_the_base_models_own_discriminators(s
 
     disc_file = save_discriminator(build_discriminators("mrd").state_dict(),
                                    tiny_base.parent / "discriminators" / "tiny-base.safetensors", kind="mrd")
-    path = adapt(synthetic_clips, name="warm", base=str(tiny_base), steps=2, threads=1, recipe={"eval_every": 1},
-                 verbose=False)
+    path = adapt(synthetic_clips, name="warm", base=str(tiny_base), steps=2, threads=1, verbose=False,
+                 recipe={"eval_every": 1, "lambdas": {"adv/feat": 3.0}})
     tc = read_metadata(path)["info"]["train_config"]
     assert tc["adv_start"] == 0 and tc["init_disc"] == str(disc_file) and tc["disc"] == "mrd"
+    assert tc["lambdas"] == {"stoi/neg": 10.0, "adv/feat": 3.0}  # the recipe's weight beside the base model's
     with open(models_dir / ".adapt" / "warm" / "run" / "synth" / "log.csv") as f:
         rows = [json.loads(r[2]) for r in csv.reader(f) if r[1] == "train"]
     assert rows and all("adv/gen" in r and "adv/feat" in r for r in rows)
