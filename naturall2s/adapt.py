@@ -500,8 +500,10 @@ def with_discriminator(recipe: dict, base_path: Path) -> dict:
 
 
 def _common(table: dict) -> dict:
-    """A recipe's entries for every stage (the others are ``{stage: {...}}``)."""
-    return {k: v for k, v in table.items() if not isinstance(v, dict)}
+    """A recipe's entries for every stage (the others are ``{stage: {...}}``; a dict under another key, such as
+    ``lambdas``, is a common entry)."""
+    stages = {s for variant_stages in ADAPT_STAGES.values() for s in variant_stages}
+    return {k: v for k, v in table.items() if k not in stages}
 
 
 def _train_config(base_path: Path, base_meta: dict, work: Path, stage: str, recipe: dict, *, n_train: int,

@@ -291,6 +291,7 @@ def test_stage_recipe_precedence():
     assert stage_recipe("synth", {"lr": 1e-4})["lr"] == 1e-4
     assert stage_recipe("synth", {"lr": 1e-4, "synth": {"lr": 2e-5}})["lr"] == 2e-5
     assert stage_recipe("lipreader", {"synth": {"lr": 2e-5}})["lr"] == RECIPE["lr"]
+    assert stage_recipe("vocoder", {"lambdas": {"adv/gen": 1.0}})["lambdas"] == {"adv/gen": 1.0}  # not a stage
 
 
 def test_holdout_and_speaker_outliers():
