@@ -16,8 +16,8 @@ The pipeline (:func:`adapt`), resumable at every step (its work folder is ``<out
    composed into one checkpoint by ``train --steps 0``): the recipe :data:`RECIPE` with the base model's own
    architecture, feature noise and loss weights (its stored training config), the synth stage with the adversarial
    losses against the base model's own discriminators when it ships them (:func:`with_discriminator`), each run
-   selected on the held-out clips. ``keep_base``: a prepared cache of the base speaker whose training clips are mixed into the training set
-   (linked, not copied), so one model speaks for both.
+   selected on the held-out clips. ``keep_base``: a prepared cache of the base speaker whose training clips are
+   mixed into the training set (linked, not copied), so one model speaks for both.
 4. **Score** the base model and the adapted one on the held-out clips (:func:`naturall2s.evaluate.evaluate`) and
    write the checkpoint, with its provenance (base model, clips, steps, wall time, held-out scores) in its
    metadata, and the voice statistics of its training clips for the out-of-domain warning (``info["domain"]``,
