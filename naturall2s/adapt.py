@@ -58,13 +58,15 @@ ADAPT_STAGES = {"naturall2s": ("synth",), "naturall2s-noddsp": ("synth",), "mel-
 STAGE_VARIANT = {"lipreader": "mel-gl"}  # the lipreader stage trains the front end + heads of either mel variant
 # the adaptation recipe (what trains, how long, how): everything, whole clips, augmentation, the base model's loss
 # weights, 100 steps (issue #17's trial: 300 steps at 2e-4). An entry named after a stage overrides the common entries
-# for that stage's run: the end-to-end variants' synth stage at 5e-4 (the recipe search of docs/results.md on GRID
-# speaker s4: 5e-4 beat 3e-4, 8e-4 and 200 steps for --base naturall2s), with the adversarial losses from step 0
-# against the base model's own discriminators when it ships them (:func:`with_discriminator`; without, none); the
-# cascade's vocoder on the real mels, which augmentation does not touch, at a gentler rate
+# for that stage's run: the end-to-end variants' synth stage at 5e-4 for 200 steps, with the adversarial losses from
+# step 0 against the base model's own discriminators when it ships them (:func:`with_discriminator`; without, none)
+# (the recipe searches of docs/results.md on GRID speaker s4: 5e-4 beat 3e-4 and 8e-4; with the adversarial losses,
+# 200 steps beat 100 on speaker similarity, pitch and predicted naturalness; about 14 minutes on one CPU thread, which
+# the command line's default --minutes caps); the cascade's vocoder on the real mels, which augmentation does not
+# touch, at a gentler rate
 RECIPE = {"steps": 100, "batch_size": 8, "lr": 3e-4, "warmup": 10, "augment": True, "segment_frames": 0,
           "freeze_frontend": False, "eval_every": 20, "select": "mel", "save_minutes": 0.5,
-          "synth": {"lr": 5e-4, "adv_start": 0}, "vocoder": {"lr": 2e-4, "augment": False}}
+          "synth": {"lr": 5e-4, "adv_start": 0, "steps": 200}, "vocoder": {"lr": 2e-4, "augment": False}}
 # training-config keys of the base model's own run that the adaptation keeps (architecture knobs and loss weights,
 # the adversarial ones included)
 INHERITED = ("feature_noise", "lambdas")

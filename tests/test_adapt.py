@@ -315,6 +315,27 @@ def test_cli_errors_cleanly_on_a_folder_without_videos(tmp_path):
     assert res.returncode == 2 and "error:" in res.stderr and "no video files" in res.stderr
 
 
+@pytest.mark.parametrize("argv, minutes", [([], 15.0), (["--minutes", "4"], 4.0), (["--minutes", "0"], None)])
+def test_cli_caps_the_wall_time_by_default_and_0_lifts_the_cap(argv, minutes, monkeypatch, tmp_path):
+    """The recipe is sized for the default cap (cli.adapt.DEFAULT_MINUTES); ``--minutes 0`` runs it uncapped."""
+    import argparse
+
+    import naturall2s.adapt as adapt_module
+    from naturall2s.cli import adapt as cli
+
+    seen = {}
+
+    def fake_adapt(clips, **kwargs):
+        seen.update(kwargs)
+        raise AdaptError("stop here")
+
+    monkeypatch.setattr(adapt_module, "adapt", fake_adapt)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    with pytest.raises(AdaptError, match="stop here"):
+        cli.run(parser.parse_args([str(tmp_path), "--name", "x", *argv]))
+    assert cli.DEFAULT_MINUTES == 15.0 and seen["minutes"] == minutes
+
 def test_forced_alignment_matches_grid_word_timings(grid_root):
     """The aligner's word boundaries land within 2 video frames of the corpus's .align timings on average."""
     from naturall2s.asr import align_words
