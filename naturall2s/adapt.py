@@ -49,6 +49,9 @@ SPEAKER_WARN_SIMILARITY = 0.70  # a clip's speaker similarity to the others' mea
 # (Resemblyzer, GRID: 12 clips of s4 scored 0.81-0.90 against the other 11; clips of s1 0.48-0.62 against s4's)
 MAX_HOLDOUT = 5
 BASE_PREFIX = "base-"  # names of the base speaker's clips in an adaptation cache (--keep-base)
+# --keep-base mixes in this many base-speaker clips per training clip of the new speaker (GRID s1 + s4, docs/results.md:
+# on s1 val, 3 held s1's ESTOI within 0.023 of the shipped model where 1 lost 0.050; s4 then adapts more slowly)
+BASE_CLIPS_PER_CLIP = 3
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 WORK_FOLDER = ".adapt"  # inside the output folder: the cache and training run of each adaptation (resumable)
 HOLDOUT_SEED = 0
@@ -273,9 +276,9 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
 
     ``minutes`` caps the wall time (resumable: the same call continues where a stopped one left off);
     ``keep_base``: a prepared cache of the base speaker (``python -m naturall2s prepare``) whose training clips
-    (``base_clips`` of them, default as many as the new speaker's training clips) are mixed in, so the result speaks
-    for both; ``progress(fraction, message)`` is called as the work advances; ``steps``/``recipe`` override
-    :data:`RECIPE`; ``holdout`` overrides :func:`holdout_size`. Raises :class:`AdaptError` (fewer than
+    (``base_clips`` of them, default :data:`BASE_CLIPS_PER_CLIP` per training clip of the new speaker) are mixed in,
+    so the result speaks for both; ``progress(fraction, message)`` is called as the work advances;
+    ``steps``/``recipe`` override :data:`RECIPE`; ``holdout`` overrides :func:`holdout_size`. Raises :class:`AdaptError` (fewer than
     :data:`MIN_CLIPS` usable clips, each named with its reason; a bad name or base), CheckpointError, DataError.
     Returns the checkpoint's path.
     """
@@ -466,7 +469,7 @@ def _layout_cache(cache: Path, train_keys: list[str], held: list[str], keep_base
         names = [n for n in load_splits(base_cache).get("train", []) if (base_cache / "clips" / f"{n}.npz").is_file()]
         if not names:
             raise AdaptError(f"--keep-base {keep_base}: no prepared training clips in it")
-        k = min(len(names), base_clips if base_clips is not None else len(train_keys))
+        k = min(len(names), base_clips if base_clips is not None else BASE_CLIPS_PER_CLIP * len(train_keys))
         for n in random.Random(seed).sample(names, k):
             link = cache / "clips" / f"{BASE_PREFIX}{n}.npz"
             if not link.exists():

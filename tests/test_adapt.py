@@ -369,3 +369,23 @@ def test_real_s4_clips_adapt_the_shipped_model(models_dir):
     assert a["heldout"]["n"] == 1 and np.isfinite(a["heldout"]["after"]["estoi"])
     model = load_model("s4-test")
     assert model.name == "s4-test" and model.info["adapt"]["base"] == "naturall2s"
+
+
+@pytest.mark.parametrize("base_clips, expected", [(None, 3 * 4), (2, 2), (500, 30)])
+def test_keep_base_mixes_three_base_clips_per_new_clip_by_default(base_clips, expected, tmp_path):
+    """``--keep-base`` links a seeded draw of the base speaker's training clips (never more than it has), by default
+    ``BASE_CLIPS_PER_CLIP`` per training clip of the new speaker, and lists them as the work cache's "base" speaker."""
+    base = tmp_path / "base"
+    (base / "clips").mkdir(parents=True)
+    names = [f"s1clip{i}" for i in range(30)]
+    for n in names:
+        (base / "clips" / f"{n}.npz").write_bytes(b"")
+    (base / "splits.json").write_text(json.dumps({"s1": {"train": names, "val": []}}))
+    work = tmp_path / "work"
+    (work / "clips").mkdir(parents=True)
+    train = ["t0", "t1", "t2", "t3"]
+    n = adapt_mod._layout_cache(work, train, ["h0"], str(base), base_clips, seed=0)
+    splits = json.loads((work / "splits.json").read_text())
+    assert adapt_mod.BASE_CLIPS_PER_CLIP == 3 and n == expected == len(splits["base"]["train"])
+    assert splits["new"] == {"train": train, "val": ["h0"], "test": ["h0"]}
+    assert all((work / "clips" / f"{k}.npz").resolve().parent == (base / "clips").resolve() for k in splits["base"]["train"])
