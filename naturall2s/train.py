@@ -452,7 +452,8 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     if refs:
         result["lipread/wer"] = float(np.mean([wer(r, h) for r, h in zip(refs, hyps)]))
     result |= {key: hits / total for key, (hits, total) in accuracy.items() if total}
-    result |= {key: float(np.nanmean(values)) for key, values in speech.items() if values}
+    result |= {key: float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")  # all undefined: nan
+               for key, values in speech.items() if values}
     result["select"] = select_value(result, cfg)
     return result
 
