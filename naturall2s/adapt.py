@@ -73,6 +73,7 @@ RECIPE = {"steps": 100, "batch_size": 8, "lr": 3e-4, "warmup": 10, "augment": Tr
 # training-config keys of the base model's own run that the adaptation keeps (architecture knobs and loss weights,
 # the adversarial ones included)
 INHERITED = ("feature_noise", "lambdas")
+DEFAULT_MINUTES = 15.0  # the command line's wall-time cap: the recipe's 200 synth steps on 25 GRID clips, 1 CPU thread
 EVAL_RESERVE_MINUTES = 1.0  # of a --minutes budget, kept for scoring the held-out clips at the end
 
 Progress = Callable[[float, str], None]
@@ -278,8 +279,9 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     ``keep_base``: a prepared cache of the base speaker (``python -m naturall2s prepare``) whose training clips
     (``base_clips`` of them, default :data:`BASE_CLIPS_PER_CLIP` per training clip of the new speaker) are mixed in,
     so the result speaks for both; ``progress(fraction, message)`` is called as the work advances;
-    ``steps``/``recipe`` override :data:`RECIPE`; ``holdout`` overrides :func:`holdout_size`. Raises :class:`AdaptError` (fewer than
-    :data:`MIN_CLIPS` usable clips, each named with its reason; a bad name or base), CheckpointError, DataError.
+    ``steps``/``recipe`` override :data:`RECIPE`; ``holdout`` overrides :func:`holdout_size`. Raises
+    :class:`AdaptError` (fewer than :data:`MIN_CLIPS` usable clips, each named with its reason; a bad name or base),
+    CheckpointError, DataError.
     Returns the checkpoint's path.
     """
     from naturall2s.checkpoints import read_metadata, resolve, user_models_dir

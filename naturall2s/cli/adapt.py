@@ -13,10 +13,8 @@ DESCRIPTION = (
 )
 
 
-DEFAULT_MINUTES = 15.0  # the recipe's 200 synth steps on 25 GRID clips take about 14 min on one CPU thread
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from naturall2s.adapt import BASE_CLIPS_PER_CLIP, DEFAULT_MINUTES
     from naturall2s.landmarks import DETECTOR_NAMES
 
     parser.add_argument("clips", nargs="+", metavar="CLIP_OR_DIR", help="video files, or folders of them")
@@ -42,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='overrides of the recipe, e.g. \'{"lr": 3e-4}\', or of one stage\'s, e.g. '
                              '\'{"vocoder": {"steps": 50}}\' (naturall2s.adapt.RECIPE; default: none)')
     parser.add_argument("--base-clips", type=int, default=None, metavar="N",
-                        help="with --keep-base: how many base clips to mix in (default: 3 per training clip, "
-                             "adapt.BASE_CLIPS_PER_CLIP)")
+                        help=f"with --keep-base: how many base clips to mix in (default: {BASE_CLIPS_PER_CLIP} per "
+                             "training clip)")
     parser.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads, 0: all cores (default: %(default)s)")
     parser.add_argument("--detector", default="auto", choices=DETECTOR_NAMES,
