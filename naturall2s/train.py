@@ -86,6 +86,7 @@ class TrainConfig:
     lambdas: dict = field(default_factory=dict)
     arch: dict = field(default_factory=dict)
     eval_every: int = 250
+    eval_train: int = 0
     log_every: int = 25
     seed: int = 1337
     device: str = "auto"
@@ -140,6 +141,8 @@ HELP = {
     "arch": "ModelConfig overrides (the architecture, stored in the checkpoint), a JSON object, e.g. "
             "'{\"word_head\": true}'",
     "eval_every": "validate (and save state.pt) every this many steps",
+    "eval_train": "also score this many training clips (whole clips, evenly spaced over the split, the same ones "
+                  "every time) at every validation, logged as train/<key>: the fit half of a learning curve",
     "log_every": "write a training row to log.csv every this many steps",
     "seed": "seed of the weights' initialisation, the data order and the augmentation",
     "device": "auto (a CUDA GPU when present), cpu or cuda",
@@ -605,8 +608,20 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     def cpu_seconds() -> float:  # this run's CPU time over all its invocations (the budget of long CPU runs)
         return cpu_before + time.process_time()
 
+    fit_loader = None
+    if cfg.eval_train > 0:  # the same training clips every time, whole and unaugmented: how well the model fits
+        fit_set = CachedGrid(cfg.cache, "train")
+        pick = np.linspace(0, len(fit_set) - 1, min(cfg.eval_train, len(fit_set))).round().astype(int)
+        fit_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(fit_set, pick.tolist()),
+                                                 batch_size=cfg.batch_size, collate_fn=collate)
+
     def validate() -> dict:
-        return evaluate(model, val_loader, cfg, feats_of if feats_cache is not None else None, judge, asr=asr, mos=mos)
+        fo = feats_of if feats_cache is not None else None
+        val = evaluate(model, val_loader, cfg, fo, judge, asr=asr, mos=mos)
+        if fit_loader is not None:
+            fit = evaluate(model, fit_loader, cfg, fo, judge)
+            val |= {f"train/{k}": v for k, v in fit.items() if k != "select"}
+        return val
 
     def save_training_state():
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,

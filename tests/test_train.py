@@ -436,3 +436,13 @@ def test_guarded_adversarial_run_validates_the_speech_and_only_reads_the_mos(cac
     assert select_value({**vals[1], "judge/mos": 5.0}, cfg, state["baseline"]) == \
         select_value({**vals[1], "judge/mos": 1.0}, cfg, state["baseline"])
     assert (run / "best.safetensors").exists()
+
+
+def test_eval_train_logs_the_fit_on_training_clips(cache, tmp_path):
+    """--eval-train N scores N whole training clips at every validation, beside val, as train/<key>."""
+    cfg = cfg_for(cache, tmp_path, variant="naturall2s", stage="synth", freeze_frontend=True, eval_train=2)
+    train(cfg)
+    rows = [r for r in csv.reader((Path(cfg.run_dir) / "log.csv").read_text().splitlines()) if r[1] == "val"]
+    val = json.loads(rows[-1][2])
+    assert np.isfinite(val["train/score"]) and np.isfinite(val["train/estoi"]) and np.isfinite(val["score"])
+    assert val["train/score"] != val["score"]  # other clips: not a copy of the validation numbers
