@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Long training runs on this project's 2-core CPU, as background jobs planned across working sessions. A PLAN is a
+# set of runs that share the CPU fairly: all at once, one thread each, under `nice -n 19` (and a nice-19 autogroup),
+# so that interactive work (the studio, tests) comes first and the runs share whatever it leaves in equal parts.
+# Each run logs its own CPU-hours (log.csv: cpu_hours) and saves its resumable state (models, optimisers, RNG, data
+# order, best so far) every SAVE_MINUTES (default 10) and at every evaluation: a lost process loses at most that much.
+#
+#   scripts/cpu_runs.sh PLAN [WORK_DIR]          # start, or resume after an interruption (the same command)
+#   scripts/cpu_runs.sh PLAN [WORK_DIR] status   # where each run stands (last validation, progress)
+#   scripts/cpu_runs.sh PLAN [WORK_DIR] stop     # end the runs (each resumes from its last save)
+#
+# Plans:
+#   adversarial  v5's adversarial fine-tuning of the three waveform models from the shipped checkpoints (also
+#                scripts/adversarial_cpu.sh): LSGAN + feature matching against a multi-resolution STFT discriminator,
+#                --select guarded (least pause buzz among checkpoints whose val ESTOI and speech WER have not
+#                regressed); the MOS predictor is never part of training or selection.
+#   curves       the intelligibility diagnosis: naturall2s's speech stage from the shipped lip reader's front end
+#                (frozen, cached features) at today's size (4.3M speech parameters) and with a 2x wider generator
+#                and heads (8.5M), 10x the v4 recipe's steps (24000 x 16 clips), scoring val and the same 200
+#                training clips every 600 steps (--eval-train).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves [WORK_DIR] [start|status|stop]}
+shift
+case "${1:-}" in status|stop) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
+  *) WORK=${1:-../naturall2s-work}; ACTION=${2:-start} ;; esac
+PY=${PY:-.venv/bin/python}
+CACHE=$WORK/cache/grid
+SAVE_MINUTES=${SAVE_MINUTES:-10}
+declare -A ARGS
+NATURALL2S_ARCH='"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01,"prior_free_phase":true,"f0_bins":180'
+case "$PLAN" in
+  adversarial)
+    RUNS=$WORK/runs/adversarial
+    ARGS=(
+      [naturall2s]="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3 --arch {$NATURALL2S_ARCH}
+        --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1}"
+      [naturall2s-noddsp]='--variant naturall2s-noddsp --stage synth --freeze-frontend --arch {"word_head":true}
+        --lambdas {"stoi/neg":20,"adv/gen":0.5,"adv/feat":1}'
+      [mel-vocoder]='--variant mel-vocoder --stage vocoder --arch {"word_head":true}
+        --lambdas {"stoi/neg":10,"adv/gen":0.5,"adv/feat":1}'
+    )
+    for v in "${!ARGS[@]}"; do ARGS[$v]+=" --init checkpoints/$v.safetensors"; done
+    COMMON=(--segment-frames 25 --batch-size 8 --lr 1e-4 --lr-disc 2e-4 --warmup 50 --adv-start 0 --disc mrd
+            --select guarded --eval-every 200 --steps "${STEPS:-2000}")
+    ;;
+  curves)
+    RUNS=$WORK/runs/curves
+    SYN="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3 --init checkpoints/mel-gl.safetensors
+      --lambdas {\"f0/l1\":0}"
+    ARGS=(
+      [size1x]="$SYN --arch {$NATURALL2S_ARCH}"
+      [size2x]="$SYN --arch {$NATURALL2S_ARCH,\"head_hidden\":384,\"gen_dim\":384,\"gen_intermediate_dim\":768}"
+    )
+    COMMON=(--segment-frames 25 --batch-size 16 --lr 5e-4 --warmup 100 --adv-start -1 --eval-every 600
+            --eval-train 200 --steps "${STEPS:-24000}")
+    ;;
+  *) echo "unknown plan $PLAN (adversarial or curves)" >&2; exit 2 ;;
+esac
+COMMON+=(--cache "$CACHE" --save-minutes "$SAVE_MINUTES" --threads 1 --device cpu)
+mkdir -p "$RUNS"
+
+if [ "$ACTION" = status ]; then
+  for v in "${!ARGS[@]}"; do
+    echo "== $v"; grep ',val,' "$RUNS/$v/log.csv" 2>/dev/null | tail -2 | cut -c1-400 || echo "not started"
+    tail -c 400 "$RUNS/$v.log" 2>/dev/null | tr '\r' '\n' | tail -1; echo
+  done
+  exit 0
+fi
+if [ "$ACTION" = stop ]; then
+  for v in "${!ARGS[@]}"; do pkill -f -- "--run-dir $RUNS/$v( |$)" && echo "$v: stopped" || true; done
+  exit 0
+fi
+
+for v in "${!ARGS[@]}"; do
+  if pgrep -f -- "--run-dir $RUNS/$v( |$)" >/dev/null; then echo "$v: already running"; continue; fi
+  # Linux shares the CPU between sessions (autogroups) before `nice` counts within one: each run gets a session of
+  # its own whose group nice is 19 too, so an interactive session (the studio, tests) comes first
+  # shellcheck disable=SC2086  # ARGS holds several flags
+  nohup setsid bash -c 'echo 19 > /proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' _ \
+    "$PY" -m naturall2s train ${ARGS[$v]} "${COMMON[@]}" --run-dir "$RUNS/$v" >> "$RUNS/$v.log" 2>&1 &
+  echo "$v: started (pid $!), log $RUNS/$v.log"
+done
