@@ -25,6 +25,7 @@ from naturall2s.grid import GRID_VOCAB, tokens_to_text
 from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
 from naturall2s.generator import PRIOR_MODES, ISTFTGenerator
 from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
+from naturall2s.retrieval import FrameIndex
 from naturall2s.synths import HarmonicPlusNoise
 
 VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s")
@@ -68,6 +69,11 @@ class ModelConfig:
     prior_free_phase: bool = False
     # F0 head: 0 regresses log F0; > 0 classifies it over this many log-spaced pitch bins (heads.F0Head)
     f0_bins: int = 0
+    # the speech heads also read a real log-mel retrieved from the training speaker's own frames by the front end's
+    # features and word posteriors (naturall2s.retrieval; needs word_head), projected and added to their input
+    retrieval_prior: bool = False
+    # frames in the retrieval index stored with the model (set when the index is attached; 0: none stored)
+    retrieval_entries: int = 0
     sample_rate: int = audio.SAMPLE_RATE
     hop_length: int = audio.HOP_LENGTH
     n_fft: int = audio.N_FFT
@@ -80,6 +86,8 @@ class ModelConfig:
             raise ValueError(f"unknown prior_mode {self.prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
         if self.f0_bins < 0 or self.f0_bins == 1:
             raise ValueError(f"f0_bins must be 0 (regression) or at least 2, got {self.f0_bins}")
+        if self.retrieval_prior and not self.word_head:
+            raise ValueError("retrieval_prior needs word_head (the retrieval weighs candidates by word posteriors)")
         self.roi_size = tuple(self.roi_size)
 
     @property
@@ -136,6 +144,12 @@ class LipToSpeech(nn.Module):
             dim=c.dim, factor=audio.SAMPLES_PER_VIDEO_FRAME // c.hop_length, kernel_size=c.head_kernel_size
         )
         self.feature_dropout = nn.Dropout(c.feature_dropout)
+        if c.retrieval_prior:  # zero-initialised: starts as the model without the retrieved prior
+            self.retrieval_proj = nn.Linear(c.n_mels, c.dim)
+            nn.init.zeros_(self.retrieval_proj.weight)
+            nn.init.zeros_(self.retrieval_proj.bias)
+        if c.retrieval_entries:
+            self.retrieval_index = FrameIndex(n_entries=c.retrieval_entries, dim=c.dim, n_mels=c.n_mels)
         if c.predicts_mel:
             self.mel_head = MelHead(
                 in_dim=c.dim, hidden=c.head_hidden, n_mels=c.n_mels, kernel_size=c.head_kernel_size
@@ -174,6 +188,11 @@ class LipToSpeech(nn.Module):
             free_phase=use_prior and c.prior_free_phase,
         )
 
+    def attach_index(self, index: FrameIndex) -> None:
+        """Store a retrieval index (of this model's own front-end features) with the model; it is saved with it."""
+        self.retrieval_index = index.to(self.device)
+        self.config.retrieval_entries = int(index.keys.shape[0])
+
     # ---- tensors in, tensors out -------------------------------------------------------------
     def encode(self, roi: torch.Tensor, lips: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """roi (B,T,H,W) uint8 or float in [0,1], lips (B,T,lip_dim), mask (B,T) valid → features (B,T,dim)."""
@@ -182,13 +201,16 @@ class LipToSpeech(nn.Module):
         return self.frontend(roi, lips.float(), mask)
 
     def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None,
+               retrieved: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
 
         Returns a dict with ``ctc_log_probs`` (B,T,V), ``word_logits`` (B,T,V) with ``word_head``, and, per variant, ``mel`` (B,n_mels,4T) /
         ``log_f0``, ``voicing_logit``, ``loudness`` (B,4T), ``coarse`` (B,N), ``wav`` (B,N).
         ``f0_hz`` (B,4T) overrides the predicted F0 that drives the DDSP synthesizer (teacher forcing).
         ``generator`` draws the synthesizer's noise (None: torch's global RNG, as in training).
+        ``retrieved`` (B,n_mels,4T): the retrieved real log-mel of a ``retrieval_prior`` model (None: retrieved from
+        the model's own index).
         """
         out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
         h = self.feature_dropout(feats)
@@ -196,6 +218,12 @@ class LipToSpeech(nn.Module):
             out["word_logits"] = self.word_head(feats)
             h = h + self.word_embed(torch.softmax(out["word_logits"], dim=-1).to(h.dtype))
         h = self.upsample(h)  # (B,4T,dim) @100 Hz
+        if self.config.retrieval_prior:
+            if retrieved is None:
+                if not hasattr(self, "retrieval_index"):
+                    raise ValueError("this model reads a retrieved prior but stores no retrieval index")
+                retrieved = self.retrieval_index.retrieve(feats, torch.log_softmax(out["word_logits"], dim=-1))
+            h = h + self.retrieval_proj(retrieved[..., : h.shape[1]].transpose(1, 2).to(h.dtype))
         if self.config.predicts_mel:
             out["mel"] = self.mel_head(h)
             if self.config.variant == "mel-vocoder":
@@ -219,7 +247,7 @@ class LipToSpeech(nn.Module):
         return out
 
     def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, f0_hz=None,
-                generator=None) -> dict[str, torch.Tensor]:
+                generator=None, retrieved=None) -> dict[str, torch.Tensor]:
         """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs.
 
         ``mel`` (B,n_mels,F) instead runs only the mel-vocoder on it (how the cascade's vocoder trains on real mels).
@@ -229,7 +257,7 @@ class LipToSpeech(nn.Module):
             return {"wav": self.vocoder(mel.transpose(1, 2))}
         if feats is None:
             feats = self.encode(roi, lips, mask)
-        return self.decode(feats, f0_hz=f0_hz, generator=generator)
+        return self.decode(feats, f0_hz=f0_hz, generator=generator, retrieved=retrieved)
 
     # ---- video in, audio out -----------------------------------------------------------------
     @property

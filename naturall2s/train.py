@@ -329,7 +329,8 @@ def real_f0(f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
 def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | None = None,
                    judge=None) -> tuple[dict, dict]:
     """→ (losses dict with namespaced keys, model outputs). ``feats``: cached front-end features, if any; ``judge``:
-    the frozen content judge, if any."""
+    the frozen content judge, if any; ``batch["retrieved"]`` (B,n_mels,4T), if present: a retrieval-prior model's
+    retrieved real log-mel."""
     mask_v = torch.arange(batch["roi"].shape[1], device=batch["roi"].device)[None] < batch["frames"][:, None]
     out_losses: dict[str, torch.Tensor] = {}
     if cfg.stage == "vocoder":
@@ -343,7 +344,7 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         roi, lips = batch["roi"], batch["lips"]
         if cfg.augment and model.training and feats is None:
             roi, lips = augment_clips(roi, lips, batch["frames"])
-        out = model(roi, lips, mask_v, feats=feats, f0_hz=f0_hz)
+        out = model(roi, lips, mask_v, feats=feats, f0_hz=f0_hz, retrieved=batch.get("retrieved"))
         if not cfg.freeze_frontend:
             out_losses.update(
                 losses.ctc_loss(out["ctc_log_probs"], batch["tokens"], batch["frames"], batch["token_lengths"])
@@ -407,7 +408,7 @@ def adversarial_losses(disc: torch.nn.ModuleDict, disc_opt, real: torch.Tensor, 
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=None, asr=None,
-             mos=None) -> dict[str, float]:
+             mos=None, retrieved_of=None) -> dict[str, float]:
     """Validation: mean losses, ``score`` (log-mel L1 of what the variant outputs), the differentiable ESTOI
     ``estoi`` of waveform outputs, the greedy lip-reading word error rate ``lipread/wer``, the word accuracy
     ``content/acc`` of the content judge on the generated speech (given a judge), given an ``asr`` the word error
@@ -427,6 +428,8 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     for batch in loader:
         batch = to_device(batch, model.device)
         feats = feats_of(batch) if feats_of else None
+        if retrieved_of is not None:
+            batch["retrieved"] = retrieved_of(batch)
         ls, out = compute_losses(model, batch, cfg, feats, judge)
         mask_a = audio_mask(batch, batch["mel"].shape[-1])
         pred_mel = out["mel"] if "mel" in out and "wav" not in out else audio.log_mel(out["wav"])
@@ -575,21 +578,6 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
 
-    # resume
-    step, best, baseline, start_time, cpu_before = 0, float("inf"), None, time.time(), -time.process_time()
-    state_path = run_dir / "state.pt"
-    resumed = load_state(state_path, map_location=device) if state_path.exists() else None
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["opt"])
-        if disc is not None and "disc" in resumed:
-            disc.load_state_dict(resumed["disc"])
-            disc_opt.load_state_dict(resumed["disc_opt"])
-        step, best, baseline = resumed["step"], resumed["best"], resumed.get("baseline")
-        cpu_before += resumed.get("cpu_seconds", 0.0)
-        if is_main:
-            print(f"resumed {state_path} at step {step} (best score {best:.4f})")
-
     # frozen front end: its features are computed once (per clip, eval mode) and reused every step
     feats_cache = None
     if cfg.freeze_frontend and cfg.stage == "synth":
@@ -605,6 +593,38 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         rows = [feats_cache[name][int(s) : int(s) + t] for name, s in zip(batch["name"], batch["start"])]
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(device)
 
+    # retrieval prior: the training split's frames indexed by the frozen features; every clip's retrieved mel is
+    # computed once (a training clip's own frames left out: it must not hear itself)
+    retrieved_cache = None
+    if model.config.retrieval_prior:
+        if feats_cache is None:
+            raise NaturalL2SError("retrieval_prior trains on a frozen front end: add --freeze-frontend")
+        retrieved_cache = retrieve_all(model, feats_cache, whole_clips, val_set, verbose=is_main)
+
+    def retrieved_of(batch):
+        if retrieved_cache is None:
+            return None
+        a, t = audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH, batch["roi"].shape[1]
+        rows = [retrieved_cache[name][:, int(s) * a : (int(s) + t) * a].T
+                for name, s in zip(batch["name"], batch["start"])]
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).transpose(1, 2).to(device)
+
+
+    # resume
+    step, best, baseline, start_time, cpu_before = 0, float("inf"), None, time.time(), -time.process_time()
+    state_path = run_dir / "state.pt"
+    resumed = load_state(state_path, map_location=device) if state_path.exists() else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["opt"])
+        if disc is not None and "disc" in resumed:
+            disc.load_state_dict(resumed["disc"])
+            disc_opt.load_state_dict(resumed["disc_opt"])
+        step, best, baseline = resumed["step"], resumed["best"], resumed.get("baseline")
+        cpu_before += resumed.get("cpu_seconds", 0.0)
+        if is_main:
+            print(f"resumed {state_path} at step {step} (best score {best:.4f})")
+
     def cpu_seconds() -> float:  # this run's CPU time over all its invocations (the budget of long CPU runs)
         return cpu_before + time.process_time()
 
@@ -617,9 +637,9 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
 
     def validate() -> dict:
         fo = feats_of if feats_cache is not None else None
-        val = evaluate(model, val_loader, cfg, fo, judge, asr=asr, mos=mos)
+        val = evaluate(model, val_loader, cfg, fo, judge, asr=asr, mos=mos, retrieved_of=retrieved_of)
         if fit_loader is not None:
-            fit = evaluate(model, fit_loader, cfg, fo, judge)
+            fit = evaluate(model, fit_loader, cfg, fo, judge, retrieved_of=retrieved_of)
             val |= {f"train/{k}": v for k, v in fit.items() if k != "select"}
         return val
 
@@ -667,6 +687,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
                                              generator=torch.Generator())  # its own seed draw: not from torch's RNG
         for batch in loader:
             batch = to_device(batch, device)
+            if retrieved_cache is not None:
+                batch["retrieved"] = retrieved_of(batch)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             ls, out = compute_losses(train_model, batch, cfg, feats_of(batch), judge)
@@ -847,6 +869,32 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool,
     if path is not None:
         save_state({"fingerprint": fingerprint, "features": cache}, path)
     return cache
+
+
+@torch.no_grad()
+def retrieve_all(model: LipToSpeech, feats_cache: dict[str, torch.Tensor], train_set: CachedGrid, *others: CachedGrid,
+                 verbose: bool) -> dict[str, torch.Tensor]:
+    """Index ``train_set``'s frames by their cached features (its real mels and word labels; attached to ``model``, so
+    it is saved with it) and retrieve a real log-mel (n_mels, 4T) for every whole clip of every set; a training clip's
+    own frames are left out of its retrieval."""
+    from naturall2s.retrieval import FrameIndex
+
+    train_names = list(train_set.names)
+    index = FrameIndex.build([feats_cache[n] for n in train_names], [torch.from_numpy(r["words"].astype(np.int64))
+                                                                     for r in train_set.records],
+                             [torch.from_numpy(r["mel"].astype(np.float32)) for r in train_set.records])
+    model.attach_index(index)
+    was_training = model.training
+    model.eval()
+    own = {name: i for i, name in enumerate(train_names)}
+    names = train_names + [n for ds in others for n in ds.names]
+    out = {}
+    for name in tqdm(names, desc="retrieving real mels", disable=not verbose):
+        f = feats_cache[name].to(model.device)
+        word_lp = torch.log_softmax(model.word_head(f[None])[0], dim=-1)
+        out[name] = index.mel_of(index.select(f, word_lp, exclude_clip=own.get(name, -1))).cpu()
+    model.train(was_training)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,9 +18,12 @@
 #                (frozen, cached features) at today's size (4.3M speech parameters) and with a 2x wider generator
 #                and heads (8.5M), 10x the v4 recipe's steps (24000 x 16 clips), scoring val and the same 200
 #                training clips every 600 steps (--eval-train).
+#   retrieval    the retrieval prior against its control: the shipped naturall2s fine-tuned 1000 steps with the
+#                real log-mel retrieved from the training speaker's frames as an extra input (`retrieval_prior`),
+#                and the same fine-tune without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves [WORK_DIR] [start|status|stop]}
+PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval [WORK_DIR] [start|status|stop]}
 shift
 case "${1:-}" in status|stop) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
   *) WORK=${1:-../naturall2s-work}; ACTION=${2:-start} ;; esac
@@ -55,7 +58,18 @@ case "$PLAN" in
     COMMON=(--segment-frames 25 --batch-size 16 --lr 5e-4 --warmup 100 --adv-start -1 --eval-every 600
             --eval-train 200 --steps "${STEPS:-24000}")
     ;;
-  *) echo "unknown plan $PLAN (adversarial or curves)" >&2; exit 2 ;;
+  retrieval)
+    RUNS=$WORK/runs/retrieval
+    FT="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3 --init checkpoints/naturall2s.safetensors
+      --lambdas {\"f0/l1\":0,\"stoi/neg\":20}"
+    ARGS=(
+      [prior]="$FT --arch {$NATURALL2S_ARCH,\"retrieval_prior\":true}"
+      [control]="$FT --arch {$NATURALL2S_ARCH}"
+    )
+    COMMON=(--segment-frames 25 --batch-size 16 --lr 2e-4 --warmup 50 --adv-start -1 --eval-every 200
+            --eval-train 200 --steps "${STEPS:-1000}")
+    ;;
+  *) echo "unknown plan $PLAN (adversarial, curves or retrieval)" >&2; exit 2 ;;
 esac
 COMMON+=(--cache "$CACHE" --save-minutes "$SAVE_MINUTES" --threads 1 --device cpu)
 mkdir -p "$RUNS"

@@ -446,3 +446,31 @@ def test_eval_train_logs_the_fit_on_training_clips(cache, tmp_path):
     val = json.loads(rows[-1][2])
     assert np.isfinite(val["train/score"]) and np.isfinite(val["train/estoi"]) and np.isfinite(val["score"])
     assert val["train/score"] != val["score"]  # other clips: not a copy of the validation numbers
+
+
+def test_retrieval_prior_trains_saves_and_synthesizes_from_its_own_index(cache, tmp_path):
+    """A retrieval-prior model indexes the training clips, trains, resumes, and its checkpoint carries the index."""
+    arch = {**TINY, "word_head": True, "retrieval_prior": True}
+    cfg = cfg_for(cache, tmp_path, variant="naturall2s", stage="synth", freeze_frontend=True, arch=arch)
+    train(cfg)
+    assert train(cfg_for(cache, tmp_path, variant="naturall2s", stage="synth", freeze_frontend=True, arch=arch,
+                         steps=4))["step"] == 4
+    model = load_model(Path(cfg.run_dir) / "best.safetensors")
+    n_train_frames = sum(CachedGrid(cache, "train")[i]["roi"].shape[0] for i in range(len(NAMES["train"])))
+    assert model.config.retrieval_entries == n_train_frames
+    item = CachedGrid(cache, "val")[0]
+    with torch.no_grad():
+        out = model(item["roi"][None], item["lips"][None])  # retrieves from the stored index
+    assert out["wav"].shape[-1] == item["audio"].shape[-1] and torch.isfinite(out["wav"]).all()
+
+
+def test_retrieval_leaves_a_clips_own_frames_out():
+    from naturall2s.retrieval import FrameIndex
+
+    feats = [torch.randn(6, 8), torch.randn(6, 8)]
+    index = FrameIndex.build(feats, [torch.ones(6, dtype=torch.long)] * 2, [torch.randn(80, 24), torch.randn(80, 24)])
+    word_lp = torch.zeros(6, 4)
+    assert (index.clip[index.select(feats[0], word_lp)] == 0).all()  # its own frames are the nearest
+    assert (index.clip[index.select(feats[0], word_lp, exclude_clip=0)] == 1).all()
+    rows = index.select(feats[1], word_lp)
+    assert index.jump_rate(rows) == 0.0 and torch.equal(index.mel_of(rows), index.mels[6:].reshape(-1, 80).T)
