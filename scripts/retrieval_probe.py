@@ -32,8 +32,7 @@ from naturall2s import load_model  # noqa: E402
 from naturall2s.asr import get_asr  # noqa: E402
 from naturall2s.data import CachedGrid  # noqa: E402
 from naturall2s.metrics import estoi, mean_ci, wer  # noqa: E402
-
-MEL_FRAMES = 4  # log-mel frames per video frame
+from naturall2s.retrieval import FrameIndex  # noqa: E402
 
 
 @torch.no_grad()
@@ -48,53 +47,20 @@ def encode(model, clips: CachedGrid, desc: str) -> list[dict]:
     return rows
 
 
-class FrameIndex:
-    """The training split's frames: standardized keys (N,dim), word labels (N,), real mels (N,4,n_mels) and each
-    frame's clip and position (N,), for continuity."""
+def build_index(rows: list[dict]) -> FrameIndex:
+    return FrameIndex.build([r["feats"] for r in rows], [r["words"] for r in rows], [r["mel"] for r in rows])
 
-    def __init__(self, rows: list[dict]):
-        keys = torch.cat([r["feats"] for r in rows])
-        self.mean, self.std = keys.mean(0), keys.std(0) + 1e-5
-        self.keys = (keys - self.mean) / self.std
-        self.words = torch.cat([r["words"] for r in rows])
-        self.mels = torch.cat([r["mel"].T.reshape(-1, MEL_FRAMES, r["mel"].shape[0]) for r in rows])
-        self.clip = torch.cat([torch.full((len(r["feats"]),), i) for i, r in enumerate(rows)])
-        self.frame = torch.cat([torch.arange(len(r["feats"])) for r in rows])
 
-    def candidates(self, feats: torch.Tensor, word_lp: torch.Tensor, *, top_k: int,
-                   word_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (T,dim), word_lp (T,V) -> costs (T,top_k) and index rows (T,top_k), cheapest first."""
-        q = (feats - self.mean) / self.std
-        cost = torch.cdist(q, self.keys).pow(2) / q.shape[1]
-        cost = cost - word_weight * word_lp[:, self.words.clamp(max=word_lp.shape[1] - 1)]
-        return cost.topk(top_k, dim=1, largest=False)
+def select(index: FrameIndex, c: dict, **kw) -> torch.Tensor:
+    """Unit selection (the retrieval prior's read-out) -> mel (n_mels, 4T)."""
+    return index.mel_of(index.select(c["feats"], c["word_lp"], **kw))
 
-    def select(self, feats, word_lp, *, top_k: int = 64, word_weight: float = 1.0, jump_cost: float = 1.0):
-        """Unit selection: the Viterbi path of least (target cost + jump cost) -> mel (n_mels, 4T), jump rate."""
-        cost, idx = self.candidates(feats, word_lp, top_k=top_k, word_weight=word_weight)
-        acc, back = cost[0].clone(), []
-        for t in range(1, len(idx)):
-            prev, cur = idx[t - 1], idx[t]
-            follows = (self.clip[cur][None] == self.clip[prev][:, None]) & (
-                self.frame[cur][None] == self.frame[prev][:, None] + 1)
-            best, arg = (acc[:, None] + jump_cost * (~follows).float()).min(0)
-            acc = best + cost[t]
-            back.append(arg)
-        j = int(acc.argmin())
-        path = [j]
-        for arg in reversed(back):
-            j = int(arg[j])
-            path.append(j)
-        rows = idx[torch.arange(len(idx)), torch.tensor(path[::-1])]
-        jumps = 1.0 - float(((self.clip[rows[1:]] == self.clip[rows[:-1]])
-                             & (self.frame[rows[1:]] == self.frame[rows[:-1]] + 1)).float().mean())
-        return self.mels[rows].reshape(-1, self.mels.shape[-1]).T, jumps
 
-    def average(self, feats, word_lp, *, top_k: int = 32, word_weight: float = 1.0, tau: float = 0.0):
-        """kNN regression: the (softmax(-cost/tau)-weighted, tau > 0) mean of the candidates' mels -> (n_mels, 4T)."""
-        cost, idx = self.candidates(feats, word_lp, top_k=top_k, word_weight=word_weight)
-        w = torch.softmax(-cost / tau, dim=1) if tau > 0 else torch.full_like(cost, 1.0 / top_k)
-        return torch.einsum("tk,tkfm->tfm", w, self.mels[idx]).reshape(-1, self.mels.shape[-1]).T
+def average(index: FrameIndex, c: dict, *, top_k: int = 32, tau: float = 0.0) -> torch.Tensor:
+    """kNN regression: the (softmax(-cost/tau)-weighted, tau > 0) mean of the candidates' mels -> (n_mels, 4T)."""
+    cost, idx = index.candidates(c["feats"], c["word_lp"], top_k=top_k)
+    w = torch.softmax(-cost / tau, dim=1) if tau > 0 else torch.full_like(cost, 1.0 / top_k)
+    return torch.einsum("tk,tkfm->tfm", w, index.mels[idx]).reshape(-1, index.mels.shape[-1]).T
 
 
 def main() -> None:
@@ -110,21 +76,19 @@ def main() -> None:
     model = load_model(args.model).float().eval()
     if model.config.variant != "mel-vocoder" or not model.config.word_head:
         raise SystemExit(f"{args.model}: needs a mel-vocoder model with a word head")
-    index = FrameIndex(encode(model, CachedGrid(args.cache, "train"), "indexing train"))
+    index = build_index(encode(model, CachedGrid(args.cache, "train"), "indexing train"))
     clips = encode(model, CachedGrid(args.cache, args.split), args.split)
     asr = get_asr("auto", grammar="grid")
     readouts = {
         "predicted mel (the cascade)": lambda c, pm: pm,
-        "select, word 0, jump 0 (frame kNN)": lambda c, pm: index.select(c["feats"], c["word_lp"], word_weight=0,
-                                                                        jump_cost=0)[0],
-        "select, word 1, jump 0": lambda c, pm: index.select(c["feats"], c["word_lp"], jump_cost=0)[0],
-        "select, word 1, jump 1": lambda c, pm: index.select(c["feats"], c["word_lp"])[0],
-        "select, word 1, jump 3": lambda c, pm: index.select(c["feats"], c["word_lp"], jump_cost=3)[0],
-        "average, k 8": lambda c, pm: index.average(c["feats"], c["word_lp"], top_k=8),
-        "average, k 32, tau 0.5": lambda c, pm: index.average(c["feats"], c["word_lp"], tau=0.5),
-        "(average k 32 tau 0.5 + predicted) / 2": lambda c, pm: (index.average(c["feats"], c["word_lp"], tau=0.5)
-                                                                 + pm) / 2,
-        "(select + predicted) / 2": lambda c, pm: (index.select(c["feats"], c["word_lp"])[0] + pm) / 2,
+        "select, word 0, jump 0 (frame kNN)": lambda c, pm: select(index, c, word_weight=0, jump_cost=0),
+        "select, word 1, jump 0": lambda c, pm: select(index, c, jump_cost=0),
+        "select, word 1, jump 1": lambda c, pm: select(index, c),
+        "select, word 1, jump 3": lambda c, pm: select(index, c, jump_cost=3),
+        "average, k 8": lambda c, pm: average(index, c, top_k=8),
+        "average, k 32, tau 0.5": lambda c, pm: average(index, c, tau=0.5),
+        "(average k 32 tau 0.5 + predicted) / 2": lambda c, pm: (average(index, c, tau=0.5) + pm) / 2,
+        "(select + predicted) / 2": lambda c, pm: (select(index, c) + pm) / 2,
     }
     print(f"| read-out ({args.split}, {len(clips)} clips, vocoded by {args.model}) | ESTOI | WER |\n|---|---|---|")
     for name, readout in readouts.items():

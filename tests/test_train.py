@@ -474,3 +474,21 @@ def test_retrieval_leaves_a_clips_own_frames_out():
     assert (index.clip[index.select(feats[0], word_lp, exclude_clip=0)] == 1).all()
     rows = index.select(feats[1], word_lp)
     assert index.jump_rate(rows) == 0.0 and torch.equal(index.mel_of(rows), index.mels[6:].reshape(-1, 80).T)
+
+
+def test_retrieval_probe_script_scores_every_readout_and_refuses_to_score_its_index(cache, tmp_path):
+    """CLI smoke test of scripts/retrieval_probe.py (the retrieval numbers of docs/results.md) on the synthetic cache."""
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    model = save_model(build("mel-vocoder", **TINY, word_head=True), tmp_path / "tiny-cascade.safetensors")
+    script = [sys.executable, str(REPO / "scripts" / "retrieval_probe.py"), "--cache", str(cache), "--model", str(model)]
+    res = subprocess.run([*script, "--split", "val"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "read-out" not in line]
+    assert len(rows) == 9 and rows[0].startswith("| predicted mel")
+    estoi_means = [float(r.split(" | ")[1].split(" ")[0]) for r in rows]  # one val clip: no interval, a mean
+    assert all(-1.0 <= e <= 1.0 for e in estoi_means), rows
+    res = subprocess.run([*script, "--split", "train"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "is the index itself" in res.stderr
