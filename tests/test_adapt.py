@@ -423,3 +423,16 @@ def test_keep_base_mixes_three_base_clips_per_new_clip_by_default(base_clips, ex
     assert splits["new"] == {"train": train, "val": ["h0"], "test": ["h0"]}
     linked = [(work / "clips" / f"{k}.npz").resolve().parent for k in splits["base"]["train"]]
     assert all(parent == (base / "clips").resolve() for parent in linked)
+
+
+def test_non_grid_speech_is_refused_with_the_reason_and_a_sidecar_still_wins(wild_clips, tmp_path):
+    import shutil
+
+    clip = wild_clips[0]
+    check = check_clip(clip)
+    assert not check.ok and "transcript was refused" in check.reason and "sidecar .txt" in check.reason
+    assert "unsure" in check.reason
+    copy = tmp_path / clip.name
+    shutil.copyfile(clip, copy)
+    copy.with_suffix(".txt").write_text("bin blue at f two now\n")  # a person's word wins over the recogniser's doubt
+    assert "refused" not in check_clip(copy).reason

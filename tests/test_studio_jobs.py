@@ -196,3 +196,19 @@ def test_reviewed_transcripts_become_sidecars_and_unticked_clips_stay_out(tmp_pa
     assert open(stashed[0][:-4] + ".txt").read() == "bin blue at g two now\n"
     with pytest.raises(NaturalL2SError, match="does not match"):
         enroll.reviewed_clips(paths[:2], rows)
+
+
+def test_the_transcript_review_accepts_grid_speech_and_refuses_other_speech(wild_clips):
+    """Real clips through the page's transcript check: a shipped GRID example is heard right and ticked; ordinary
+    speech (the in-the-wild clips, to which the grammar still fits some GRID sentence) is refused with the reason."""
+    from pathlib import Path
+
+    from naturall2s.grid import name_transcript
+    from naturall2s.studio import enroll
+
+    example = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.mp4"))[0]
+    name, text, confidence, use, check = enroll.review_row(example)
+    assert (name, text, use, check) == (example.name, name_transcript(example.stem), True, "ok") and confidence >= 0.5
+    for clip in wild_clips:
+        name, text, confidence, use, check = enroll.review_row(clip)
+        assert use is False and confidence < 0.5 and check.startswith("refused: the recogniser is unsure"), check

@@ -52,7 +52,8 @@ PAIR_HEADERS = ["System 1", "System 2", "Wins 1", "Wins 2", "Ties", "Win rate 1"
 MOS_HEADERS = ["System", "MOS", "95% CI low", "95% CI high", "Ratings"]
 TABLE_WIDTHS = ["10%", "14%", "14%"] + ["6.2%"] * len(METRIC_COLUMNS)  # system, two texts, then the numbers
 CSS = """
-.system-col {min-width: 150px; flex: 1 1 0 !important}
+.system-row {display: grid !important; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 12px}
+.system-col {min-width: 0 !important}
 .metric-note {font-size: 0.85em}
 .domain-warning {border-left: 6px solid #d97706; background: #fffbeb; padding: 0.4em 1em; color: #111}
 """
@@ -653,7 +654,8 @@ class StudioApp:
                 notes = gr.Markdown()
         domain = gr.Markdown(elem_classes="domain-result")
         slot_outputs = []
-        with gr.Row(visible=False, equal_height=False) as results_row:
+        # a grid of columns at least 210 px wide: 6-8 columns wrap into rows instead of squeezing the players
+        with gr.Row(visible=False, equal_height=False, elem_classes="system-row") as results_row:
             for _ in range(self.n_slots):
                 with gr.Column(visible=False, elem_classes="system-col", min_width=150) as col:
                     header = gr.Markdown()
@@ -839,7 +841,7 @@ def serve(
         server_port=port,
         share=share,
         allowed_paths=[os.fspath(p) for p in allowed],
-        prevent_thread_lock=prevent_thread_lock,
+        prevent_thread_lock=True,  # print the address first (flushed: a log file sees it at once), then block
         max_file_size=MAX_FILE_SIZE,
         quiet=True,  # Gradio's own start-up text suggests share=True in launch(); ours names the --share flag
         css=CSS,
@@ -850,4 +852,6 @@ def serve(
               flush=True)
         if demo.share_url:
             print(f"* Running on public URL: {demo.share_url}", flush=True)
+    if not prevent_thread_lock:
+        demo.block_thread()
     return demo, url
