@@ -498,7 +498,9 @@ def _examine_all(paths, keys, work: Path, state: dict, names_as_transcripts: boo
         checks[k] = check
         state["checks"][k] = asdict(check)
         _save_state(work, state)
-        report(0.12 * (i + 1) / len(todo), f"examined {p.name}: " + (check.transcript if check.ok else check.reason))
+        report(0.12 * (i + 1) / len(todo), f"examined clip {i + 1}/{len(todo)}, {p.name}: "
+               + (f"“{check.transcript}”" + (f" (confidence {check.confidence:.2f})" if check.confidence is not None
+                                              else "") if check.ok else check.reason))
     return checks
 
 
