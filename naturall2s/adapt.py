@@ -183,8 +183,9 @@ def _transcript(path: Path, wav, sample_rate: int, given: str | None,
     else:
         text, confidence = recognise(wav, sample_rate)
         if (problem := transcript_problem(text, confidence)) is not None:
-            raise DataError(f"its transcript was refused: {problem}; check it and give the sentence in a sidecar "
-                            ".txt (command colour preposition letter digit adverb)")
+            raise DataError(f"its transcript was refused: {problem}; check it and give the sentence (command colour "
+                            "preposition letter digit adverb) in a sidecar .txt, or in the studio's transcript table "
+                            "(Check the transcripts)")
         return text, "asr", confidence
     text = " ".join(text.lower().split())
     if not is_grid_sentence(text):

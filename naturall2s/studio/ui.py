@@ -746,6 +746,7 @@ class StudioApp:
                 check = gr.Button("Check the transcripts")
                 review = gr.Dataframe(headers=enroll.REVIEW_HEADERS, datatype=["str", "str", "number", "bool", "str"],
                                       interactive=True, static_columns=[0, 2, 4], wrap=True, type="array",
+                                      column_widths=["14%", "26%", "9%", "6%", "45%"],
                                       label="What the recogniser heard in each clip: correct a transcript, untick "
                                             "Use to leave a clip out (without a check, unsure ones are refused)")
                 reviewed = gr.State([])
