@@ -1,6 +1,6 @@
 """NaturalL2S Studio: the comparison web app.
 
-    python app.py [--host HOST] [--port PORT] [--share] [--examples DIR] [--votes PATH] [--jobs PATH]
+    python app.py [--host HOST] [--port PORT] [--share] [--examples DIR ...] [--votes PATH] [--jobs PATH]
                   [--models NAME ...] [--max-seconds S] [--scoring-workers N] [--seed N]
 
 Host and port default to Gradio's environment variables GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (127.0.0.1:7860
@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-DEFAULT_EXAMPLES = Path(os.environ.get("NATURALL2S_SHARED_DATA", REPO.parent / "shared" / "data")) / "grid"
+# the clips shipped in examples/ (GRID s1 test clips, CC BY 4.0), then the GRID test split when the data is present
+DEFAULT_EXAMPLES = [REPO / "examples",
+                    Path(os.environ.get("NATURALL2S_SHARED_DATA", REPO.parent / "shared" / "data")) / "grid"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
@@ -33,8 +35,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(env_port) if env_port else DEFAULT_PORT,
                    help="port (default: %(default)s, from $GRADIO_SERVER_PORT when set)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (default: off)")
-    p.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES, metavar="DIR",
-                   help="folder of example clips; a GRID root (with splits.json) gives its test clips (default: %(default)s)")
+    p.add_argument("--examples", type=Path, nargs="+", default=DEFAULT_EXAMPLES, metavar="DIR",
+                   help="folders of example clips, in order; a GRID root (with splits.json) gives its test clips; "
+                        "missing folders are skipped (default: examples/ of this repository, then "
+                        f"{DEFAULT_EXAMPLES[1]})")
     p.add_argument("--votes", type=Path, default=default_votes_path(), metavar="PATH",
                    help="SQLite file of A/B votes (default: %(default)s)")
     p.add_argument("--jobs", type=Path, default=default_votes_path().with_name("studio_jobs.sqlite"),
@@ -66,13 +70,13 @@ def main(argv=None) -> int:
     from naturall2s.studio.ab_store import VoteStore
     from naturall2s.studio.jobs import JobRunner, JobStore
     from naturall2s.studio.pipeline import load_studio
-    from naturall2s.studio.ui import find_examples, serve
+    from naturall2s.studio.ui import find_examples_in, serve
 
     torch.set_num_threads(max(1, args.threads))
     try:
         if not (args.models or naturall2s.available_models()):
             raise NaturalL2SError("no models: checkpoints/ holds no shipped checkpoint (see README: training)")
-        print("loading models, landmark detector, ASR and speaker encoder ...", file=sys.stderr)
+        print("loading models, landmark detector, ASR and speaker encoder ...", file=sys.stderr, flush=True)
         studio = load_studio(args.models, detector=args.detector, max_seconds=args.max_seconds, cache_dir=args.cache,
                              scoring_workers=args.scoring_workers, seed=args.seed)
         votes = VoteStore(args.votes)
@@ -80,13 +84,13 @@ def main(argv=None) -> int:
         if (why := enroll.adaptation_available()) is None:
             jobs = JobRunner(JobStore(args.jobs), enroll.adapt_work, on_done=enroll.serve_when_done(studio))
         else:
-            print(f"'Add a speaker' is off: {why}", file=sys.stderr)
+            print(f"'Add a speaker' is off: {why}", file=sys.stderr, flush=True)
     except NaturalL2SError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    examples = find_examples(args.examples)
+    examples = find_examples_in(args.examples)
     print(f"systems: {', '.join(studio.system_names)}; {len(examples)} examples; votes in {args.votes}",
-          file=sys.stderr)
+          file=sys.stderr, flush=True)
     serve(studio, votes=votes, examples=examples, jobs=jobs, host=args.host, port=args.port, share=args.share)
     return 0
 

@@ -34,6 +34,8 @@ LOUDNESS_FLOOR_DB = -100.0  # loudness of digital silence
 MEL_NORM = "slaney"  # mel filter normalisation and scale (librosa / HiFi-GAN convention)
 MEL_SCALE = "slaney"
 GRIFFIN_LIM_ITERS = 32
+LIMIT_KNEE = 0.9  # soft_limit leaves samples below this untouched...
+LIMIT_CEILING = 0.98  # ...and bends the rest smoothly towards this peak, never reached (no sample at full scale)
 PCM16_SCALE = 32767.0  # float [-1, 1] <-> 16-bit PCM (the cache stores audio as int16)
 
 
@@ -78,6 +80,16 @@ def save_audio(path: str | Path, wav, sample_rate: int = SAMPLE_RATE) -> Path:
     with atomic_path(path) as tmp:
         sf.write(tmp, data, int(sample_rate), format=_sf_format(path))
     return path
+
+
+def soft_limit(wav: torch.Tensor, *, knee: float = LIMIT_KNEE, ceiling: float = LIMIT_CEILING) -> torch.Tensor:
+    """A peak limiter without look-ahead: |x| <= ``knee`` passes unchanged, louder samples are bent by a tanh
+    curve (continuous slope 1 at the knee) towards ``ceiling``, which they approach but never reach; so no
+    output sample sits at full scale (a clamp to [-1, 1] would flatten the peaks into a square wave)."""
+    mag = wav.abs()
+    span = ceiling - knee
+    bent = knee + span * torch.tanh((mag - knee) / span)
+    return torch.where(mag > knee, torch.sign(wav) * bent, wav)
 
 
 def _sf_format(path: Path) -> str:

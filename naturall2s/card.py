@@ -158,12 +158,15 @@ def _adapted_facts(adapt: dict) -> dict | None:
     facts = {
         "speakers": [*base_speakers, f"a new speaker ({n_train} clips)"],
         "vocabulary": list(GRID_VOCAB),
-        "data": (f"adapted from `{base}` on {n_train} clips of a new speaker ({adapt.get('steps', '?')} steps, "
-                 f"best at {adapt.get('best_step', '?')}); {held.get('n', 0)} clips held out"),
+        "data": (f"adapted from `{base}` on {n_train} clips of a new speaker ({adapt.get('steps', '?')}"
+                 + (f" of {adapt['steps_planned']} planned" if adapt.get("steps_planned") else "")
+                 + f" steps, best at {adapt.get('best_step', '?')}); {held.get('n', 0)} clips held out"),
     }
     scores = {k: v for k, v in (held.get("after") or {}).items() if v is not None}
+    part = ("test clips (they neither trained nor selected it)" if held.get("part") == "test" else
+            "held-out clips (they also selected the checkpoint: optimistic)")
     return {"facts": facts, "scores": scores,
-            "scores_on": f"{held.get('n', 0)} held-out clips of the new speaker (their transcripts as the text)"}
+            "scores_on": f"{held.get('n', 0)} {part} of the new speaker (their transcripts as the text)"}
 
 
 def model_card(model) -> ModelCard:

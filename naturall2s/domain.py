@@ -1,7 +1,9 @@
 """Out-of-domain warning: is this clip like what the model was trained on?
 
 A model trained on one GRID speaker's face and voice reads other faces badly and always speaks with its training
-speaker's voice. :func:`assess` measures a clip against the model's training data and says so in plain words.
+speaker's voice. :func:`assess` measures a clip against the model's training data and says so in plain words;
+:func:`assess_systems` does so for several systems at once, each against its own training data (an adapted model
+against the speaker it was adapted to), and words the result for the clip.
 
 Signals (each a number with a threshold, all in :class:`DomainReport.evidence`):
 
@@ -150,9 +152,11 @@ def subspace_distance(x: np.ndarray, stats: dict) -> float:
 
 
 @torch.inference_mode()
-def summarize(model, roi: np.ndarray, lips: np.ndarray, audio: np.ndarray | None = None, *, encoder=None) -> ClipSummary:
+def summarize(model, roi: np.ndarray, lips: np.ndarray, audio: np.ndarray | None = None, *, encoder=None,
+              voice: tuple | None = None) -> ClipSummary:
     """One clip -> :class:`ClipSummary`: the model's front end and lip reader on roi (T,H,W) uint8 and lips (T,40),
-    and, with ``audio`` (N,) @16 kHz, its speaker embedding and median F0."""
+    and, with ``audio`` (N,) @16 kHz, its speaker embedding and median F0 (``voice``: those two already measured,
+    :func:`voice_summary`, for several models at once)."""
     from naturall2s.grid import tokens_to_text
     from naturall2s.model import _ctc_greedy
 
@@ -166,12 +170,15 @@ def summarize(model, roi: np.ndarray, lips: np.ndarray, audio: np.ndarray | None
                           lipread_confidence=ctc_margin(log_probs), grammar_fit=grammar_fit(text), text=text)
     if getattr(model.config, "word_head", False):
         summary.word_confidence = float(torch.softmax(model.word_head(feats), -1).max(-1).values.mean())
-    if audio is not None and np.size(audio) and float(np.abs(audio).max()) > 0:
-        summary.embedding, summary.f0_median = _audio_summary(np.asarray(audio, np.float32), encoder)
+    if voice is not None:
+        summary.embedding, summary.f0_median = voice
+    elif audio is not None and np.size(audio) and float(np.abs(audio).max()) > 0:
+        summary.embedding, summary.f0_median = voice_summary(np.asarray(audio, np.float32), encoder)
     return summary
 
 
-def _audio_summary(wav: np.ndarray, encoder=None) -> tuple[np.ndarray, float | None]:
+def voice_summary(wav: np.ndarray, encoder=None) -> tuple[np.ndarray, float | None]:
+    """(speaker embedding, median F0 in Hz or None) of (N,) audio @16 kHz: the audio half of a summary."""
     from naturall2s.audio import SAMPLE_RATE, f0_voicing
 
     if encoder is None or encoder.name != _encoder().name:  # the stored mean embeddings are Resemblyzer's
@@ -287,17 +294,18 @@ def _stored_references() -> dict:
     return json.loads(REFERENCE_FILE.read_text()).get("models", {})
 
 
-def assess(clip, *, model, synthesis=None, reference_wav=None, encoder=None) -> DomainReport:
+def assess(clip, *, model, synthesis=None, reference_wav=None, encoder=None, voice: tuple | None = None) -> DomainReport:
     """Is ``clip`` (a :class:`~naturall2s.roi.MouthClip`) like what ``model`` was trained on?
 
     ``reference_wav`` (N,) @16 kHz: the speaker's real voice when known (else the clip's own audio track, if any);
     with no audio at all only the video signals are used. ``synthesis`` (the model's output for this clip) is
     accepted for the callers' convenience; the signals come from the front end, which is cheap to rerun.
     ``encoder``: a Resemblyzer speaker encoder to reuse (e.g. the studio's, under its lock); any other encoder is
-    replaced by this module's own Resemblyzer (the stored embeddings are Resemblyzer's).
+    replaced by this module's own Resemblyzer (the stored embeddings are Resemblyzer's). ``voice``: the
+    :func:`voice_summary` of that audio, when already measured.
     """
     wav = reference_wav if reference_wav is not None else clip.audio
-    summary = summarize(model, clip.roi, clip.lips, wav, encoder=encoder)
+    summary = summarize(model, clip.roi, clip.lips, wav, encoder=encoder, voice=voice)
     reference = model_reference(model)
     values = signals(summary, reference)
     thresholds = thresholds_of(reference)
@@ -329,3 +337,72 @@ def _message(model, hits: list[str], has_reference: bool) -> str:
     if kinds == ["voice"]:
         return f"{subject}: expect the training speaker's voice, not this one."
     return f"{subject}: expect wrong words and the training speaker's voice."
+
+
+# ------------------------------------------------------------------------------------- several systems
+@dataclass
+class ClipAssessment:
+    """One clip judged by several systems, each against its own training data. ``reports``: system name ->
+    :class:`DomainReport`; ``message``: plain words for the clip ("" when every system has it in its domain);
+    ``groups``: the systems that agree, as (names, what they were trained on, fired signals) in order."""
+
+    reports: dict[str, DomainReport]
+    message: str
+    groups: list[tuple[list[str], str, list[str]]] = field(default_factory=list)
+
+    @property
+    def in_domain(self) -> bool:
+        return all(r.in_domain for r in self.reports.values())
+
+
+def assess_systems(clip, *, models: dict, reference_wav=None, encoder=None) -> ClipAssessment:
+    """:func:`assess` of ``clip`` for every model of ``models`` (name -> model), each against its own training
+    statistics, the voice measured once; the message speaks of the clip and names the systems it is unlike."""
+    from naturall2s.card import model_card
+
+    wav = reference_wav if reference_wav is not None else clip.audio
+    voice = None
+    if wav is not None and np.size(wav) and float(np.abs(wav).max()) > 0:
+        voice = voice_summary(np.asarray(wav, np.float32), encoder)
+    reports, groups = {}, {}
+    for name, model in models.items():
+        reports[name] = report = assess(clip, model=model, reference_wav=wav, encoder=encoder, voice=voice)
+        kinds = tuple(dict.fromkeys(_SIGNAL_WHAT[h] for h in report.fired))
+        try:
+            trained = model_card(model).summary()
+        except Exception:  # a card is documentation: a model without one is still judged
+            trained = "unknown training data"
+        groups.setdefault((kinds, trained), []).append(name)
+    ordered = [(names, trained, list(kinds)) for (kinds, trained), names in groups.items()]
+    return ClipAssessment(reports=reports, message=_clip_message(ordered, len(models)), groups=ordered)
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _clip_message(groups: list[tuple[list[str], str, list[str]]], n_systems: int) -> str:
+    """Plain words about one clip: for each group of systems it is unlike, what is unlike and what to expect;
+    then the systems whose training data it matches."""
+    out, fitting = [], []
+    for names, trained, kinds in groups:
+        if not kinds:
+            fitting += names
+            continue
+        face_voice = [k for k in kinds if k in ("face", "voice")]
+        whose = f"{_names(names)} ({trained})"
+        if face_voice:
+            what = " and ".join(_WHAT[k] for k in face_voice)
+            sentence = f"Its {what} {'are' if len(face_voice) > 1 else 'is'} unlike the training data of {whose}"
+        else:
+            sentence = f"The lip reader{'s' if len(names) > 1 else ''} of {whose} {'are' if len(names) > 1 else 'is'} unsure of it"
+        expect = ("expect the training speaker's voice, not this one" if kinds == ["voice"] else
+                  "expect wrong words and the training speaker's voice")
+        out.append(f"{sentence}: {expect}.")
+    if not out:
+        return ""
+    unlike = n_systems - len(fitting)
+    head = f"This clip is outside what {'the system' if n_systems == 1 else f'{unlike} of the {n_systems} systems'} " \
+           f"{'was' if n_systems == 1 else 'were'} trained on."
+    tail = [f"It fits what {_names(fitting)} {'was' if len(fitting) == 1 else 'were'} trained on."] if fitting else []
+    return " ".join([head, *out, *tail])

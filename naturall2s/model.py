@@ -293,7 +293,7 @@ class LipToSpeech(nn.Module):
             wav = torch.as_tensor(wav)
         else:
             wav = out["wav"][0].float().cpu()
-        wav = wav.clamp(-1.0, 1.0)
+        wav = audio.soft_limit(wav)
         seconds = time.perf_counter() - start
         self.train(was_training)
 

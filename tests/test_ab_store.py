@@ -107,6 +107,16 @@ def test_pair_and_mos_results(store):
     assert mos["mel-gl"].mean == 2.0
 
 
+def test_mos_intervals_stay_on_the_1_to_5_scale(store):
+    store.add_vote(clip="c", system_a="a", system_b="b", preference="A", score_a=1, score_b=3)
+    store.add_vote(clip="c", system_a="a", system_b="b", preference="B", score_a=5, score_b=3)
+    store.add_vote(clip="c", system_a="b", system_b="c", preference="B", score_a=None, score_b=4)
+    mos = {m.system: m for m in store.mos_results()}
+    assert mos["a"].mean == 3.0 and (mos["a"].ci_low, mos["a"].ci_high) == (1.0, 5.0)  # t interval: -22.4 to 28.4
+    assert mos["b"].ci_low == mos["b"].ci_high == 3.0  # no spread, nothing to clip
+    assert mos["c"].count == 1 and math.isnan(mos["c"].ci_low) and math.isnan(mos["c"].ci_high)
+
+
 def test_pair_results_without_decisive_votes():
     from naturall2s.studio.ab_store import Vote
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from naturall2s import adapt as adapt_mod
-from naturall2s.adapt import (RECIPE, AdaptError, adapt, check_clip, holdout_size, speaker_outliers,
-                              split_holdout, stage_recipe)
+from naturall2s.adapt import (RECIPE, AdaptError, adapt, check_clip, heldout_sizes, holdout_size, speaker_outliers,
+                              split_holdout, split_parts, stage_recipe, verdict)
 from naturall2s.checkpoints import available_models, load_model, read_metadata, resolve, save_model
 from naturall2s.model import build
 from naturall2s.roi import MouthClip
@@ -78,7 +78,9 @@ def test_adapt_end_to_end_on_synthetic_clips(synthetic_clips, tiny_base, models_
     a = info["adapt"]
     assert a["base"] == "tiny-base" and a["steps"] == 2 and a["wall_s"] > 0
     roles = sorted(c["role"] for c in a["clips"])
-    assert roles == ["held-out"] + ["train"] * 4  # 5 clips: one held out
+    assert roles == ["train"] * 4 + ["validation"]  # 5 clips: one held out, no test part (fewer than 15)
+    assert a["steps_planned"] == 2 and a["heldout"]["part"] == "validation"
+    assert any("optimistic" in w for w in adapt_mod.verdict(info))  # the same clip selected and scored it
     assert all(c["source"] == "sidecar" for c in a["clips"])
     assert {c["transcript"] for c in a["clips"]} == set(SENTENCES)
     h = a["heldout"]
@@ -90,9 +92,12 @@ def test_adapt_end_to_end_on_synthetic_clips(synthetic_clips, tiny_base, models_
     assert info["train_config"]["augment"] is True and info["train_config"]["freeze_frontend"] is False
     # a base without discriminators of its own: no adversarial losses (a fresh discriminator would judge at random)
     assert info["train_config"]["adv_start"] == -1 and info["train_config"]["init_disc"] == ""
-    # progress reached the end, monotonically
+    # progress reached the end, monotonically, counting the training steps done of those planned with an ETA
     fractions = [f for f, _ in seen]
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    steps = [m for _, m in seen if m.startswith("training step")]
+    assert steps[0].startswith("training step 1/2") and steps[-1].startswith("training step 2/2")
+    assert "left" in steps[-1]  # after the first step, the pace and the time left
     # found by name, like a shipped model
     assert "newvoice" in available_models()
     assert resolve("newvoice") == path
@@ -206,21 +211,23 @@ def interrupt_then_resume(clips, models_dir: Path, *, stop_at: str, name: str, *
 
 
 def test_interrupted_adaptation_resumes_and_writes_nothing_before(synthetic_clips, tiny_base, models_dir):
-    path, seen = interrupt_then_resume(synthetic_clips, models_dir, stop_at="step 2/", name="resumed",
+    path, seen = interrupt_then_resume(synthetic_clips, models_dir, stop_at="training step 2/", name="resumed",
                                        base=str(tiny_base), steps=4)
     messages = [m for _, m in seen]
     assert read_metadata(path)["info"]["adapt"]["steps"] == 4
-    assert not any(m.startswith(("step 1/", "step 2/")) for m in messages)  # continued from step 2
+    assert not any(m.startswith(("training step 1/", "training step 2/")) for m in messages)  # continued from step 2
+    assert any(m.startswith("training step 4/4") for m in messages)
     assert not any(m.startswith("examined") for m in messages)  # the clips were not examined again
 
 
 def test_cascade_interrupted_in_its_vocoder_stage_resumes_there(synthetic_clips, models_dir, tmp_path):
-    path, seen = interrupt_then_resume(synthetic_clips, models_dir, stop_at="step 1/2 of vocoder", name="cascade",
+    path, seen = interrupt_then_resume(synthetic_clips, models_dir, stop_at="training step 3/4 (vocoder)",
+                                       name="cascade",
                                        base=str(tiny_untrained("mel-vocoder", tmp_path)), steps=2)
     messages = [m for _, m in seen]
-    assert not any("of lipreader" in m for m in messages)  # the finished lip-reader run was not trained again
-    assert any(m.startswith("step 2/2 of vocoder") for m in messages)
-    assert not any(m.startswith("step 1/2 of vocoder") for m in messages)  # continued from step 1
+    assert not any("(lipreader)" in m for m in messages)  # the finished lip-reader run was not trained again
+    assert any(m.startswith("training step 4/4 (vocoder)") for m in messages)  # steps counted over both stages
+    assert not any(m.startswith("training step 3/4") for m in messages)  # continued from the vocoder's step 1
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     stages = read_metadata(path)["info"]["adapt"]["stages"]
@@ -296,6 +303,12 @@ def test_stage_recipe_precedence():
 
 def test_holdout_and_speaker_outliers():
     assert [holdout_size(n) for n in (3, 5, 10, 25, 100)] == [1, 1, 2, 5, 5]
+    # a test part apart from the validation part from TEST_MIN_CLIPS usable clips on
+    assert [heldout_sizes(n) for n in (3, 10, 14, 15, 25, 100)] == [(1, 0), (2, 0), (3, 0), (2, 3), (3, 5), (3, 5)]
+    keys = [f"c{i:02d}" for i in range(25)]
+    train, val, test = split_parts(keys, 3, 5)
+    assert (len(train), len(val), len(test)) == (17, 3, 5) and not set(val) & set(test)
+    assert set(train) | set(val) | set(test) == set(keys) and split_parts(keys[::-1], 3, 5)[2] == test[::-1]
     keys = [f"c{i}" for i in range(10)]
     train, held = split_holdout(keys, 2)
     assert len(held) == 2 and set(train) | set(held) == set(keys) and split_holdout(keys[::-1], 2)[1] == held[::-1]
@@ -372,6 +385,25 @@ def test_real_s4_clips_adapt_the_shipped_model(models_dir):
     assert model.name == "s4-test" and model.info["adapt"]["base"] == "naturall2s"
 
 
+def _adapted_info(before: dict, after: dict, *, steps=200, planned=200, part="test", n=5) -> dict:
+    return {"adapt": {"base": "naturall2s", "steps": steps, "steps_planned": planned,
+                      "heldout": {"n": n, "part": part, "before": before, "after": after, "paired": {}}}}
+
+
+def test_verdict_flags_a_short_run_a_result_worse_than_its_base_and_optimistic_scores():
+    good = {"wer": 0.2, "estoi": 0.45, "speaker_similarity": 0.8, "mos_distillmos": 3.1}
+    base = {"wer": 0.6, "estoi": 0.13, "speaker_similarity": 0.43, "mos_distillmos": 2.6}
+    assert verdict(_adapted_info(base, good)) == []
+    worse = verdict(_adapted_info(base, {**good, "mos_distillmos": 2.31}, steps=21))
+    assert worse[0] == "cut short by the time limit: trained 21 of 200 planned steps"
+    assert "worse than its base naturall2s" in worse[1] and "MOS (distillmos) 2.600 -> 2.310" in worse[1]
+    assert "WER" not in worse[1] and len(worse) == 2
+    assert "WER 0.600 -> 0.700" in verdict(_adapted_info(base, {**good, "wer": 0.7}))[0]  # lower is better
+    assert "optimistic" in verdict(_adapted_info(base, good, part="validation"))[0]
+    table = adapt_mod.heldout_table(_adapted_info(base, {**good, "estoi": 0.1}))
+    assert "neither trained nor selected" in table and "**Warning:** worse than its base" in table
+
+
 @pytest.mark.parametrize("base_clips, expected", [(None, 3 * 4), (2, 2), (500, 30)])
 def test_keep_base_mixes_three_base_clips_per_new_clip_by_default(base_clips, expected, tmp_path):
     """``--keep-base`` links a seeded draw of the base speaker's training clips (never more than it has), by default
@@ -391,3 +423,16 @@ def test_keep_base_mixes_three_base_clips_per_new_clip_by_default(base_clips, ex
     assert splits["new"] == {"train": train, "val": ["h0"], "test": ["h0"]}
     linked = [(work / "clips" / f"{k}.npz").resolve().parent for k in splits["base"]["train"]]
     assert all(parent == (base / "clips").resolve() for parent in linked)
+
+
+def test_non_grid_speech_is_refused_with_the_reason_and_a_sidecar_still_wins(wild_clips, tmp_path):
+    import shutil
+
+    clip = wild_clips[0]
+    check = check_clip(clip)
+    assert not check.ok and "transcript was refused" in check.reason and "sidecar .txt" in check.reason
+    assert "unsure" in check.reason
+    copy = tmp_path / clip.name
+    shutil.copyfile(clip, copy)
+    copy.with_suffix(".txt").write_text("bin blue at f two now\n")  # a person's word wins over the recogniser's doubt
+    assert "refused" not in check_clip(copy).reason

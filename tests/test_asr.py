@@ -105,3 +105,31 @@ def test_a_transcript_does_not_depend_on_what_was_decoded_before(grid_asr, grid_
         first = grid_asr.transcribe(degraded, SR)
         grid_asr.transcribe(loud_noise, SR)
         assert grid_asr.transcribe(degraded, SR) == first, name
+
+
+def test_transcript_confidence_counts_speech_left_in_the_silences_and_unsure_words():
+    voiced = np.zeros(400, bool)
+    voiced[50:200] = True
+    path = [("<sil>", 0, 49, 1.0), ("bin", 50, 99, 1.0), ("blue", 100, 199, 1.0), ("<sil>", 200, 399, 1.0)]
+    assert asr.transcript_confidence(path, voiced) == pytest.approx(1.0)
+    more = voiced.copy()
+    more[200:350] = True  # as much speech again after the sentence, in the decoder's silence
+    assert asr.transcript_confidence(path, more) == pytest.approx(0.5)
+    unsure = [path[0], ("bin", 50, 99, 1.0), ("blue", 100, 199, 0.25), path[3]]
+    assert asr.transcript_confidence(unsure, voiced) == pytest.approx(0.5)  # geometric mean of 1 and 0.25
+    assert asr.transcript_confidence([("<sil>", 0, 399, 1.0)], voiced) == 0.0
+
+
+def test_confidence_separates_grid_speech_from_other_speech(grid_asr, grid_root, grid_test_names, wild_clips):
+    """Real GRID s1 test clips decode with a confidence above adapt's threshold; the in-the-wild clips (ordinary
+    speech, to which the grammar still fits a GRID sentence) below it; silence gives nothing."""
+    from naturall2s.adapt import MIN_TRANSCRIPT_CONFIDENCE
+    from naturall2s.video import read_audio_track
+
+    for name in grid_test_names[:5]:
+        text, confidence = grid_asr.transcribe_scored(read_audio_track(grid_root / "s1" / f"{name}.mp4"), SR)
+        assert text and confidence > MIN_TRANSCRIPT_CONFIDENCE, (name, text, confidence)
+    for clip in wild_clips:
+        text, confidence = grid_asr.transcribe_scored(read_audio_track(clip), SR)
+        assert confidence < MIN_TRANSCRIPT_CONFIDENCE, (clip.name, text, confidence)
+    assert grid_asr.transcribe_scored(np.zeros(SR, np.float32), SR) == ("", 0.0)

@@ -138,3 +138,21 @@ def test_griffin_lim_length_and_pitch():
     assert abs(peak_hz(out, SAMPLE_RATE) - 250) < 15
     with pytest.raises(ValueError):
         audio.griffin_lim(np.zeros((10, 5), np.float32))
+
+
+def test_soft_limit_keeps_quiet_samples_and_never_reaches_full_scale(tmp_path):
+    import soundfile as sf
+
+    x = torch.linspace(-3.0, 3.0, 6001, dtype=torch.float64)
+    y = audio.soft_limit(x)
+    quiet = x.abs() <= audio.LIMIT_KNEE
+    assert torch.equal(y[quiet], x[quiet])  # below the knee: untouched
+    assert y.abs().max() <= audio.LIMIT_CEILING < 1.0 and torch.all(torch.diff(y) >= 0)  # monotonic, at most the ceiling
+    assert torch.equal(torch.sign(y), torch.sign(x))
+    step = float(x[1] - x[0])
+    assert torch.diff(y).max() <= step * (1 + 1e-9)  # slope at most 1: no jump at the knee
+    # written as 16-bit PCM, a limited full-scale square wave has no sample at +-32767 (a clamp would)
+    square = torch.sign(torch.sin(torch.arange(16000) * 0.05)) * 1.5
+    path = audio.save_audio(tmp_path / "loud.wav", audio.soft_limit(square))
+    pcm, _ = sf.read(path, dtype="int16")
+    assert np.abs(pcm.astype(np.int32)).max() < 32767

@@ -59,3 +59,9 @@ def test_adapted_model_card_reads_its_adapt_provenance(tmp_path):
     assert card.scores == {"wer": 0.5, "estoi": 0.3} and "1 held-out clips" in card.scores_on
     assert card.speakers == ["s1", "a new speaker (2 clips)"] and card.vocabulary_size == 51
     assert "adapted from `naturall2s` on 2 clips" in card.markdown()
+    assert "optimistic" in card.scores_on  # scored on the clips that also selected it
+    adapt = {**adapt, "steps_planned": 200, "heldout": {**adapt["heldout"], "part": "test"}}
+    tested = load_model(save_model(model, tmp_path / "tested.safetensors", info={"step": 30, "adapt": adapt}))
+    card = model_card(tested)
+    assert "1 test clips (they neither trained nor selected it)" in card.scores_on
+    assert "40 of 200 planned steps" in card.markdown()

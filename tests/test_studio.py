@@ -409,6 +409,44 @@ def test_serve_binds_where_the_environment_says(studio, tmp_path, monkeypatch, c
     assert "--share" in out and "share=True" not in out
 
 
+SHIPPED_EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_a_fresh_clone_has_examples_to_try(tmp_path):
+    """examples/ ships 2-3 short GRID clips with their own sound (under 1 MB in all, credited beside them); the
+    app's default example folders find them with no ../shared data."""
+    import app
+    from naturall2s.studio.ui import find_examples_in
+    from naturall2s.video import probe
+
+    clips = sorted(SHIPPED_EXAMPLES.glob("*.mp4"))
+    assert 2 <= len(clips) <= 3 and sum(p.stat().st_size for p in clips) < 1_000_000
+    for p in clips:
+        info = probe(p)
+        assert info.has_audio and info.duration <= 5.0 and grid_transcript(p)  # the name spells the sentence
+    credit = (SHIPPED_EXAMPLES / "README.md").read_text()
+    assert "CC BY 4.0" in credit and "Cooke" in credit and all(p.name in credit for p in clips)
+    assert app.DEFAULT_EXAMPLES[0] == SHIPPED_EXAMPLES
+    found = find_examples_in([SHIPPED_EXAMPLES, tmp_path / "no-shared-data"])
+    assert [p.name for p in found] == [p.name for p in sorted(clips, key=lambda p: p.name)]
+
+
+def test_the_shipped_examples_are_unmodified_s1_test_clips(grid_root, grid_test_names):
+    for p in SHIPPED_EXAMPLES.glob("*.mp4"):
+        assert p.stem in grid_test_names, f"{p.name} is not in the s1 test split"
+        assert p.read_bytes() == (grid_root / "s1" / p.name).read_bytes()
+
+
+def test_the_ab_tab_works_at_once_on_the_shipped_examples(studio, tmp_path):
+    from naturall2s.studio import ui
+
+    examples = ui.find_examples_in([SHIPPED_EXAMPLES])
+    app = ui.StudioApp(studio, examples=examples, votes=VoteStore(tmp_path / "v.sqlite"))
+    app.build()
+    a, b, trial, status, *_ = app.ab_new_trial(ui.ROTATE, None, progress=_no_progress)  # no upload first
+    assert Path(a).is_file() and Path(b).is_file() and trial["clip"] in {p.name for p in examples}
+
+
 def test_find_examples(tmp_path):
     from naturall2s.studio.ui import find_examples
 
@@ -436,11 +474,11 @@ def real_studio(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def served(real_studio, grid_root, tmp_path_factory):
+def served(real_studio, tmp_path_factory):
     from naturall2s.studio import ui
 
     votes_path = tmp_path_factory.mktemp("votes") / "votes.sqlite"
-    examples = ui.find_examples(grid_root, limit=2)
+    examples = ui.find_examples_in([SHIPPED_EXAMPLES])  # what a fresh clone has
     demo, url = ui.serve(real_studio, votes=VoteStore(votes_path), examples=examples, port=_free_port(),
                          prevent_thread_lock=True, quiet=True)
     yield SimpleNamespace(url=url, votes_path=votes_path, examples=examples, studio=real_studio)
@@ -535,37 +573,42 @@ def test_e2e_two_syntheses_of_one_clip_are_identical(real_studio, grid_clip):
     assert np.array_equal(np.asarray(api.wav, np.float32).reshape(-1), first.system(name).wav)
 
 
-def test_the_out_of_domain_warning_is_shown_at_the_top_of_the_results(studio, video_file, tmp_path, monkeypatch):
-    """The studio shows naturall2s.domain's report: message and evidence (crossed signals in bold) when the clip is
-    out of domain, nothing when it is in domain. (The warning's own logic is tested in test_domain.)"""
-    import sys
-
+def test_the_out_of_domain_warning_comes_with_the_first_audio_and_judges_each_system_by_its_own_data(
+        studio, video_file, tmp_path, monkeypatch):
+    """The studio shows naturall2s.domain's assessment of the clip with the audio (before the scores): each system
+    judged against its own training data, the message worded for the clip, the evidence (crossed signals in bold)
+    of the systems it is unlike; nothing when every system has the clip in its domain. (The signals themselves are
+    tested in test_domain.)"""
+    from naturall2s import domain
     from naturall2s.studio import ui
-
-    @dataclass
-    class Report:
-        in_domain: bool
-        message: str
-        evidence: dict
-        fired: list
 
     calls = []
 
-    def assess(clip, *, model, synthesis=None, reference_wav=None):
-        calls.append((model, synthesis, reference_wav))
-        return Report(False, "this face is not the training speaker", {"lip_shape": 9.5, "lip_shape/threshold": 4.0,
-                                                                        "ctc_confidence": 0.8, "audio_used": 1.0},
-                      ["lip_shape"])
+    def assess(clip, *, model, reference_wav=None, encoder=None, voice=None, synthesis=None):
+        calls.append((model.name, voice))
+        if model.name == "high":
+            return domain.DomainReport(True, "", {"face_distance": 0.9, "face_distance/threshold": 1.75}, [])
+        return domain.DomainReport(False, "", {"face_distance": 9.5, "face_distance/threshold": 1.75,
+                                               "lipread_confidence": 0.99, "audio_used": 1.0}, ["face_distance"])
 
-    monkeypatch.setitem(sys.modules, "naturall2s.domain", SimpleNamespace(assess=assess))
+    voices = []
+    monkeypatch.setattr(domain, "assess", assess)
+    monkeypatch.setattr(domain, "voice_summary", lambda wav, encoder=None: voices.append(1) or ("emb", 150.0))
     app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
-    *_, full = app.synthesize_ui(str(video_file), None, "", ["high", "low"], progress=_no_progress)
-    warning = full[5 * app.n_slots + 1]
-    assert "not the training speaker" in warning and "**lip_shape 9.500 (threshold 4.000)**" in warning
-    assert "ctc_confidence 0.800" in warning and "audio_used" not in warning
-    model, synthesis, reference_wav = calls[0]
-    assert model is studio.models["low"] and synthesis is not None and reference_wav is not None
-    assert ui.domain_markdown(Report(True, "", {}, [])) == "" and ui.domain_markdown(None) == ""
+    audio, figures, full = app.synthesize_ui(str(video_file), None, "", ["high", "low"], progress=_no_progress)
+    warning = audio[5 * app.n_slots + 1]  # with the first audio
+    assert "scoring" in audio[3] and warning == full[5 * app.n_slots + 1]
+    assert "This clip is outside what 1 of the 2 systems were trained on" in warning
+    assert "Its face is unlike the training data of low" in warning and "It fits what high was trained on" in warning
+    assert "model " not in warning  # worded for the clip, not for one model
+    assert "**face_distance 9.500 (threshold 1.750)**" in warning and "lipread_confidence 0.990" in warning
+    assert "audio_used" not in warning and "face_distance 0.900" not in warning  # in-domain evidence not shown
+    assert sorted(name for name, _ in calls) == ["high", "low"] and voices == [1]  # the voice measured once
+    assert all(voice == ("emb", 150.0) for _, voice in calls)
+    monkeypatch.setattr(domain, "assess", lambda clip, **kw: domain.DomainReport(True, "", {}, []))
+    clip = SimpleNamespace(audio=None)
+    assert ui.domain_markdown(domain.assess_systems(clip, models={"a": studio.models["low"]})) == ""
+    assert ui.domain_markdown(None) == ""
 
 
 def test_scoring_in_worker_processes_matches_scoring_here():

@@ -104,8 +104,8 @@ def test_the_tab_queues_a_job_and_shows_it(tmp_path, monkeypatch):
     assert runner.wait_idle(30)
     runner.stop(5)
     assert seen["base"] == "low" and len(seen["clips"]) == 1 and seen["clips"][0].startswith(str(tmp_path / "jobs"))
-    status, log, table = app.job_ui()
-    assert "done" in status and "step 3/3" in log and "ESTOI" in table
+    status, log, table, button = app.job_ui()
+    assert "done" in status and "step 3/3" in log and "ESTOI" in table and button.interactive is True
     boxes, cards, known = app.refresh_systems(["low"], ["low"])
     assert known == ["low", "alice"] and boxes.value == ["low", "alice"] and "alice" in cards
 
@@ -132,3 +132,83 @@ def test_webcam_takes_are_checked_one_sentence_after_another(tmp_path, monkeypat
     assert cleared is None and asked == [app.sentences[0]] * 2
     words = [s.split() for s in enroll.sentences_to_read()]
     assert len(words) == enroll.N_SENTENCES and all(len(w) == 6 for w in words)
+
+
+def test_the_start_button_is_off_while_a_job_runs_and_warnings_are_not_called_done(tmp_path):
+    from tests.test_studio import FakeStudio, ToneModel
+
+    from naturall2s.studio import ui
+    from naturall2s.studio.ab_store import VoteStore
+
+    release = threading.Event()
+
+    def work(inputs, progress):
+        progress(0.5, "training step 21/200, 9.0 s/step, about 26:51 left")
+        release.wait(30)
+        return None, {"table": "t", "warnings": ["cut short by the time limit: trained 21 of 200 planned steps"]}
+
+    studio = FakeStudio({"low": ToneModel("low", 120.0)}, cache_dir=tmp_path / "cache", write_videos=False)
+    runner = JobRunner(JobStore(tmp_path / "jobs.sqlite"), work)
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"), jobs=runner)
+    clip = tmp_path / "take.mp4"
+    clip.write_bytes(b"video")
+    app.start_job_ui("alice", "low", 5, [str(clip)], [])
+    for _ in range(200):
+        status, _, _, button = app.job_ui()
+        if "21/200" in status:
+            break
+        threading.Event().wait(0.05)
+    assert button.interactive is False and "about 26:51 left" in status
+    release.set()
+    assert runner.wait_idle(30)
+    runner.stop(5)
+    status, _, _, button = app.job_ui()
+    assert button.interactive is True
+    assert "finished with warnings" in status and "cut short by the time limit" in status
+    assert ": done" not in status
+
+
+def test_reviewed_transcripts_become_sidecars_and_unticked_clips_stay_out(tmp_path):
+    from tests.test_studio import FakeStudio, ToneModel
+
+    from naturall2s.studio import enroll, ui
+    from naturall2s.studio.ab_store import VoteStore
+
+    clips = []
+    for n in ("a", "b", "c"):
+        clips.append(tmp_path / f"{n}.mp4")
+        clips[-1].write_bytes(b"video")
+    seen = {}
+    runner = JobRunner(JobStore(tmp_path / "jobs" / "jobs.sqlite"), lambda inputs, p: (seen.update(inputs), (None, {}))[1])
+    studio = FakeStudio({"low": ToneModel("low", 120.0)}, cache_dir=tmp_path / "cache", write_videos=False)
+    app = ui.StudioApp(studio, examples=[], votes=VoteStore(tmp_path / "v.sqlite"), jobs=runner)
+    paths = [str(p) for p in clips]
+    rows = [["a.mp4", "bin blue at g two now", 0.73, True, "ok"],  # corrected by the person (ASR heard "j")
+            ["b.mp4", "bin white with y two now", 0.26, False, "refused: ..."],  # left out
+            ["c.mp4", "hello there", 0.0, False, "refused: ..."]]
+    with pytest.warns(UserWarning, match="not a GRID sentence.*untick Use"):
+        app.start_job_ui("alice", "low", 5, paths, [], [*rows[:2], [*rows[2][:3], True, ""]], paths)
+    app.start_job_ui("alice", "low", 5, paths, [], {"headers": enroll.REVIEW_HEADERS, "data": rows}, paths)
+    assert runner.wait_idle(30)
+    runner.stop(5)
+    stashed = [p for p in seen["clips"]]
+    assert len(stashed) == 1 and stashed[0].endswith("_a.mp4")
+    assert open(stashed[0][:-4] + ".txt").read() == "bin blue at g two now\n"
+    with pytest.raises(NaturalL2SError, match="does not match"):
+        enroll.reviewed_clips(paths[:2], rows)
+
+
+def test_the_transcript_review_accepts_grid_speech_and_refuses_other_speech(wild_clips):
+    """Real clips through the page's transcript check: a shipped GRID example is heard right and ticked; ordinary
+    speech (the in-the-wild clips, to which the grammar still fits some GRID sentence) is refused with the reason."""
+    from pathlib import Path
+
+    from naturall2s.grid import name_transcript
+    from naturall2s.studio import enroll
+
+    example = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.mp4"))[0]
+    name, text, confidence, use, check = enroll.review_row(example)
+    assert (name, text, use, check) == (example.name, name_transcript(example.stem), True, "ok") and confidence >= 0.5
+    for clip in wild_clips:
+        name, text, confidence, use, check = enroll.review_row(clip)
+        assert use is False and confidence < 0.5 and check.startswith("refused: the recogniser is unsure"), check

@@ -6,15 +6,17 @@ import argparse
 HELP = "adapt a model to a new speaker from a few of their clips (with their own audio; no transcripts needed)"
 DESCRIPTION = (
     "Fine-tune a model on clips of one person (video with its own audio track). Transcripts come from the offline "
-    "ASR under the GRID grammar (or a sidecar CLIP.txt), word timings from forced alignment. A few clips are held "
-    "out to select the model and to print a before/after table. The checkpoint goes to the user models folder "
+    "ASR under the GRID grammar (a sidecar CLIP.txt wins; an unsure or non-GRID transcript is refused), word "
+    "timings from forced alignment. A few clips are held out to select the checkpoint (validation) and, when there "
+    "are enough usable clips (see --test), a few more to test it: a before/after table (without a test part, it "
+    "says that its scores are optimistic). The checkpoint goes to the user models folder "
     "(~/.cache/naturall2s/models, $NATURALL2S_MODELS, or --out) and is then found by name like a shipped model. "
     "Resumable: after Ctrl-C, run the same command again."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from naturall2s.adapt import BASE_CLIPS_PER_CLIP, DEFAULT_MINUTES
+    from naturall2s.adapt import BASE_CLIPS_PER_CLIP, DEFAULT_MINUTES, TEST_MIN_CLIPS
     from naturall2s.landmarks import DETECTOR_NAMES
 
     parser.add_argument("clips", nargs="+", metavar="CLIP_OR_DIR", help="video files, or folders of them")
@@ -35,7 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="take each clip's transcript from its GRID clip name (e.g. bbaf2n) instead of the ASR (default: off)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="training steps of each stage (default: the recipe's)")
-    parser.add_argument("--holdout", type=int, default=None, metavar="N", help="clips held out (default: a fifth, 1 to 5)")
+    parser.add_argument("--holdout", type=int, default=None, metavar="N",
+                        help="clips held out to select the checkpoint (default: a fifth, 1 to 5; with a test part, "
+                             "two fewer, at least 2)")
+    parser.add_argument("--test", type=int, default=None, metavar="N",
+                        help=f"clips held out to score the result only (default: a fifth, 1 to 5, from "
+                             f"{TEST_MIN_CLIPS} usable clips on, else none; 0: none)")
     parser.add_argument("--recipe", type=__import__("json").loads, default=None, metavar="JSON",
                         help='overrides of the recipe, e.g. \'{"lr": 3e-4}\', or of one stage\'s, e.g. '
                              '\'{"vocoder": {"steps": 50}}\' (naturall2s.adapt.RECIPE; default: none)')
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = adapt(args.clips, name=args.name, base=args.base, minutes=args.minutes or None, out=args.out,
                  keep_base=args.keep_base, names_as_transcripts=args.names_as_transcripts, steps=args.steps,
-                 recipe=args.recipe, holdout=args.holdout, base_clips=args.base_clips, device=args.device,
+                 recipe=args.recipe, holdout=args.holdout, test=args.test, base_clips=args.base_clips, device=args.device,
                  threads=args.threads, detector=args.detector, seed=args.seed)
     print(heldout_table(read_metadata(path)["info"]))
     print(f"use it: python -m naturall2s synthesize VIDEO --model {args.name}")

@@ -206,7 +206,8 @@ def pair_results(votes: list[Vote]) -> list[PairResult]:
 
 
 def mos_results(votes: list[Vote]) -> list[MosResult]:
-    """Mean opinion score per system, over both the A and the B position."""
+    """Mean opinion score per system, over both the A and the B position; the 95 % t interval clipped to the
+    1-5 scale (two ratings of 1 and 5 would otherwise give -3.85 to 9.85)."""
     scores: dict[str, list[float]] = {}
     for v in votes:
         for system, score in ((v.system_a, v.score_a), (v.system_b, v.score_b)):
@@ -215,6 +216,8 @@ def mos_results(votes: list[Vote]) -> list[MosResult]:
     out = []
     for system in sorted(scores):
         mean, lo, hi = mean_interval(scores[system])
+        if not math.isnan(lo):  # one rating: no interval (NaN), else the t interval clipped to the scale
+            lo, hi = max(float(SCORE_MIN), lo), min(float(SCORE_MAX), hi)
         out.append(MosResult(system, mean, lo, hi, len(scores[system])))
     return out
 

@@ -106,7 +106,7 @@ class StudioResult:
     roi_video: Path | None
     notes: list[str]  # things the user should know (reference taken from the clip, metrics skipped, ...)
     scored: bool = False  # transcripts and metrics are filled in
-    domain: object | None = None  # naturall2s.domain.DomainReport of the clip, when that module is installed
+    domain: object | None = None  # naturall2s.domain.ClipAssessment of the clip, when that module is installed
 
     def columns(self) -> list[SystemResult]:
         """Systems, then the reference when there is one."""
@@ -275,7 +275,7 @@ class Studio:
         """Synthesize ``video_path`` with each of ``systems`` (default: all) and score the outputs.
 
         Yields the result twice: once every system's audio exists (``scored`` False: no transcripts or metrics
-        yet), then scored (``scored`` True; the mouth-crop video and the out-of-domain report too). Without
+        yet; the out-of-domain report of the clip too), then scored (``scored`` True; the mouth-crop video too). Without
         ``metrics`` only the second; without ``roi_video`` no mouth-crop video is written (API callers do not
         see it). The clip's own audio track (or ``reference_audio``, which wins) is the
         reference; ``reference_text`` (or the GRID sentence of the file name) is the reference transcript.
@@ -318,11 +318,12 @@ class Studio:
                     pending.append(self._submit_score(r, reference))
         results = [done[name] for name in systems]
         result = StudioResult(video_path, work, clip, reference, results, ref_result, None, notes)
+        progress(0.5, "checking the clip against what each system was trained on")
+        result.domain = self._assess(clip, {name: models[name] for name in systems}, reference)
         if metrics:
             yield result
             progress(0.6, "scoring (ASR, intelligibility, quality, naturalness, speaker similarity)")
         result.roi_video = self._roi_video(clip, work) if roi_video else None
-        result.domain = self._assess(clip, models, result)
         if metrics:
             self._collect_scores(result, pending)
             if reference.wav is None:
@@ -493,17 +494,15 @@ class Studio:
                     r.f0 = s.f0
             r.metrics = m
 
-    def _assess(self, clip, models: dict, result: StudioResult):
+    def _assess(self, clip, models: dict, reference: Reference):
         """The out-of-domain report of :mod:`naturall2s.domain` (None when that module is not installed or it
-        fails), judged with the first selected system."""
+        fails): each of ``models`` judges the clip against its own training data, the voice measured once."""
         try:
-            from naturall2s.domain import assess
+            from naturall2s.domain import assess_systems
         except ImportError:
             return None
-        first = result.systems[0]
         try:
-            return assess(clip, model=models[first.name], synthesis=first.synthesis,
-                          reference_wav=result.reference.wav)
+            return assess_systems(clip, models=models, reference_wav=reference.wav)
         except Exception as e:  # the warning is advice: it must not sink the request
             log.warning("out-of-domain assessment failed: %s: %s", type(e).__name__, e)
             return None

@@ -25,6 +25,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from naturall2s.adapt import DEFAULT_MINUTES
 from naturall2s.errors import NaturalL2SError
 from naturall2s.studio import enroll, plots
 from naturall2s.studio.ab_store import PairRotation, VoteStore
@@ -51,7 +52,8 @@ PAIR_HEADERS = ["System 1", "System 2", "Wins 1", "Wins 2", "Ties", "Win rate 1"
 MOS_HEADERS = ["System", "MOS", "95% CI low", "95% CI high", "Ratings"]
 TABLE_WIDTHS = ["10%", "14%", "14%"] + ["6.2%"] * len(METRIC_COLUMNS)  # system, two texts, then the numbers
 CSS = """
-.system-col {min-width: 150px; flex: 1 1 0 !important}
+.system-row {display: grid !important; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 12px}
+.system-col {min-width: 0 !important}
 .metric-note {font-size: 0.85em}
 .domain-warning {border-left: 6px solid #d97706; background: #fffbeb; padding: 0.4em 1em; color: #111}
 """
@@ -111,6 +113,18 @@ def find_examples(folder: str | Path | None, *, limit: int = MAX_EXAMPLES) -> li
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)[:limit]
+
+
+def find_examples_in(folders, *, limit: int = MAX_EXAMPLES) -> list[Path]:
+    """:func:`find_examples` of each folder in turn, a file name only once (the first folder's wins), at most
+    ``limit`` in all."""
+    out, names = [], set()
+    for folder in folders or []:
+        for p in find_examples(folder, limit=limit):
+            if p.name not in names:
+                names.add(p.name)
+                out.append(p)
+    return out[:limit]
 
 
 def _message(e: Exception) -> tuple[str, str]:
@@ -177,25 +191,29 @@ def _notes_markdown(result: StudioResult) -> str:
     return "\n".join(lines)
 
 
-def domain_markdown(report) -> str:
-    """The out-of-domain warning (message and evidence) for the top of the results; "" when in domain or unknown."""
-    if report is None or getattr(report, "in_domain", True):
+def domain_markdown(assessment) -> str:
+    """The out-of-domain warning of a clip (:class:`naturall2s.domain.ClipAssessment`: its message, then the
+    evidence of each group of systems it is unlike) for the top of the results; "" when in domain or unknown."""
+    if assessment is None or getattr(assessment, "in_domain", True):
         return ""
-    evidence = getattr(report, "evidence", {}) or {}
-    fired = set(getattr(report, "fired", None) or [])
-    lines = ['<div class="domain-warning">', "",
-             f"⚠️ **Outside what the models know.** {html.escape(str(report.message))}", ""]
-    parts = []
-    for key, value in evidence.items():
-        if "/" in key or key == "audio_used":  # thresholds are shown beside their signal
+    lines = ['<div class="domain-warning">', "", f"⚠️ {html.escape(str(assessment.message))}", ""]
+    for names, _, fired in getattr(assessment, "groups", []):
+        if not fired:
             continue
-        text = f"{html.escape(key)} {_fmt(value, 3)}"
-        if (threshold := evidence.get(f"{key}/threshold")) is not None:
-            text += f" (threshold {_fmt(threshold, 3)})"
-        parts.append(f"**{text}**" if key in fired else text)
-    if parts:
-        lines.append("Evidence (crossed in bold): " + " · ".join(parts))
-    lines += ["", "</div>"]
+        report = assessment.reports[names[0]]  # the group's systems crossed the same kinds of signal
+        evidence = getattr(report, "evidence", {}) or {}
+        parts = []
+        for key, value in evidence.items():
+            if "/" in key or key == "audio_used":  # thresholds are shown beside their signal
+                continue
+            text = f"{html.escape(key)} {_fmt(value, 3)}"
+            if (threshold := evidence.get(f"{key}/threshold")) is not None:
+                text += f" (threshold {_fmt(threshold, 3)})"
+            parts.append(f"**{text}**" if key in (report.fired or []) else text)
+        if parts:
+            lines.append(f"Evidence, measured with {html.escape(names[0])} (crossed in bold): " + " · ".join(parts))
+            lines.append("")
+    lines += ["</div>"]
     return "\n".join(lines)
 
 
@@ -215,15 +233,35 @@ def model_card_markdown(name: str, model) -> str:
 
 
 def job_markdown(job: Job | None) -> str:
-    """The state of the enrollment job in plain words."""
+    """The state of the enrollment job in plain words: a finished job with warnings (cut short by its time limit,
+    worse than its base on the held-out clips, optimistic scores) is not called done."""
     if job is None:
         return "No speaker has been added yet."
+    warnings = (job.report or {}).get("warnings") or []
+    state = "finished with warnings ⚠️" if job.state == "done" and warnings else job.state
     done = "█" * round(job.progress * 20) + "░" * (20 - round(job.progress * 20))
-    lines = [f"**{html.escape(job.name)}**: {job.state} `{done}` {job.progress:.0%}",
-             f"{html.escape(job.message)}"]
+    lines = [f"**{html.escape(job.name)}**: {state} `{done}` {job.progress:.0%}"]
+    if job.state == "done" and warnings:  # the warnings instead of the bare "done"
+        lines += [f"**Warning:** {html.escape(w)}." for w in warnings]
+    else:
+        lines.append(html.escape(job.message))
     if job.state == "done" and job.result:
-        lines.append(f"Written to `{html.escape(job.result)}`; it is now a system in every tab.")
+        lines.append(f"Written to `{html.escape(job.result)}`; it is now a system in every tab"
+                     + (" (to listen and compare: check the warnings above before relying on it)." if warnings
+                        else "."))
     return "  \n".join(lines)
+
+
+def _rows(table) -> list[list]:
+    """The rows of a Dataframe value (a list of rows, a ``{"data": ...}`` dict, or a pandas DataFrame); blank rows
+    left out."""
+    if table is None:
+        return []
+    if hasattr(table, "values") and hasattr(table, "columns"):  # pandas
+        table = table.values.tolist()
+    elif isinstance(table, dict):
+        table = table.get("data") or []
+    return [list(r) for r in table if any(str(v).strip() for v in r if v is not None)]
 
 
 def _score(x) -> int | None:
@@ -281,7 +319,7 @@ class StudioApp:
                         None]
         skip = gr.skip()
         empty_table = {"headers": TABLE_HEADERS, "data": []}
-        return out + [gr.Row(visible=True), "", skip, skip, "*scoring …*", empty_table,
+        return out + [gr.Row(visible=True), domain_markdown(result.domain), skip, skip, "*scoring …*", empty_table,
                       [str(r.wav_path) for r in result.columns()], skip, gr.Button(interactive=False), skip, None,
                       result, str(result.video_path)]
 
@@ -517,8 +555,26 @@ class StudioApp:
     def _takes_markdown(takes: list[str]) -> str:
         return f"{len(takes)} take(s) kept." if takes else "No takes kept yet."
 
-    def start_job_ui(self, name, base, minutes, files, takes):
-        """Queue the adaptation of ``base`` to the uploaded clips and the kept webcam takes."""
+    def review_ui(self, files, progress=gr.Progress()):
+        """Transcribe each uploaded clip for review: (rows of the transcript table, the clip paths in row order)."""
+        try:
+            if self.jobs is None:
+                raise NaturalL2SError(enroll.adaptation_available() or "adding a speaker is off on this server")
+            paths = [str(getattr(f, "name", f)) for f in (files or [])]
+            if not paths:
+                raise NaturalL2SError("upload clips of the person first")
+            rows = []
+            for i, p in enumerate(paths):
+                progress(i / len(paths), desc=f"transcribing {Path(p).name} ({i + 1}/{len(paths)})")
+                rows.append(enroll.review_row(p))
+            return {"headers": enroll.REVIEW_HEADERS, "data": rows}, paths
+        except Exception as e:
+            return warn(e)
+
+    def start_job_ui(self, name, base, minutes, files, takes, review=None, reviewed=None):
+        """Queue the adaptation of ``base`` to the uploaded clips and the kept webcam takes. ``review`` (the
+        transcript table of :meth:`review_ui`) and ``reviewed`` (its clips): the ticked clips go with the checked
+        transcripts as their sidecars, the unticked ones stay out; clips uploaded since go unchecked."""
         try:
             if self.jobs is None:
                 raise NaturalL2SError(enroll.adaptation_available() or "adding a speaker is off on this server")
@@ -527,11 +583,18 @@ class StudioApp:
                 raise NaturalL2SError("give the new speaker a name (letters, digits, - and _)")
             if name in self.studio.system_names:
                 raise NaturalL2SError(f"there is already a system called {name!r}: choose another name")
-            clips = [str(getattr(f, "name", f)) for f in (files or [])] + list(takes or [])
+            uploads = [str(getattr(f, "name", f)) for f in (files or [])]
+            transcripts, left_out = {}, set()
+            rows = _rows(review)
+            if rows and reviewed:
+                transcripts = enroll.reviewed_clips(list(reviewed), rows)
+                left_out = set(reviewed) - set(transcripts)
+            clips = [p for p in uploads if p not in left_out] + list(takes or [])
             if not clips:
-                raise NaturalL2SError("upload clips of the person, or record takes with the webcam")
+                raise NaturalL2SError("upload clips of the person (and tick Use in the transcript table), or record "
+                                      "takes with the webcam")
             folder = self.jobs.store.path.parent / "enroll" / f"{name}-{os.getpid()}-{len(self.jobs.store.jobs())}"
-            stashed = enroll.stash_clips(clips, folder)
+            stashed = enroll.stash_clips(clips, folder, transcripts=transcripts)
             job = self.jobs.submit(name=name, inputs={"name": name, "base": base, "clips": stashed,
                                                       "minutes": float(minutes) if minutes else None})
             return job_markdown(job), "", ""
@@ -539,11 +602,13 @@ class StudioApp:
             return warn(e)
 
     def job_ui(self):
-        """The latest job: state, its log (last lines) and the held-out before/after table when done."""
+        """The latest job: state, its log (last lines), the held-out before/after table when done, and the start
+        button (disabled while a job is queued or running)."""
         job = self.jobs.store.latest() if self.jobs is not None else None
+        idle = gr.Button(interactive=self.jobs is not None and (job is None or not job.active))
         if job is None:
-            return job_markdown(None), "", ""
-        return job_markdown(job), "\n".join(job.log[-12:]), job.report.get("table", "")
+            return job_markdown(None), "", "", idle
+        return job_markdown(job), "\n".join(job.log[-12:]), job.report.get("table", ""), idle
 
     # ---- layout
     def build(self) -> gr.Blocks:
@@ -589,7 +654,8 @@ class StudioApp:
                 notes = gr.Markdown()
         domain = gr.Markdown(elem_classes="domain-result")
         slot_outputs = []
-        with gr.Row(visible=False, equal_height=False) as results_row:
+        # a grid of columns at least 210 px wide: 6-8 columns wrap into rows instead of squeezing the players
+        with gr.Row(visible=False, equal_height=False, elem_classes="system-row") as results_row:
             for _ in range(self.n_slots):
                 with gr.Column(visible=False, elem_classes="system-col", min_width=150) as col:
                     header = gr.Markdown()
@@ -671,11 +737,19 @@ class StudioApp:
             name = gr.Textbox(label="Name of the new system", placeholder="e.g. alice", scale=2)
             base = gr.Dropdown(choices=names, value=enroll.DEFAULT_BASE if enroll.DEFAULT_BASE in names else
                                (names[0] if names else None), label="Start from", scale=1)
-            minutes = gr.Slider(0, 120, value=0, step=5, label="Time limit in minutes (0: the full recipe)", scale=1)
+            minutes = gr.Slider(0, 120, value=DEFAULT_MINUTES, step=1, scale=1,
+                                label="Time limit in minutes (0: none; a run cut short says so)")
         with gr.Tabs():
             with gr.Tab("Upload clips"):
                 files = gr.File(label="Several clips of one person, each with its own sound", file_count="multiple",
                                 file_types=["video"])
+                check = gr.Button("Check the transcripts")
+                review = gr.Dataframe(headers=enroll.REVIEW_HEADERS, datatype=["str", "str", "number", "bool", "str"],
+                                      interactive=True, static_columns=[0, 2, 4], wrap=True, type="array",
+                                      column_widths=["14%", "26%", "9%", "6%", "45%"],
+                                      label="What the recogniser heard in each clip: correct a transcript, untick "
+                                            "Use to leave a clip out (without a check, unsure ones are refused)")
+                reviewed = gr.State([])
             with gr.Tab("Record with the webcam"):
                 sentence = gr.Markdown(self._sentence_markdown(0))
                 take = gr.Video(label="Take", sources=["webcam"], include_audio=True, height=260)
@@ -688,12 +762,17 @@ class StudioApp:
             job_table = gr.Markdown(label="Held-out clips: base vs adapted")
         keep.click(self.check_take_ui, inputs=[take, index, takes], outputs=[takes, index, sentence, kept, take],
                    api_visibility="private")
-        start.click(self.start_job_ui, inputs=[name, base, minutes, files, takes],
-                    outputs=[job_status, job_log, job_table], api_visibility="private")
+        check.click(self.review_ui, inputs=[files], outputs=[review, reviewed], api_visibility="private",
+                    show_progress_on=[review])
+        (start.click(lambda: gr.Button(interactive=False), outputs=[start], api_visibility="private", queue=False)
+            .then(self.start_job_ui, inputs=[name, base, minutes, files, takes, review, reviewed],
+                  outputs=[job_status, job_log, job_table], api_visibility="private")
+            .then(self.job_ui, outputs=[job_status, job_log, job_table, start], api_visibility="private",
+                  queue=False))
         timer = gr.Timer(JOB_POLL_S, active=self.jobs is not None)
         for event in (timer.tick, demo.load):
             # quick reads of SQLite and a list: outside the queue, so polling never waits behind syntheses
-            event(self.job_ui, outputs=[job_status, job_log, job_table], api_visibility="private",
+            event(self.job_ui, outputs=[job_status, job_log, job_table, start], api_visibility="private",
                   show_progress="hidden", queue=False)
             event(self.refresh_systems, inputs=[systems, known], outputs=[systems, cards, known],
                   api_visibility="private", show_progress="hidden", queue=False)
@@ -763,14 +842,17 @@ def serve(
         server_port=port,
         share=share,
         allowed_paths=[os.fspath(p) for p in allowed],
-        prevent_thread_lock=prevent_thread_lock,
+        prevent_thread_lock=True,  # print the address first (flushed: a log file sees it at once), then block
         max_file_size=MAX_FILE_SIZE,
         quiet=True,  # Gradio's own start-up text suggests share=True in launch(); ours names the --share flag
         css=CSS,
         footer_links=["api", "gradio"],
     )
     if not quiet:
-        print(f"* Running on local URL:  {url}" + ("" if share else "\n* To create a public link, add --share"))
+        print(f"* Running on local URL:  {url}" + ("" if share else "\n* To create a public link, add --share"),
+              flush=True)
         if demo.share_url:
-            print(f"* Running on public URL: {demo.share_url}")
+            print(f"* Running on public URL: {demo.share_url}", flush=True)
+    if not prevent_thread_lock:
+        demo.block_thread()
     return demo, url
