@@ -38,6 +38,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,13 +50,17 @@ FPS = 25
 SAMPLES_PER_FRAME = audio.SAMPLES_PER_VIDEO_FRAME  # 640
 CROP_PENDING = 5  # a frame's crop is final this many frames later (roi's smoothing: 5-frame then 7-frame centred)
 CROP_HISTORY = 16  # landmark frames the crop transforms are computed from (>= 2 * CROP_PENDING + 1)
+# a frame's front-end projection is final once its crop and the 2 after it (the stem's 5-frame kernel) are
+FEATURE_PENDING = CROP_PENDING + 3
+STUDENT_FOLDER = "live"  # checkpoints/live/<model name>.safetensors: a model's live student (stream.load_student)
+DEFAULT_FUTURE_PAD = 10  # frames: the newest frame's features held this long past it, as the window's future
 DECODE_CONTEXT = 8  # video frames of left context of the speech path (its receptive field: about 31 audio frames)
 SILENCE_GAP = 5  # a run of this many frames without a face (0.2 s) is silent
 FADE = 0.01  # s, ramp into and out of silence
 FACE_CHECK_EVERY = 10  # frames between face counts (MediaPipe's face detector)
 DEFAULT_LOOKAHEAD = 0.16  # s (4 frames); see benchmarks/bench_live.py for the latency / quality trade-off
 DEFAULT_WINDOW = 2.0  # s (50 frames) of context for the front end's transformer
-DEFAULT_HOP = 1  # frames between model runs
+DEFAULT_HOP = 2  # frames between model runs (one run per 80 ms: a 2-core laptop keeps up with one thread)
 DEFAULT_CROSSFADE = 0.01  # s
 
 
@@ -156,12 +161,17 @@ class LiveSynth:
     model: a loaded :class:`naturall2s.model.LipToSpeech`. lookahead: seconds of future context (rounded to whole
     frames, at least one). window: seconds of context the front end sees. hop: frames between model runs.
     threads: torch intra-op threads (process-wide; None leaves torch's setting). crossfade: seconds. seed: the
-    DDSP noise excitation's seed. tracker: a :class:`FrameTracker` to reuse (None builds one).
+    DDSP noise excitation's seed. future_pad: frames of held future (the newest frame's front-end projection repeated
+    past it; without it the transformer sees speech cut off mid-word); None: ``DEFAULT_FUTURE_PAD`` with the model's own
+    transformer, 0 with a student. student: None uses the model's live student when it has one (:func:`load_student`),
+    False never, True requires it. tracker: a :class:`FrameTracker` to reuse (None
+    builds one).
     """
 
     def __init__(self, model, *, lookahead: float = DEFAULT_LOOKAHEAD, window: float = DEFAULT_WINDOW,
                  hop: int = DEFAULT_HOP, threads: int | None = None, crossfade: float = DEFAULT_CROSSFADE,
-                 seed: int = 0, tracker: FrameTracker | None = None):
+                 seed: int = 0, future_pad: int | None = None, student: bool | None = None,
+                 tracker: FrameTracker | None = None):
         self.model = model.eval()
         self.lookahead_frames = max(1, int(round(float(lookahead) * FPS)))
         self.window_frames = max(self.lookahead_frames + 2, int(round(float(window) * FPS)))
@@ -169,6 +179,16 @@ class LiveSynth:
         self.crossfade = max(0, min(int(round(float(crossfade) * audio.SAMPLE_RATE)),
                                     self.lookahead_frames * SAMPLES_PER_FRAME))
         self.seed = int(seed)
+        found = load_student(model) if student is not False else None
+        if student and found is None:
+            raise NaturalL2SError(f"{getattr(model, 'name', 'this model')} has no live student "
+                                  f"(checkpoints/{STUDENT_FOLDER}/<name>.safetensors)")
+        self.student = found is not None
+        # the transformer and norm that read the window: the student's when there is one, else the model's own
+        self.context_model = found if found is not None else model.frontend
+        if future_pad is None:
+            future_pad = 0 if self.student else DEFAULT_FUTURE_PAD
+        self.future_pad = max(0, int(future_pad))
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         self.tracker = tracker or FrameTracker()
@@ -191,6 +211,8 @@ class LiveSynth:
         self._detected = np.zeros(keep, bool)
         self._arrival = np.zeros(keep, np.float64)
         self._keep = keep
+        self._proj = torch.zeros(keep, self.model.frontend.dim)  # per-frame front-end projections (ring buffer)
+        self._proj_final = 0  # projections of frames before this one are final
         self._gap = 0  # frames since the last face
         self._seg_start = 0  # first frame of the current face segment
         self._silent: dict[int, bool] = {}  # frame -> silent (frames not yet emitted)
@@ -222,7 +244,7 @@ class LiveSynth:
     def message(self) -> str:
         """What is wrong with the picture now, in plain words ("" when one face is in view)."""
         if self.n == 0:
-            return "waiting for the camera"
+            return ""
         if self._gap >= SILENCE_GAP or (self.faces == 0 and self._gap > 0):
             return "no face in view: the speech is silent until a face is back"
         if self.faces is not None and self.faces > 1:
@@ -294,6 +316,7 @@ class LiveSynth:
         if found:
             if self._gap >= SILENCE_GAP:
                 self._seg_start = t  # a face is back after a silent gap: a new segment
+                self._proj_final = t
                 self._phase = None
             self._gap = 0
         else:
@@ -355,15 +378,34 @@ class LiveSynth:
         self.emitted = target
         return wav
 
+    def _frame_projections(self, lo: int, hi: int) -> None:
+        """Recompute the cached per-frame front-end projections of frames [lo, hi) (:func:`frame_projections`), the
+        stem reading 2 frames of real context before ``lo`` when they belong to the face segment (zeros before it,
+        as at a clip's start) and zeros after the newest frame (as at a clip's end)."""
+        s = max(lo - 2, self._seg_start)
+        idx = [j % self._keep for j in range(s, hi)]
+        proj = frame_projections(self.model.frontend, self._roi[idx], self._lips[idx])[lo - s:]
+        for k, j in enumerate(range(lo, hi)):
+            self._proj[j % self._keep] = proj[k]
+
+    def _features(self, ws: int, *, pad: int) -> torch.Tensor:
+        """Front-end features (1, n - ws, dim) of frames [ws, n): the cached projections (recomputing those whose
+        crops may have changed since), ``pad`` copies of the newest one appended as a held future, positions from
+        0 at ``ws``, the transformer and the final norm (the rest of VisualFrontEnd.forward)."""
+        lo = max(min(self._proj_final, self.n - FEATURE_PENDING - (self.hop - 1)), ws)
+        self._frame_projections(lo, self.n)
+        self._proj_final = max(self._proj_final, self.n - FEATURE_PENDING)
+        h = self._proj[[j % self._keep for j in range(ws, self.n)]]
+        if pad > 0:
+            h = torch.cat([h, h[-1:].expand(pad, -1)])
+        return contextualize(self.context_model, h[None])[:, : self.n - ws]
+
     @torch.inference_mode()
     def _run_window(self, ws: int, e: int, target: int, *, final: bool) -> np.ndarray:
         """Run the model on frames [ws, n) and return the samples of frames [e, target) (crossfaded)."""
         model = self.model
         start = time.perf_counter()
-        idx = [j % self._keep for j in range(ws, self.n)]
-        roi = torch.from_numpy(self._roi[idx])[None]
-        lips = torch.from_numpy(self._lips[idx])[None]
-        feats = model.encode(roi, lips)  # (1, n - ws, dim)
+        feats = self._features(ws, pad=0 if final else self.future_pad)  # (1, n - ws, dim)
         d0 = max(ws, e - DECODE_CONTEXT)
         tail_feats = feats[:, d0 - ws:]
         spf = SAMPLES_PER_FRAME
@@ -388,6 +430,57 @@ class LiveSynth:
         self._model_seconds += time.perf_counter() - start
         self._runs += 1
         return np.clip(chunk, -1.0, 1.0).astype(np.float32)
+
+
+def frame_projections(fe, roi: np.ndarray, lips: np.ndarray) -> torch.Tensor:
+    """The per-frame part of :class:`~naturall2s.encoders.VisualFrontEnd` (stem, trunk, lip MLP, projection; eval
+    mode, no positions): roi (T, H, W) uint8, lips (T, LIP_DIM) float32 -> (T, dim). The stem zero-pads 2 frames at
+    both ends, as the front end does for a clip."""
+    import torch.nn.functional as F
+
+    from naturall2s.encoders import ROI_MEAN, ROI_STD
+
+    x = torch.from_numpy(np.ascontiguousarray(roi)).float()[None] / 255.0  # (1, T, H, W)
+    if tuple(x.shape[-2:]) != fe.in_size:
+        x = F.interpolate(x, size=fe.in_size, mode="area")
+    x = fe.stem(((x - ROI_MEAN) / ROI_STD)[:, None])  # (1, C, T, h, w)
+    t, c, h, w = x.shape[2], x.shape[1], x.shape[3], x.shape[4]
+    pooled = fe.trunk(x[0].transpose(0, 1).reshape(t, c, h, w)).mean(dim=(-2, -1))
+    return fe.proj(torch.cat([pooled, fe.lip_mlp(torch.from_numpy(np.ascontiguousarray(lips)))], dim=-1))
+
+
+def contextualize(fe, proj: torch.Tensor) -> torch.Tensor:
+    """The temporal part of the front end: positions from 0, its transformer, its final norm. (B, T, dim) -> (B, T,
+    dim). ``fe``: a VisualFrontEnd, or a live student's (:func:`load_student`)."""
+    from naturall2s.encoders import sinusoidal_positions
+
+    h = proj + sinusoidal_positions(proj.shape[1], proj.shape[2], device=proj.device, dtype=proj.dtype)
+    return fe.norm(fe.transformer(h))
+
+
+def student_path(model) -> Path | None:
+    """Where a shipped model's live student would be: ``<its checkpoint folder>/live/<its name>.safetensors``."""
+    path = getattr(model, "path", None)
+    if not path:
+        return None
+    return Path(path).parent / STUDENT_FOLDER / f"{Path(path).stem}.safetensors"
+
+
+def load_student(model):
+    """The live student of ``model`` (the front end of the student checkpoint, whose transformer and norm were trained
+    by ``scripts/train_live_student.py`` on live windows), or None when it has none. Loaded with the checkpoint
+    loader; used only when its per-frame layers are this model's own (a student of another model is ignored)."""
+    from naturall2s.checkpoints import load_model
+
+    path = student_path(model)
+    if path is None or not path.is_file():
+        return None
+    student = load_model(path).frontend
+    mine, theirs = model.frontend.state_dict(), student.state_dict()
+    shared = [k for k in mine if not k.startswith(("transformer.", "norm."))]
+    if any(mine[k].shape != theirs[k].shape or not torch.equal(mine[k], theirs[k]) for k in shared):
+        return None
+    return student.eval()
 
 
 def _check_frame(frame) -> np.ndarray:

@@ -3,6 +3,7 @@ covers the take, silence without a face, smooth chunk joins, bad frames, the ``l
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -69,7 +70,7 @@ def push_all(live: LiveSynth, video: np.ndarray) -> tuple[list[np.ndarray], np.n
 def test_take_length_and_output_timing():
     """After frame i is pushed the output reaches frame i + 1 - lookahead; flush completes 640 samples per frame."""
     video = frames(30)
-    live = LiveSynth(tiny("naturall2s-noddsp"), lookahead=0.12, window=1.0, tracker=FakeTracker())
+    live = LiveSynth(tiny("naturall2s-noddsp"), lookahead=0.12, window=1.0, hop=1, tracker=FakeTracker())
     assert live.lookahead_frames == 3
     total = 0
     for i, f in enumerate(video):
@@ -237,3 +238,40 @@ def test_live_command_needs_one_source(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "naturall2s", "live", "-o", str(tmp_path / "x.wav")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "VIDEO or --camera" in proc.stderr
+
+
+# ------------------------------------------------------------------------------- the studio's Live tab, no browser
+def test_live_tab_session_makes_a_take(tmp_path, monkeypatch):
+    """on_frame -> the worker pushes at 25 fps -> audio for the player; stop -> a wav and a dubbed mp4; a bad frame or an
+    unknown model gives a message, not an exception."""
+    import time as _time
+
+    import soundfile as sf
+
+    from naturall2s import stream
+    from naturall2s.studio import live as live_tab
+    from naturall2s.studio.pipeline import Studio
+
+    monkeypatch.setattr(stream, "FrameTracker", FakeTracker)
+    studio = Studio({"tiny": tiny("naturall2s-noddsp")}, cache_dir=tmp_path)
+    tab = live_tab.LiveTab(studio)
+    video = frames(1)
+    roi, words, status = tab.on_frame(video[0], "tiny")
+    assert "Speaking with" in status
+    session = tab.session(None)
+    deadline = _time.time() + 120
+    while session.pushed < 10 and _time.time() < deadline:  # the worker pushes at 25 fps (or as fast as it can)
+        _time.sleep(0.1)
+    tab.on_frame(video[0], "tiny")
+    wav_path, mp4_path, status = tab.stop()
+    assert "latency median" in status
+    wav, sr = sf.read(wav_path)
+    assert sr == 16000 and session.pushed >= 10 and len(wav) == session.pushed * SAMPLES_PER_FRAME
+    assert Path(mp4_path).stat().st_size > 0
+    player = list(tab.audio_stream())
+    assert sum(len(c[1]) for c in player) == len(wav)  # the player got every sample of the take
+    assert "unknown system" in tab.on_frame(video[0], "nope")[2]
+    assert "frame" in tab.on_frame(np.zeros((4, 4, 3), np.uint8), "tiny")[2]
+    assert tab.stop()[0] == wav_path  # stopping again gives the same take
+    fresh = live_tab.LiveTab(studio)
+    assert "no take" in fresh.stop()[2]

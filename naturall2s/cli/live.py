@@ -38,7 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds of past frames the model sees (default: %(default)s)")
     parser.add_argument("--hop", type=int, default=DEFAULT_HOP, metavar="K",
                         help="frames between model runs (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: %(default)s; more only help on an otherwise idle machine)")
+    parser.add_argument("--no-student", action="store_true",
+                        help="run the model's own transformer on the windows even when it has a live student "
+                             "(default: the student when there is one)")
     parser.add_argument("--seconds", type=_nonneg_float, default=0, metavar="S",
                         help="stop after S seconds (default: %(default)s: the whole file, or until Ctrl-C)")
     parser.add_argument("--video-out", default=None, metavar="MP4",
@@ -95,7 +99,8 @@ def run(args) -> int:
     if (args.video is None) == (args.camera is None):
         raise NaturalL2SError("give a VIDEO or --camera N (one of them)")
     model = load_model(args.model)
-    live = model.stream(lookahead=args.lookahead, window=args.window, hop=args.hop, threads=args.threads)
+    live = model.stream(lookahead=args.lookahead, window=args.window, hop=args.hop, threads=args.threads,
+                        student=False if args.no_student else None)
     if args.video is not None:
         frames = _file_frames(args.video, args.seconds)
         real_time = True
