@@ -149,11 +149,11 @@ def quality(args) -> None:
     det = get_detector("mediapipe")
     rows = []
     for i, clip in enumerate(split_clips(args.data_root, "test", limit=args.clips)):
-        data = decode_clip(clip.path)
+        data = decode_clip(clip.video)
         landmarks = det.detect(data.frames)
         roi, lips, detected = crop_mouth(data.frames, landmarks)
         offline = model.synthesize(MouthClip(roi=roi, lips=lips, audio=data.audio, fps=25.0, detected=detected,
-                                             source=str(clip.path))).wav
+                                             source=str(clip.video))).wav
         ref = np.zeros(len(offline), np.float32)
         ref[: min(len(ref), len(data.audio))] = data.audio[: len(ref)]
         text = clip_text(clip)

@@ -587,24 +587,3 @@ def percentile_ms(values, q: float) -> float:
     v = np.asarray(values, dtype=np.float64)
     return float(np.percentile(v, q) * 1000) if len(v) else math.nan
 
-
-def write_rgb_video(path, frames: np.ndarray, *, fps: float = FPS) -> None:
-    """Write (T, H, W, 3) uint8 RGB frames as an H.264 mp4 (no sound; sizes padded to even), atomically."""
-    import subprocess
-    from pathlib import Path
-
-    from naturall2s.files import atomic_path
-    from naturall2s.video import ffmpeg_exe
-
-    frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"frames must be (T, H, W, 3) with T > 0, got {frames.shape}")
-    t, h, w, _ = frames.shape
-    with atomic_path(Path(path)) as tmp:
-        cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "pipe:0", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-               "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-               "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg failed writing {path}: {proc.stderr.decode(errors='replace')[-300:]}")

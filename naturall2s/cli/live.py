@@ -149,8 +149,7 @@ def run(args) -> int:
         from pathlib import Path
 
         from naturall2s.audio import load_audio
-        from naturall2s.stream import write_rgb_video
-        from naturall2s.video import mux_audio
+        from naturall2s.video import mux_audio, write_rgb_video
 
         with tempfile.TemporaryDirectory(prefix="naturall2s-live-") as work:
             silent = Path(work) / "frames.mp4"

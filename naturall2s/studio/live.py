@@ -1,21 +1,23 @@
 """The studio's "Live" tab: the webcam in, speech out while the face speaks (:mod:`naturall2s.stream`).
 
-Gradio streaming: the webcam image component streams frames to :meth:`LiveTab.on_frame` (``stream_every`` =
-``FRAME_EVERY``); each call pushes the newest picture into the session's :class:`~naturall2s.stream.LiveSynth` as
-many times as 25 fps frames are due since the last call (the browser's rate is not exactly 25 fps: the newest picture
-stands for the frames since). The audio goes to a streaming audio player through a generator
-(:meth:`LiveTab.audio_stream`) that yields what the model made since its last yield, every ``AUDIO_EVERY`` seconds.
-Stop flushes the take and returns it as a wav and as a dubbed mp4 (the frames were piped to ffmpeg as they came,
-the audio appended to a wav file: nothing of the take is held in memory).
+Gradio streaming: the webcam image component streams pictures to :meth:`LiveTab.on_frame` (``stream_every`` =
+``FRAME_EVERY``), which only stores the newest one and returns the mouth crop, the lip-read words and the status (so
+the browser sends the next picture at once). A worker thread per take pushes the newest picture into the session's
+:class:`~naturall2s.stream.LiveSynth` every 1/25 s (the browser's rate is not exactly 25 fps: the newest picture
+stands for the frame due); when it falls ``MAX_BACKLOG`` behind (a CPU too slow for the model) it skips ticks and the
+status says so. The audio goes to a streaming audio player through a generator (:meth:`LiveTab.audio_stream`, the
+"Listen" button) that yields what the model made since its last yield every ``AUDIO_EVERY`` seconds (Gradio encodes it
+with an ``ffmpeg`` on PATH; without one the tab says so). Stop flushes the take and returns it as a wav and as a dubbed
+mp4 (frames encoded as they came by :class:`naturall2s.video.RGBVideoWriter`, the audio appended to a wav file:
+nothing of the take is held in memory).
 
-One live take at a time per browser session; sessions are keyed by Gradio's session hash. A bad frame, a model that
-fails to load, no face or several faces give a message in the tab; nothing raises out of a callback.
+One live take at a time per browser session; sessions are keyed by Gradio's session hash. A bad frame, an unknown
+model, no face or several faces give a message in the tab; nothing raises out of a callback.
 """
 from __future__ import annotations
 
 import html
 import logging
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,8 +56,7 @@ class LiveSession:
     pushed: int = 0  # 25 fps frames pushed
     pending: list = field(default_factory=list)  # audio chunks not yet sent to the player
     lock: threading.Lock = field(default_factory=threading.Lock)
-    video: subprocess.Popen | None = None  # ffmpeg encoding the frames as they come
-    size: tuple[int, int] | None = None  # (H, W) of the first frame; later frames are resized to it
+    video: object | None = None  # naturall2s.video.RGBVideoWriter: the frames, encoded as they come
     done: bool = False
     error: str = ""
     latest: np.ndarray | None = None  # the newest picture from the browser
@@ -178,25 +179,15 @@ class LiveTab:
                 session.error = str(e) if isinstance(e, NaturalL2SError) else f"internal error ({type(e).__name__})"
             next_tick += 1 / FPS
 
-    def _write_frame(self, session: LiveSession, frame: np.ndarray) -> None:
-        """Pipe one frame to the session's ffmpeg (started at the first frame; later frames resized to its size)."""
-        import cv2
-
-        from naturall2s.video import ffmpeg_exe
+    @staticmethod
+    def _write_frame(session: LiveSession, frame: np.ndarray) -> None:
+        """Append one frame to the take's video (naturall2s.video.RGBVideoWriter: ffmpeg encodes as it comes)."""
+        from naturall2s.video import RGBVideoWriter
 
         if session.video is None:
-            h, w = frame.shape[:2]
-            session.size = (h - h % 2, w - w % 2)
-            session.video = subprocess.Popen(
-                [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                 "-s", f"{session.size[1]}x{session.size[0]}", "-r", str(FPS), "-i", "pipe:0",
-                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
-                 "-movflags", "+faststart", str(session.frames_path)],
-                stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        if frame.shape[:2] != session.size:
-            frame = cv2.resize(frame, (session.size[1], session.size[0]), interpolation=cv2.INTER_AREA)
+            session.video = RGBVideoWriter(session.frames_path, fps=FPS)
         try:
-            session.video.stdin.write(np.ascontiguousarray(frame).tobytes())
+            session.video.write(frame)
         except (BrokenPipeError, OSError) as e:
             session.error = f"the video writer stopped ({e})"
 
@@ -323,11 +314,9 @@ def _close(session: LiveSession) -> None:
         pass
     if session.video is not None:
         try:
-            session.video.stdin.close()
-            session.video.wait(timeout=60)
-        except Exception as e:
+            session.video.close()
+        except Exception as e:  # the take's wav is still there
             log.warning("live video writer: %s", e)
-            session.video.kill()
 
 
 def player_available() -> str:
