@@ -275,3 +275,14 @@ def test_live_tab_session_makes_a_take(tmp_path, monkeypatch):
     assert tab.stop()[0] == wav_path  # stopping again gives the same take
     fresh = live_tab.LiveTab(studio)
     assert "no take" in fresh.stop()[2]
+
+
+def test_two_faces_are_named_in_the_message():
+    class TwoFaces(FakeTracker):
+        def track(self, frame):
+            landmarks, _ = super().track(frame)
+            return landmarks, 2
+
+    live = LiveSynth(tiny("naturall2s-noddsp"), tracker=TwoFaces())
+    live.push(frames(1)[0])
+    assert "2 faces" in live.message

@@ -134,6 +134,8 @@ class LiveTab:
 
             _check_frame(frame)
             session = self.session(request)
+            if session is not None and session.done and session.model_name == model_name:
+                return gr.skip(), gr.skip(), gr.skip()  # stopped: the take stays on screen until "Listen" again
             if session is None or session.done or session.model_name != model_name:
                 session = self.start(model_name, request)
             session.latest = frame
@@ -193,8 +195,16 @@ class LiveTab:
 
     # ---- audio out
     def audio_stream(self, request: gr.Request | None = None):
-        """Generator for the streaming player: (16000, int16 samples) every AUDIO_EVERY s while the take runs."""
+        """Generator for the streaming player ("Listen"): (16000, int16 samples) every AUDIO_EVERY s while the take
+        runs. Pressed after a Stop whose audio was all played, it ends that take, so the camera's next picture starts a new
+        one."""
         from naturall2s.audio import SAMPLE_RATE
+
+        key = self._key(request)
+        with self._lock:
+            old = self.sessions.get(key)
+            if old is not None and old.done and not old.pending:  # a stopped take whose audio was all played
+                del self.sessions[key]
 
         missing = player_available()
         if missing:
