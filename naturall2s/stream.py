@@ -54,6 +54,9 @@ CROP_HISTORY = 16  # landmark frames the crop transforms are computed from (>= 2
 FEATURE_PENDING = CROP_PENDING + 3
 STUDENT_FOLDER = "live"  # checkpoints/live/<model name>.safetensors: a model's live student (stream.load_student)
 DEFAULT_FUTURE_PAD = 10  # frames: the newest frame's features held this long past it, as the window's future
+TEXT_DELAY = 25  # frames the lip-read words lag the audio (1 s of future makes them nearly the offline words)
+TEXT_WINDOW = 75  # frames the lip reader sees (3 s, a GRID clip)
+TEXT_EVERY = 5  # frames between lip-reading passes (the model's own transformer on the window)
 DECODE_CONTEXT = 8  # video frames of left context of the speech path (its receptive field: about 31 audio frames)
 SILENCE_GAP = 5  # a run of this many frames without a face (0.2 s) is silent
 FADE = 0.01  # s, ramp into and out of silence
@@ -203,7 +206,7 @@ class LiveSynth:
         self._generator.manual_seed(self.seed)
         self.n = 0  # frames pushed
         self.emitted = 0  # frames whose audio is out
-        keep = self.window_frames + CROP_HISTORY + 2
+        keep = max(self.window_frames, TEXT_WINDOW) + CROP_HISTORY + 2
         self._landmarks: deque = deque(maxlen=CROP_HISTORY)  # (68, 2) per frame, the last CROP_HISTORY frames
         self._pending: deque = deque(maxlen=CROP_PENDING + 1)  # the newest frames (H,W,3), still to be re-cropped
         self._roi = np.zeros((keep, ROI_HEIGHT, ROI_WIDTH), np.uint8)  # ring buffers indexed by frame % keep
@@ -220,6 +223,7 @@ class LiveSynth:
         self._phase: float | None = None  # oscillator phase (cycles) at the anchor sample of the next join
         self._tokens: list[int] = []
         self._prev_token = 0
+        self._text_done = 0  # frames before this one are lip-read
         self.faces: int | None = None  # faces in view at the last count
         self.last_roi: np.ndarray | None = None  # the newest mouth crop (48, 72) uint8
         self._latencies: list[float] = []
@@ -235,7 +239,7 @@ class LiveSynth:
 
     @property
     def text(self) -> str:
-        """Lip-read words so far (greedy CTC over the frames already emitted)."""
+        """Lip-read words so far (greedy CTC over the frames emitted ``TEXT_DELAY`` frames ago and before)."""
         from naturall2s.grid import tokens_to_text
 
         return tokens_to_text(self._tokens)
@@ -423,10 +427,26 @@ class LiveSynth:
             chunk[:n] = self._tail[:n] * (1 - w) + chunk[:n] * w
         self._tail = wav[hi:hi + xf].copy() if xf and len(wav) >= hi + xf else None
         self._phase = phase_next
-        for t in log_probs[e - d0:target - d0].argmax(-1).tolist():  # greedy CTC over the emitted frames
+        # greedy CTC TEXT_DELAY frames behind the audio, from the model's own transformer on the window (those frames
+        # have seen 1 s of future: the words come out nearly as offline); everything at the end of the take
+        lo_t = max(self._text_done, ws)
+        hi_t = self.n if final else max(lo_t, target - TEXT_DELAY)
+        steps = []
+        if hi_t - lo_t >= TEXT_EVERY or (final and hi_t > lo_t):
+            # the lip reader's own window: up to TEXT_WINDOW frames, from the face segment's start (its transformer
+            # knows GRID's timing, so a take's first 3 s read as a clip would)
+            tws = max(self.n - TEXT_WINDOW, self._seg_start, 0)
+            lo_t = max(lo_t, tws)
+            h = self._proj[[j % self._keep for j in range(tws, self.n)]]
+            text_feats = contextualize(model.frontend, h[None])
+            steps = model.ctc(text_feats[:, lo_t - tws:hi_t - tws])[0].argmax(-1).tolist()
+        else:
+            hi_t = lo_t
+        for t in steps:
             if t != self._prev_token and t != 0:
                 self._tokens.append(t)
             self._prev_token = t
+        self._text_done = max(self._text_done, hi_t)
         self._model_seconds += time.perf_counter() - start
         self._runs += 1
         return np.clip(chunk, -1.0, 1.0).astype(np.float32)
