@@ -6,6 +6,7 @@ system's player and the metrics table, and that an A/B vote is counted. Needs De
 """
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -170,11 +171,15 @@ def test_main_tab_synthesizes_every_system(server, driver, grid_clip, tmp_path):
 
     def filled():
         cols = [c for c in driver.find_elements(By.CSS_SELECTOR, ".system-col") if c.is_displayed()]
-        players = [c for c in cols if driver.execute_script(
-            "const a = arguments[0].querySelector('audio'); return a && a.src ? a.src : null;", c)]
-        rows = driver.execute_script(
-            "const t = [...document.querySelectorAll('table')].find(t => t.innerText.includes('System'));"
-            "return t ? t.querySelectorAll('tbody tr').length : 0;")
+        players = [c for c in cols if driver.execute_script(  # a player with its wav (the download link names it)
+            "return arguments[0].innerHTML.includes('.wav');", c)]
+        table = driver.execute_script(  # the visible metrics table (a virtual table: its rows live in .table-wrap)
+            "const t = [...document.querySelectorAll('.table-wrap')]"
+            ".find(t => t.offsetParent !== null && t.innerText.includes('Lip-read text'));"
+            "return t ? t.innerText : '';")
+        body = table.split("RTF", 1)[-1]  # after the header row
+        rows = sum(bool(re.search(rf"(^|\s){re.escape(name)}(\s|$)", body)) for name in [*names, "Reference"]) \
+            if re.search(r"\d\.\d\d", body) else 0  # a row per system (and the reference) with scores in it
         headers = " ".join(c.text for c in cols)
         return len(players) >= n_rows and rows >= n_rows and all(n in headers for n in names)
 
