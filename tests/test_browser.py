@@ -195,9 +195,9 @@ def test_an_ab_vote_is_counted(server, driver, tmp_path):
     driver.get(server.url)
     _open_tab(driver, "A/B listening test")
     [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "New pair"][0].click()
-    _wait("both A/B samples", lambda: driver.execute_script(
-        "const s = [...document.querySelectorAll('audio')].filter(a => a.src && a.src.includes('sample_'));"
-        "return s.length >= 2;"), driver, shot=tmp_path / "ab.png")
+    _wait("both A/B samples", lambda: driver.execute_script(  # the players name their files (neutral names)
+        "const h = document.body.innerHTML; return h.includes('sample_A.wav') && h.includes('sample_B.wav');"),
+        driver, shot=tmp_path / "ab.png")
     label = _wait("the preference A", lambda: [lab for lab in driver.find_elements(By.CSS_SELECTOR, "label")
                                                if lab.text.strip() == "A" and lab.is_displayed()], driver)
     label[0].click()
