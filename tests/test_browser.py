@@ -17,6 +17,7 @@ import pytest
 
 from conftest import IN_CI
 
+REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 240  # the longest wait for one step (a loaded 2-core machine, every model)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
@@ -65,22 +66,44 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(browser_tools, grid_root, tmp_path_factory):
+    """``app.py`` in a process of its own (as a user starts it; Gradio's process-wide state stays out of this one)."""
+    import sys
+    import urllib.request
+
     import naturall2s
-    from naturall2s.studio import pipeline, ui
-    from naturall2s.studio.ab_store import VoteStore
 
     names = naturall2s.available_models()
     if not names:
         pytest.skip("no shipped checkpoints in checkpoints/")
-    studio = pipeline.load_studio(names, cache_dir=tmp_path_factory.mktemp("browser-cache"), speaker_encoder=None,
-                                  mos=None)
-    votes = tmp_path_factory.mktemp("votes") / "votes.sqlite"
-    examples = ui.find_examples(grid_root, limit=2)
-    demo, url = ui.serve(studio, votes=VoteStore(votes), examples=examples, port=_free_port(),
-                         prevent_thread_lock=True, quiet=True)
-    yield type("Served", (), {"url": url, "votes": votes, "studio": studio})
-    demo.close()
-    studio.close()
+    work = tmp_path_factory.mktemp("browser-app")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = open(work / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--host", "127.0.0.1", "--port", str(port),
+                             "--votes", str(work / "votes.sqlite"), "--jobs", str(work / "jobs.sqlite"),
+                             "--examples", str(grid_root), "--cache", str(work / "cache"), "--scoring-workers", "1"],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 2 * WAIT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited ({proc.returncode}): {(work / 'app.log').read_text()[-2000:]}")
+            try:
+                if urllib.request.urlopen(url, timeout=10).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"app.py did not serve {url}: {(work / 'app.log').read_text()[-2000:]}")
+            time.sleep(2)
+        yield type("Served", (), {"url": url, "votes": work / "votes.sqlite", "names": names})
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +189,7 @@ def test_main_tab_synthesizes_every_system(server, driver, grid_clip, tmp_path):
     run = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Synthesize"][0]
     _wait("the Synthesize button to be enabled", lambda: run.is_enabled(), driver)
     run.click()
-    names = server.studio.system_names
+    names = server.names
     n_rows = len(names) + 1  # every system and the reference
 
     def filled():
