@@ -10,9 +10,10 @@
 # models ship inside their wheels.
 FROM python:3.11-slim
 
-# opencv / mediapipe need these shared libraries; ffmpeg itself comes with the imageio-ffmpeg wheel
+# opencv / mediapipe need these shared libraries; naturall2s's own ffmpeg comes with the imageio-ffmpeg wheel, and
+# Gradio's streaming audio player (the Live tab) needs one on PATH
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libgomp1 \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libgomp1 ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 
 # Spaces run the image as uid 1000

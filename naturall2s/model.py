@@ -314,6 +314,13 @@ class LipToSpeech(nn.Module):
             result.coarse = out["coarse"][0].float().cpu().clamp(-1, 1).numpy()
         return result
 
+    def stream(self, **kw):
+        """Live synthesis from camera frames: a :class:`naturall2s.stream.LiveSynth` (``push(frame)`` -> samples,
+        ``flush()``); keywords ``lookahead`` (s), ``window`` (s), ``hop`` (frames), ``threads``, ``crossfade``, ``seed``."""
+        from naturall2s.stream import LiveSynth
+
+        return LiveSynth(self, **kw)
+
 
 def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""

@@ -321,3 +321,68 @@ def mux_audio(video_path: str | os.PathLike, wav: np.ndarray, sample_rate: int,
         for c in (audio, video):
             if c is not None:
                 c.close()
+
+
+class RGBVideoWriter:
+    """An H.264 mp4 written frame by frame (a live take: nothing is held in memory), no sound.
+
+    ``write(frame (H, W, 3) uint8 RGB)``: the first frame fixes the size (cut to even sides); later frames of another
+    size are resized to it. ``close()`` finishes the file (atomically in place) and returns its path.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fps: float = FPS):
+        self.path, self.fps = Path(path), fps
+        self.size: tuple[int, int] | None = None  # (H, W)
+        self._proc: subprocess.Popen | None = None
+        self._tmp: Path | None = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        import cv2
+
+        if self._proc is None:
+            h, w = frame.shape[:2]
+            self.size = (max(2, h - h % 2), max(2, w - w % 2))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
+            self._proc = subprocess.Popen(
+                [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                 "-s", f"{self.size[1]}x{self.size[0]}", "-r", f"{self.fps:g}", "-i", "pipe:0",
+                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
+                 "-movflags", "+faststart", "-f", "mp4", str(self._tmp)],
+                stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if frame.shape[:2] != self.size:
+            frame = cv2.resize(frame, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        self._proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Finish the file; -> its path, or None when no frame was written or ffmpeg failed."""
+        if self._proc is None:
+            return None
+        proc, self._proc = self._proc, None
+        try:
+            proc.stdin.close()
+            ok = proc.wait(timeout=120) == 0
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            ok = False
+        if ok and self._tmp.is_file():
+            os.replace(self._tmp, self.path)
+            return self.path
+        self._tmp.unlink(missing_ok=True)
+        return None
+
+
+def write_rgb_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = FPS) -> Path:
+    """Write (T, H, W, 3) uint8 RGB frames as an H.264 mp4 without sound (:class:`RGBVideoWriter`)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be (T, H, W, 3) with T > 0, got {frames.shape}")
+    writer = RGBVideoWriter(path, fps=fps)
+    for frame in frames:
+        writer.write(frame)
+    out = writer.close()
+    if out is None:
+        raise RuntimeError(f"ffmpeg failed writing {path}")
+    return out

@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "models": "models",
     "adapt": "adapt",
+    "live": "live",
 }
 
 

@@ -30,6 +30,7 @@ from naturall2s.errors import NaturalL2SError
 from naturall2s.studio import enroll, plots
 from naturall2s.studio.ab_store import PairRotation, VoteStore
 from naturall2s.studio.jobs import Job, JobRunner
+from naturall2s.studio.live import add_live_tab
 from naturall2s.studio.pipeline import METRIC_COLUMNS, REFERENCE, TABLE_HEADERS, Studio, StudioResult, round_or_none
 
 log = logging.getLogger(__name__)
@@ -619,6 +620,8 @@ class StudioApp:
             with gr.Tabs():
                 with gr.Tab("Synthesize & compare"):
                     systems, cards = self._synthesize_tab(demo, result_state, last_video)
+                with gr.Tab("Live"):
+                    add_live_tab(self, demo)  # naturall2s/studio/live.py
                 with gr.Tab("A/B listening test"):
                     self._ab_tab(demo, last_video)
                 with gr.Tab("Add a speaker"):
