@@ -22,6 +22,18 @@ COMMANDS = {
 }
 
 
+def at_least(minimum: float, kind=float):
+    """An argparse ``type`` that parses ``kind`` and refuses values below ``minimum``."""
+    def parse(text: str):
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
 def _load(module: str):
     try:
         return importlib.import_module(f"naturall2s.cli.{module}")

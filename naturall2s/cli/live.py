@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from naturall2s.cli import at_least
+
 HELP = "live synthesis: a camera (or a video fed at its real rate) in, speech out as it is made"
 DESCRIPTION = (
     "Track the mouth frame by frame and synthesize speech in chunks as the frames arrive (naturall2s.stream). "
@@ -12,12 +14,6 @@ DESCRIPTION = (
     "(and with --video-out, the frames it saw, dubbed)."
 )
 
-
-def _nonneg_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="naturall2s", metavar="NAME",
                         help="model name (python -m naturall2s models, adapted ones too) or .safetensors path "
                              "(default: %(default)s)")
-    parser.add_argument("--lookahead", type=_nonneg_float, default=DEFAULT_LOOKAHEAD, metavar="S",
+    parser.add_argument("--lookahead", type=at_least(0.0), default=DEFAULT_LOOKAHEAD, metavar="S",
                         help="seconds of future frames the model waits for (whole frames, at least one; "
                              "default: %(default)s)")
-    parser.add_argument("--window", type=_nonneg_float, default=DEFAULT_WINDOW, metavar="S",
+    parser.add_argument("--window", type=at_least(0.0), default=DEFAULT_WINDOW, metavar="S",
                         help="seconds of past frames the model sees (default: %(default)s)")
     parser.add_argument("--hop", type=int, default=DEFAULT_HOP, metavar="K",
                         help="frames between model runs (default: %(default)s)")
@@ -43,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-student", action="store_true",
                         help="run the model's own transformer on the windows even when it has a live student "
                              "(default: the student when there is one)")
-    parser.add_argument("--seconds", type=_nonneg_float, default=0, metavar="S",
+    parser.add_argument("--seconds", type=at_least(0.0), default=0, metavar="S",
                         help="stop after S seconds (default: %(default)s: the whole file, or until Ctrl-C)")
     parser.add_argument("--video-out", default=None, metavar="MP4",
                         help="also write the frames seen, with the take as their sound (default: no video)")

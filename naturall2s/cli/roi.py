@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from naturall2s.cli import at_least
+
 HELP = "crop the mouth region of a video (the model's input) and write it as a preview video"
 DESCRIPTION = (
     "Decode VIDEO at 25 fps, find facial landmarks, align and crop a 48x72 grayscale mouth patch per frame "
@@ -10,12 +12,6 @@ DESCRIPTION = (
     "Prints the number of frames, the fraction of frames with a detected face and the time taken."
 )
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=None,
                         metavar="S",
                         help="refuse clips longer than S seconds (default: naturall2s.video.MAX_SECONDS, 60 s)")
-    parser.add_argument("--scale", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--scale", type=at_least(1, int), default=4, metavar="N",
                         help="enlarge the 48x72 crops N times (default: %(default)s)")
 
 
