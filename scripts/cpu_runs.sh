@@ -32,11 +32,12 @@ CACHE=$WORK/cache/grid
 SAVE_MINUTES=${SAVE_MINUTES:-10}
 declare -A ARGS
 NATURALL2S_ARCH='"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01,"prior_free_phase":true,"f0_bins":180'
+NATURALL2S_SYNTH="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3"  # its recipe's speech stage
 case "$PLAN" in
   adversarial)
     RUNS=$WORK/runs/adversarial
     ARGS=(
-      [naturall2s]="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3 --arch {$NATURALL2S_ARCH}
+      [naturall2s]="$NATURALL2S_SYNTH --arch {$NATURALL2S_ARCH}
         --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1}"
       [naturall2s-noddsp]='--variant naturall2s-noddsp --stage synth --freeze-frontend --arch {"word_head":true}
         --lambdas {"stoi/neg":20,"adv/gen":0.5,"adv/feat":1}'
@@ -49,8 +50,7 @@ case "$PLAN" in
     ;;
   curves)
     RUNS=$WORK/runs/curves
-    SYN="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3 --init checkpoints/mel-gl.safetensors
-      --lambdas {\"f0/l1\":0}"
+    SYN="$NATURALL2S_SYNTH --init checkpoints/mel-gl.safetensors --lambdas {\"f0/l1\":0}"
     ARGS=(
       [size1x]="$SYN --arch {$NATURALL2S_ARCH}"
       [size2x]="$SYN --arch {$NATURALL2S_ARCH,\"head_hidden\":384,\"gen_dim\":384,\"gen_intermediate_dim\":768}"
@@ -60,8 +60,7 @@ case "$PLAN" in
     ;;
   retrieval)
     RUNS=$WORK/runs/retrieval
-    FT="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3 --init checkpoints/naturall2s.safetensors
-      --lambdas {\"f0/l1\":0,\"stoi/neg\":20}"
+    FT="$NATURALL2S_SYNTH --init checkpoints/naturall2s.safetensors --lambdas {\"f0/l1\":0,\"stoi/neg\":20}"
     ARGS=(
       [prior]="$FT --arch {$NATURALL2S_ARCH,\"retrieval_prior\":true}"
       [control]="$FT --arch {$NATURALL2S_ARCH}"
