@@ -3,6 +3,10 @@
 The front end overfits 800 GRID clips within minutes; these cheap, label-preserving distortions are what lip
 reading recipes use against it: a random translation of the crop (the lip landmarks move with it), a random
 contrast / brightness change, and one masked time span per clip (filled with the clip's mean frame).
+
+:func:`degrade_mels` is the vocoder's counterpart (``train --degrade-mel``): the real log-mels a vocoder trains on,
+blurred and noised by a random amount per clip, as the mels a lip reader predicts are (the units variant's
+multi-input vocoder, which also reads the speech units, then learns to lean on them where the mel is vague).
 """
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ MAX_SHIFT = 4  # pixels of the 48x72 crop, each direction
 MAX_GAIN = 0.2  # contrast factor in [1 - g, 1 + g]
 MAX_BIAS = 0.08  # brightness offset, fraction of full scale
 MAX_MASK_FRAMES = 6  # longest masked span (video frames)
+MEL_MAX_TIME_BLUR = 2.0  # largest Gaussian blur of a degraded mel along time (sd in 10 ms frames)
+MEL_MAX_FREQ_BLUR = 1.5  # ... and along the mel bins (sd in bins)
+MEL_MAX_NOISE = 0.3  # largest sd of the Gaussian noise added to a degraded log-mel (natural-log units)
 
 
 def augment_clips(roi: torch.Tensor, lips: torch.Tensor, frames: torch.Tensor, *, max_shift: int = MAX_SHIFT,
@@ -63,3 +70,36 @@ def augment_clips(roi: torch.Tensor, lips: torch.Tensor, frames: torch.Tensor, *
     valid = torch.arange(t, device=dev)[None] < frames.to(dev)[:, None]
     x = torch.where(valid[:, :, None, None], x, original)
     return x, lips
+
+
+def _gaussian_kernel(sd: float, radius: int) -> torch.Tensor:
+    """(2·radius + 1,) normalised Gaussian taps (a unit impulse when sd is ~0)."""
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / max(sd, 1e-3)) ** 2)
+    return k / k.sum()
+
+
+def degrade_mels(mel: torch.Tensor, *, max_time_blur: float = MEL_MAX_TIME_BLUR,
+                 max_freq_blur: float = MEL_MAX_FREQ_BLUR, max_noise: float = MEL_MAX_NOISE,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Blurred, noisy copies of log-mels: per clip a Gaussian blur along time (sd uniform in [0, max_time_blur]
+    frames) and along frequency (sd uniform in [0, max_freq_blur] bins, edges held), then Gaussian noise (sd uniform
+    in [0, max_noise]). mel (B, n_mels, F) natural-log mel -> (B, n_mels, F)."""
+    b, n_mels, n = mel.shape
+    out = []
+    for i in range(b):
+        x = mel[i].float()
+        t_sd, f_sd, noise = (float(torch.rand((), generator=generator)) * m
+                             for m in (max_time_blur, max_freq_blur, max_noise))
+        for sd, axis in ((t_sd, 1), (f_sd, 0)):
+            radius = int(3 * sd + 0.5)
+            if radius == 0:
+                continue
+            k = _gaussian_kernel(sd, radius).to(x.device)
+            rows = x if axis == 1 else x.T  # (channels, length) to blur along length
+            padded = F.pad(rows[:, None], (radius, radius), mode="replicate")
+            rows = F.conv1d(padded, k[None, None])[:, 0]
+            x = rows if axis == 1 else rows.T
+        x = x + noise * torch.randn(x.shape, generator=generator).to(x.device)
+        out.append(x)
+    return torch.stack(out).to(mel.dtype)

@@ -1,6 +1,6 @@
 """Waveform generators: frame-rate features (and optionally a coarse prior waveform) -> waveform.
 
-:class:`Generator` is the one interface (DDSP-refining and plain vocoders swap behind it);
+:class:`Generator` is the one interface (DDSP-refining, plain and multi-input (mel + units) vocoders swap behind it);
 :class:`ISTFTGenerator` is a Vocos-style generator: ConvNeXt blocks at the frame rate predict a complex STFT
 that ``torch.istft`` turns into exactly ``F · hop_length`` samples. Cheap on CPU: nothing runs per sample.
 
@@ -29,12 +29,14 @@ ENVELOPE_BINS = 17
 
 
 class Generator(nn.Module, ABC):
-    """features (B, F, D) at sample_rate / hop_length Hz, prior (B, F·hop_length) | None -> waveform (B, F·hop_length)."""
+    """features (B, F, D) at sample_rate / hop_length Hz, prior (B, F·hop_length) | None, units (B, F) long |
+    (B, F, n_units) weights | None -> waveform (B, F·hop_length)."""
 
     hop_length: int
 
     @abstractmethod
-    def forward(self, features: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, prior: torch.Tensor | None = None,
+                units: torch.Tensor | None = None) -> torch.Tensor:
         ...
 
 
@@ -80,20 +82,34 @@ class ISTFTGenerator(Generator):
     polar(exp(a), ψ)``. Without it the energy the generator adds also rides on the prior's phase, so where the
     predicted F0 is wrong its harmonics are locked to the prior's oscillators; with it the generator can draw
     harmonics of its own, as the prior-free generator does, and the prior stays a starting point, not a cage.
+
+    ``n_units > 0`` makes it a multi-input vocoder (the ``units`` variant, after Choi, Kim & Ro 2023): beside the
+    features (a log-mel) it reads discrete speech units, one per frame, ``units`` (B, F) long (or (B, F, n_units)
+    weights over them, e.g. posteriors); their embeddings (``unit_dim``) pass a 7-tap conv that is added to the
+    features' embedding. That conv starts at zero, so a vocoder built with units starts as the same vocoder
+    without them (e.g. the cascade's, whose tensors all keep their names and shapes).
     """
 
     def __init__(self, *, in_dim: int, dim: int = 256, intermediate_dim: int = 512, n_layers: int = 6,
                  n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, use_prior: bool = False,
-                 prior_mode: str = "refine", free_phase: bool = False):
+                 prior_mode: str = "refine", free_phase: bool = False, n_units: int = 0, unit_dim: int = 64):
         super().__init__()
         if prior_mode not in PRIOR_MODES:
             raise ValueError(f"unknown prior_mode {prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
         if free_phase and not use_prior:
             raise ValueError("free_phase needs use_prior: without a prior every bin already has a free phase")
+        if n_units < 0 or n_units == 1:
+            raise ValueError(f"n_units must be 0 (no unit input) or at least 2, got {n_units}")
         self.n_fft, self.hop_length, self.use_prior, self.prior_mode = n_fft, hop_length, use_prior, prior_mode
         self.free_phase = free_phase
+        self.n_units = n_units
         self.n_bins = n_fft // 2 + 1
         self.embed = nn.Conv1d(in_dim, dim, CONVNEXT_KERNEL, padding=CONVNEXT_KERNEL // 2)
+        if n_units:
+            self.unit_embed = nn.Embedding(n_units, unit_dim)
+            self.unit_proj = nn.Conv1d(unit_dim, dim, CONVNEXT_KERNEL, padding=CONVNEXT_KERNEL // 2)
+            nn.init.zeros_(self.unit_proj.weight)  # starts as the vocoder without units
+            nn.init.zeros_(self.unit_proj.bias)
         self.prior_proj = nn.Conv1d(self.n_bins, dim, 1) if use_prior else None
         self.norm = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1.0 / n_layers) for _ in range(n_layers))
@@ -121,12 +137,22 @@ class ISTFTGenerator(Generator):
         return torch.istft(spec, self.n_fft, hop_length=self.hop_length, window=self.window, center=True,
                            length=n_frames * self.hop_length)
 
-    def forward(self, features: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, prior: torch.Tensor | None = None,
+                units: torch.Tensor | None = None) -> torch.Tensor:
         n_frames = features.shape[1]
         if self.use_prior != (prior is not None):
             raise ValueError(f"this generator was built with use_prior={self.use_prior} but got "
                              f"prior={'a tensor' if prior is not None else 'None'}")
+        if bool(self.n_units) != (units is not None):
+            raise ValueError(f"this generator was built with n_units={self.n_units} but got "
+                             f"units={'a tensor' if units is not None else 'None'}")
         x = self.embed(features.transpose(1, 2))  # (B, dim, F)
+        if units is not None:
+            if units.shape[1] != n_frames:
+                raise ValueError(f"units have {units.shape[1]} frames, the features {n_frames}")
+            emb = (self.unit_embed(units) if not units.is_floating_point()
+                   else units.to(self.unit_embed.weight.dtype) @ self.unit_embed.weight)  # (B, F, unit_dim)
+            x = x + self.unit_proj(emb.transpose(1, 2))
         if prior is not None:
             if prior.shape[-1] != n_frames * self.hop_length:
                 raise ValueError(f"prior has {prior.shape[-1]} samples, expected {n_frames} frames × {self.hop_length}")

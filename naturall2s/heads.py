@@ -1,7 +1,7 @@
 """Small Conv1d heads at the audio frame rate (100 Hz): video-rate features -> speech controls.
 
 All heads take and return time-major tensors ``(B, F, D)`` (MelHead returns ``(B, n_mels, F)`` like
-:func:`naturall2s.audio.log_mel`).
+:func:`naturall2s.audio.log_mel`; UnitHead logits ``(B, F, n_units)``).
 """
 from __future__ import annotations
 
@@ -135,3 +135,15 @@ class MelHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).transpose(1, 2)
+
+
+class UnitHead(nn.Module):
+    """Discrete speech units per audio frame (the ``units`` variant). (B, F, in_dim) -> logits (B, F, n_units),
+    trained with the cross-entropy against the units of the real speech (:func:`naturall2s.losses.unit_ce_loss`)."""
+
+    def __init__(self, *, in_dim: int, hidden: int = 256, n_units: int, kernel_size: int = KERNEL_SIZE):
+        super().__init__()
+        self.net = ConvStack(in_dim, hidden, n_units, kernel_size=kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -34,6 +34,7 @@ DEFAULT_LAMBDAS: dict[str, float] = {
     "vuv/bce": 1.0,
     "loud/l1": 0.05,  # in dB
     "stoi/neg": 0.0,  # negative differentiable ESTOI of the waveform (torch_stoi); 0: off (not even computed)
+    "unit/ce": 0.5,  # speech-unit classification of the units variant's UnitHead (weighted like word/ce)
     "content/ce": 0.0,  # word cross-entropy of the frozen content judge on the waveform (needs TrainConfig.judge)
     "adv/gen": 1.0,
     "adv/feat": 2.0,
@@ -204,6 +205,17 @@ def word_ce_loss(logits: torch.Tensor, words: torch.Tensor, *, ignore_index: int
     if not bool(valid.any()):
         return {"word/ce": logits.sum() * 0.0}
     return {"word/ce": F.cross_entropy(logits.float()[valid], words[valid].long())}
+
+
+def unit_ce_loss(logits: torch.Tensor, units: torch.Tensor, *, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Speech-unit classification (the units variant). logits (B, F, K), units (B, F) the real speech's units, mask
+    (B, F) valid frames -> {"unit/ce"} (mean over valid frames; 0 with grad when none are)."""
+    n = min(logits.shape[1], units.shape[1])
+    logits, units = logits[:, :n], units[:, :n]
+    valid = torch.ones_like(units, dtype=torch.bool) if mask is None else mask[:, :n].bool()
+    if not bool(valid.any()):
+        return {"unit/ce": logits.sum() * 0.0}
+    return {"unit/ce": F.cross_entropy(logits.float()[valid], units[valid].long())}
 
 
 def content_loss(judge, wav: torch.Tensor, words: torch.Tensor, *, ignore_index: int) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@
 | ``mel-vocoder``     | MelHead → ISTFTGenerator trained on real mels (the cascade)                 |
 | ``naturall2s-noddsp``| F0Head + ISTFTGenerator(prior=None)                                        |
 | ``naturall2s``      | F0Head + ControlHead → HarmonicPlusNoise (DDSP prior) → ISTFTGenerator(prior)|
+| ``units``           | MelHead + UnitHead → ISTFTGenerator(mel + unit embeddings) (Choi, Kim & Ro 2023) |
 
 Every variant keeps the lip-reading CTC head: its greedy decoding is the "lip-read text".
 Models take tensors; :meth:`LipToSpeech.synthesize` is the one place a video (or a prepared
@@ -24,16 +25,18 @@ from naturall2s import audio
 from naturall2s.grid import GRID_VOCAB, tokens_to_text
 from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
 from naturall2s.generator import PRIOR_MODES, ISTFTGenerator
-from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead
+from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead, UnitHead
 from naturall2s.retrieval import FrameIndex
 from naturall2s.synths import HarmonicPlusNoise
+from naturall2s.units import DEFAULT_UNITS, UNIT_FEATURE_DIM, Codebook, encode
 
-VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s")
+VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units")
 # Seed of :meth:`LipToSpeech.synthesize`'s own random generator (the DDSP noise excitation is its only randomness:
 # eval mode has no dropout, Griffin-Lim starts from zero phase): the same clip and model give the same waveform in
 # the CLI, the Python API, the studio and the evaluation, whatever the caller's RNG state.
 DEFAULT_SEED = 0
-MEL_VARIANTS = ("mel-gl", "mel-vocoder")
+MEL_VARIANTS = ("mel-gl", "mel-vocoder", "units")  # the speech path starts with a MelHead
+VOCODER_VARIANTS = ("mel-vocoder", "units")  # a vocoder reads the (predicted) mel: ``LipToSpeech.vocoder``
 
 
 @dataclass
@@ -74,6 +77,10 @@ class ModelConfig:
     retrieval_prior: bool = False
     # frames in the retrieval index stored with the model (set when the index is attached; 0: none stored)
     retrieval_entries: int = 0
+    # the units variant: size of the speech-unit codebook (k-means over MFCCs, naturall2s.units; stored in the
+    # checkpoint) that its UnitHead predicts and its vocoder reads beside the mel (0: the DEFAULT_UNITS); others 0
+    n_units: int = 0
+    unit_dim: int = 64  # the vocoder's unit embedding
     sample_rate: int = audio.SAMPLE_RATE
     hop_length: int = audio.HOP_LENGTH
     n_fft: int = audio.N_FFT
@@ -88,6 +95,14 @@ class ModelConfig:
             raise ValueError(f"f0_bins must be 0 (regression) or at least 2, got {self.f0_bins}")
         if self.retrieval_prior and not self.word_head:
             raise ValueError("retrieval_prior needs word_head (the retrieval weighs candidates by word posteriors)")
+        if self.variant == "units":
+            self.n_units = self.n_units or DEFAULT_UNITS
+            if self.n_units < 2:
+                raise ValueError(f"n_units must be at least 2 (the units' codebook size), got {self.n_units}")
+            if self.unit_dim < 1:
+                raise ValueError(f"unit_dim must be positive, got {self.unit_dim}")
+        elif self.n_units:
+            raise ValueError(f"n_units belongs to the units variant, not {self.variant}")
         self.roi_size = tuple(self.roi_size)
 
     @property
@@ -154,8 +169,15 @@ class LipToSpeech(nn.Module):
             self.mel_head = MelHead(
                 in_dim=c.dim, hidden=c.head_hidden, n_mels=c.n_mels, kernel_size=c.head_kernel_size
             )
-            if c.variant == "mel-vocoder":
-                self.vocoder = self._generator(in_dim=c.n_mels, use_prior=False)
+            if c.variant in VOCODER_VARIANTS:
+                self.vocoder = self._generator(in_dim=c.n_mels, use_prior=False, n_units=c.n_units)
+            if c.variant == "units":
+                self.unit_head = UnitHead(in_dim=c.dim, hidden=c.head_hidden, n_units=c.n_units,
+                                          kernel_size=c.head_kernel_size)
+                # the codebook (naturall2s.units.Codebook): all zeros until a training stage fits or inherits it
+                self.register_buffer("unit_mean", torch.zeros(UNIT_FEATURE_DIM))
+                self.register_buffer("unit_std", torch.ones(UNIT_FEATURE_DIM))
+                self.register_buffer("unit_centroids", torch.zeros(c.n_units, UNIT_FEATURE_DIM))
         else:
             self.f0_head = F0Head(in_dim=c.dim, hidden=c.head_hidden, kernel_size=c.head_kernel_size, n_bins=c.f0_bins)
             if c.uses_ddsp:
@@ -174,7 +196,7 @@ class LipToSpeech(nn.Module):
                 )
             self.generator = self._generator(in_dim=c.dim, use_prior=c.uses_ddsp)
 
-    def _generator(self, *, in_dim: int, use_prior: bool) -> ISTFTGenerator:
+    def _generator(self, *, in_dim: int, use_prior: bool, n_units: int = 0) -> ISTFTGenerator:
         c = self.config
         return ISTFTGenerator(
             in_dim=in_dim,
@@ -186,7 +208,32 @@ class LipToSpeech(nn.Module):
             use_prior=use_prior,
             prior_mode=c.prior_mode,
             free_phase=use_prior and c.prior_free_phase,
+            n_units=n_units,
+            unit_dim=c.unit_dim,
         )
+
+    # ---- the units variant's codebook (stored in the checkpoint) -------------------------------
+    @property
+    def has_codebook(self) -> bool:
+        """True when the units' codebook is set (fitted by a training stage or loaded with the weights)."""
+        return hasattr(self, "unit_centroids") and bool(self.unit_centroids.abs().sum() > 0)
+
+    @property
+    def codebook(self) -> Codebook:
+        return Codebook(mean=self.unit_mean, std=self.unit_std, centroids=self.unit_centroids)
+
+    def set_codebook(self, book: Codebook) -> None:
+        if book.centroids.shape != self.unit_centroids.shape:
+            raise ValueError(f"a codebook of {book.n_units} units for a model of {self.config.n_units}")
+        for name, value in (("unit_mean", book.mean), ("unit_std", book.std), ("unit_centroids", book.centroids)):
+            getattr(self, name).copy_(value.to(self.unit_centroids))
+
+    def units_of(self, mel: torch.Tensor) -> torch.Tensor:
+        """The speech units of log-mels under this model's codebook: (B, n_mels, F) -> (B, F) long (the unit head's
+        targets; what the vocoder reads while it trains on real speech)."""
+        if not self.has_codebook:
+            raise ValueError("this units model has no codebook yet (a training stage fits it: naturall2s.units)")
+        return encode(mel, self.unit_mean, self.unit_std, self.unit_centroids)
 
     def attach_index(self, index: FrameIndex) -> None:
         """Store a retrieval index (of this model's own front-end features) with the model; it is saved with it."""
@@ -202,7 +249,7 @@ class LipToSpeech(nn.Module):
 
     def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               retrieved: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               retrieved: torch.Tensor | None = None, vocode: bool = True) -> dict[str, torch.Tensor]:
         """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
 
         Returns a dict with ``ctc_log_probs`` (B,T,V), ``word_logits`` (B,T,V) with ``word_head``, and, per variant, ``mel`` (B,n_mels,4T) /
@@ -211,6 +258,9 @@ class LipToSpeech(nn.Module):
         ``generator`` draws the synthesizer's noise (None: torch's global RNG, as in training).
         ``retrieved`` (B,n_mels,4T): the retrieved real log-mel of a ``retrieval_prior`` model (None: retrieved from
         the model's own index).
+        The units variant also returns ``unit_logits`` (B,4T,n_units) and ``units`` (B,4T) (their argmax, what its
+        vocoder reads beside the predicted mel); ``vocode=False`` stops a vocoder variant before its vocoder (the
+        lip-reading stage's training steps, which do not train it).
         """
         out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
         h = self.feature_dropout(feats)
@@ -226,8 +276,12 @@ class LipToSpeech(nn.Module):
             h = h + self.retrieval_proj(retrieved[..., : h.shape[1]].transpose(1, 2).to(h.dtype))
         if self.config.predicts_mel:
             out["mel"] = self.mel_head(h)
-            if self.config.variant == "mel-vocoder":
-                out["wav"] = self.vocoder(out["mel"].transpose(1, 2))
+            units = None
+            if self.config.variant == "units":
+                out["unit_logits"] = self.unit_head(h)
+                units = out["units"] = out["unit_logits"].argmax(-1)
+            if self.config.variant in VOCODER_VARIANTS and vocode:
+                out["wav"] = self.vocoder(out["mel"].transpose(1, 2), units=units)
             return out
         out.update(self.f0_head(h))
         prior = None
@@ -246,18 +300,19 @@ class LipToSpeech(nn.Module):
         out["wav"] = self.generator(h, prior)
         return out
 
-    def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, f0_hz=None,
-                generator=None, retrieved=None) -> dict[str, torch.Tensor]:
+    def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, units=None, f0_hz=None,
+                generator=None, retrieved=None, vocode: bool = True) -> dict[str, torch.Tensor]:
         """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs.
 
-        ``mel`` (B,n_mels,F) instead runs only the mel-vocoder on it (how the cascade's vocoder trains on real mels).
+        ``mel`` (B,n_mels,F) instead runs only the vocoder on it (how the cascade's vocoder trains on real mels),
+        with ``units`` (B,F) for the units variant's (the real speech's units, :meth:`units_of`).
         One entry point, so DistributedDataParallel sees every training path.
         """
         if mel is not None:
-            return {"wav": self.vocoder(mel.transpose(1, 2))}
+            return {"wav": self.vocoder(mel.transpose(1, 2), units=units)}
         if feats is None:
             feats = self.encode(roi, lips, mask)
-        return self.decode(feats, f0_hz=f0_hz, generator=generator, retrieved=retrieved)
+        return self.decode(feats, f0_hz=f0_hz, generator=generator, retrieved=retrieved, vocode=vocode)
 
     # ---- video in, audio out -----------------------------------------------------------------
     @property
@@ -312,6 +367,8 @@ class LipToSpeech(nn.Module):
             result.f0, result.voicing = f0.numpy(), voicing.numpy()
         if "coarse" in out:
             result.coarse = out["coarse"][0].float().cpu().clamp(-1, 1).numpy()
+        if "units" in out:
+            result.extras["units"] = out["units"][0].cpu().numpy()  # (F,) the predicted speech units
         return result
 
     def stream(self, **kw):

@@ -4,7 +4,13 @@ Stages (each a run folder of its own, resumable):
 - ``lipreader``: the visual front end + CTC lip-reading head (+ the MelHead of ``mel-gl``, whose mel regression is
   trained jointly): the pre-training every variant starts from. The result *is* the ``mel-gl`` model.
 - ``vocoder``: the ``mel-vocoder`` cascade's neural vocoder, trained on *real* mels (the train/test mismatch NaturalL2S
-  removes); the rest of the model comes from ``--init`` (the lip reader).
+  removes); the rest of the model comes from ``--init`` (the lip reader). For ``--variant units`` the multi-input
+  vocoder, on real mels (``--degrade-mel``: blurred and noised, as predicted ones are) and the real speech's units.
+- ``units`` (``--variant units``, after Choi, Kim & Ro, Interspeech 2023): its ``vocoder`` stage as above and its
+  ``lipreader`` stage (front end + CTC + word head + mel head + unit head, the vocoder fixed). The units are k-means
+  clusters of MFCCs (+ deltas) of the training split's speech (:mod:`naturall2s.units`): the first stage of a run
+  without a codebook fits it (cached in ``<run-dir>/units.pt``) and stores it in the checkpoint; a stage started
+  ``--init`` from a checkpoint with one inherits it, so ``vocoder`` then ``lipreader --init <vocoder run>`` share it.
 - ``synth``: ``naturall2s`` / ``naturall2s-noddsp``: F0 predictor (+ DDSP controls and synthesizer) and waveform
   generator trained end to end from the front end (frozen with ``--freeze-frontend``, which caches its features once:
   the CPU recipe; or fine-tuned jointly, the GPU recipe). With ``--judge`` (a judge run's checkpoint) and a
@@ -38,12 +44,12 @@ from tqdm import tqdm
 
 from naturall2s import audio, losses
 from naturall2s.checkpoints import load_state, save_model, save_state
-from naturall2s.augment import augment_clips
+from naturall2s.augment import augment_clips, degrade_mels
 from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
 from naturall2s.grid import tokens_to_text
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.errors import CheckpointError, DataError, NaturalL2SError
-from naturall2s.model import MEL_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
+from naturall2s.model import MEL_VARIANTS, VOCODER_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
 
 STAGES = ("lipreader", "vocoder", "synth", "judge")
 # the validation number that picks best.safetensors: log-mel L1 (lower), ESTOI (higher), or "guarded": the pause buzz
@@ -78,6 +84,7 @@ class TrainConfig:
     init_disc: str = ""
     feature_noise: float = 0.0
     augment: bool = False
+    degrade_mel: bool = False
     teacher_f0: bool = False
     judge: str = ""
     select: str = "mel"
@@ -99,9 +106,10 @@ class TrainConfig:
 
 # the --help of every TrainConfig field (argparse adds each default)
 HELP = {
-    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp or naturall2s",
-    "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl), vocoder (the cascade's vocoder on "
-             "real mels), synth (the naturall2s variants' speech heads and generator), judge (the content judge)",
+    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp, naturall2s or units",
+    "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl; for units + the unit head), vocoder "
+             "(the cascade's vocoder on real mels; for units on real mels and units), synth (the naturall2s "
+             "variants' speech heads and generator), judge (the content judge)",
     "cache": "the prepared data: the output folder of `python -m naturall2s prepare`",
     "run_dir": "this run's folder: state.pt (to resume), log.csv, config.json, best.safetensors",
     "init": "checkpoints (names or .safetensors paths, comma-separated, later ones win) whose tensors of matching "
@@ -128,6 +136,8 @@ HELP = {
                      "frozen front end)",
     "augment": "random crop shift, contrast and a masked time span per clip (when the front end runs, not on "
                "cached features)",
+    "degrade_mel": "vocoder: blur (time and frequency) and noise the real mels the vocoder reads, a random amount "
+                   "per clip, as predicted mels are blurred (the units variant's vocoder then leans on the units)",
     "teacher_f0": "synth: drive the DDSP synthesizer with the real F0 of voiced frames while training",
     "judge": "synth: a content judge checkpoint (--stage judge) for the content/ce loss and the content/acc probe",
     "select": f"which validation number picks best.safetensors: {', '.join(SELECT)} (mel: log-mel L1; estoi: "
@@ -157,7 +167,7 @@ HELP = {
 
 # loss keys each stage optimises (their weights come from the lambdas table)
 STAGE_KEYS = {
-    "lipreader": ("ctc", "word/ce", "melhead/l1"),
+    "lipreader": ("ctc", "word/ce", "melhead/l1", "unit/ce"),
     "vocoder": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg"),  # stoi/neg: weight 0 by default (not computed)
     "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "f0/ce", "vuv/bce", "loud/l1", "prior/sc",
               "prior/mag", "content/ce"),
@@ -194,22 +204,38 @@ def seed_everything(seed: int):
 def build_model(cfg: TrainConfig) -> LipToSpeech:
     """A fresh model of ``cfg.variant``; ``cfg.init`` (comma-separated checkpoints, later ones win) fills every
     tensor whose name and shape match, e.g. the lip reader's front end, or a vocoder run plus the lip reader."""
-    model = LipToSpeech(ModelConfig(variant=cfg.variant, **cfg.arch))
+    try:
+        model = LipToSpeech(ModelConfig(variant=cfg.variant, **cfg.arch))
+    except (TypeError, ValueError) as e:
+        raise NaturalL2SError(f"--variant {cfg.variant} --arch {json.dumps(cfg.arch)}: {e}") from None
     from naturall2s.checkpoints import load_tensors
 
     own = model.state_dict()
+    codebook_from = None  # the units' codebook: every --init that carries one must carry the same
     for path in filter(None, (p.strip() for p in cfg.init.split(","))):
-        matched = {k: v.float() for k, v in load_tensors(path).items() if k in own and own[k].shape == v.shape}
+        tensors = load_tensors(path)
+        matched = {k: v.float() for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+        book = matched.get("unit_centroids")
+        if book is not None and bool(book.abs().sum() > 0):
+            if codebook_from is not None and not torch.equal(book, codebook_from[1]):
+                raise NaturalL2SError(
+                    f"--init {codebook_from[0]} and {path} hold different speech-unit codebooks: their unit head and "
+                    "vocoder would not mean the same units. Train the later stage --init the earlier one's "
+                    "checkpoint (it inherits the codebook)")
+            codebook_from = (path, book)
         model.load_state_dict(matched, strict=False)
         print(f"init: {len(matched)}/{len(own)} tensors from {path}")
     return model
 
 
 def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
-    """Which parameters a stage trains: the vocoder stage only the vocoder; a frozen front end stays fixed."""
+    """Which parameters a stage trains: the vocoder stage only the vocoder, the units variant's lipreader stage all
+    but its vocoder; a frozen front end stays fixed."""
     if cfg.stage == "vocoder":
         return list(model.vocoder.parameters())
     frozen = set()
+    if cfg.stage == "lipreader" and hasattr(model, "vocoder"):
+        frozen = {id(p) for p in model.vocoder.parameters()}
     if cfg.freeze_frontend:
         lip_reading = [model.frontend, model.ctc] + ([model.word_head] if model.config.word_head else [])
         frozen = {id(p) for m in lip_reading for p in m.parameters()}
@@ -301,7 +327,8 @@ def select_value(val: dict, cfg: TrainConfig, baseline: dict | None = None) -> f
 
 def format_val(val: dict, keys) -> str:
     """The validation numbers worth a line on the console."""
-    shown = (*keys, "score", "estoi", "lipread/wer", "word/acc", "content/acc", *GUARDED, "judge/mos", "select")
+    shown = (*keys, "score", "estoi", "lipread/wer", "word/acc", "unit/acc", "content/acc", *GUARDED, "judge/mos",
+             "select")
     return ", ".join(f"{k} {v:.4f}" for k, v in sorted(val.items()) if k in shown)
 
 
@@ -333,8 +360,11 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
     retrieved real log-mel."""
     mask_v = torch.arange(batch["roi"].shape[1], device=batch["roi"].device)[None] < batch["frames"][:, None]
     out_losses: dict[str, torch.Tensor] = {}
+    core = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    units = core.units_of(batch["mel"]) if core.config.variant == "units" else None  # the real speech's units
     if cfg.stage == "vocoder":
-        out = model(mel=batch["mel"])
+        mel = degrade_mels(batch["mel"]) if cfg.degrade_mel and model.training else batch["mel"]
+        out = model(mel=mel, units=units)
     else:
         if feats is not None and cfg.feature_noise > 0 and model.training:
             feats = feats + cfg.feature_noise * torch.randn_like(feats)
@@ -344,7 +374,8 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         roi, lips = batch["roi"], batch["lips"]
         if cfg.augment and model.training and feats is None:
             roi, lips = augment_clips(roi, lips, batch["frames"])
-        out = model(roi, lips, mask_v, feats=feats, f0_hz=f0_hz, retrieved=batch.get("retrieved"))
+        out = model(roi, lips, mask_v, feats=feats, f0_hz=f0_hz, retrieved=batch.get("retrieved"),
+                    vocode=not (cfg.stage == "lipreader" and model.training))  # that stage does not train a vocoder
         if not cfg.freeze_frontend:
             out_losses.update(
                 losses.ctc_loss(out["ctc_log_probs"], batch["tokens"], batch["frames"], batch["token_lengths"])
@@ -354,6 +385,8 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
     mask_a = audio_mask(batch, batch["mel"].shape[-1])
     if "mel" in out and cfg.stage == "lipreader":
         out_losses["melhead/l1"] = masked_mel_l1(out["mel"], batch["mel"], mask_a)
+    if "unit_logits" in out:
+        out_losses.update(losses.unit_ce_loss(out["unit_logits"], units, mask=mask_a))
     if "wav" in out:
         target = batch["audio"]
         out_losses.update(losses.multi_resolution_stft_loss(out["wav"], target, mask=mask_a))
@@ -363,7 +396,7 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         if judge is not None:
             out_losses.update(losses.content_loss(judge, out["wav"], batch["words"], ignore_index=UNKNOWN_WORD))
     if "log_f0" in out:
-        head = getattr(model, "module", model).f0_head  # DistributedDataParallel wraps the model
+        head = core.f0_head
         out_losses.update(losses.f0_losses(out["log_f0"], out["voicing_logit"], batch["f0"], batch["voiced"],
                                            mask=mask_a, f0_logits=out.get("f0_logits"), bin_centres=head.bin_centres))
         out_losses.update(losses.loudness_loss(out["loudness"], batch["loudness"], mask=mask_a))
@@ -411,7 +444,8 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
              mos=None, retrieved_of=None) -> dict[str, float]:
     """Validation: mean losses, ``score`` (log-mel L1 of what the variant outputs), the differentiable ESTOI
     ``estoi`` of waveform outputs, the greedy lip-reading word error rate ``lipread/wer``, the word accuracy
-    ``content/acc`` of the content judge on the generated speech (given a judge), given an ``asr`` the word error
+    ``content/acc`` of the content judge on the generated speech (given a judge), the units variant's frame unit
+    accuracy ``unit/acc``, given an ``asr`` the word error
     rate of its transcripts of the generated speech ``speech/wer`` and the pause buzz ``comb`` (dB,
     :func:`naturall2s.metrics.comb_db` in the clips' silent frames), given a MOS predictor its mean predicted
     naturalness ``judge/mos`` (logged for the learning curve only: never a loss, never read by the selection), and
@@ -424,7 +458,7 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
     n = 0
     refs, hyps = [], []
     speech = {"speech/wer": [], "comb": [], "judge/mos": []}
-    accuracy = {"word/acc": [0, 0], "content/acc": [0, 0]}  # frame word hits, labelled frames
+    accuracy = {"word/acc": [0, 0], "content/acc": [0, 0], "unit/acc": [0, 0]}  # frame hits, labelled frames
     for batch in loader:
         batch = to_device(batch, model.device)
         feats = feats_of(batch) if feats_of else None
@@ -446,6 +480,9 @@ def evaluate(model: LipToSpeech, loader, cfg: TrainConfig, feats_of=None, judge=
         for key, logits in readers.items():
             if logits is not None:
                 accuracy[key] = [a + b for a, b in zip(accuracy[key], frame_word_hits(logits, batch["words"]))]
+        if "unit_logits" in out:  # the unit head's frame accuracy against the real speech's units
+            hit = (out["unit_logits"].argmax(-1) == model.units_of(batch["mel"]))[mask_a]
+            accuracy["unit/acc"] = [accuracy["unit/acc"][0] + int(hit.sum()), accuracy["unit/acc"][1] + hit.numel()]
         if asr is not None and "wav" in out:
             for key, values in speech_scores(out["wav"], batch, asr, mos).items():
                 speech[key] += values
@@ -505,10 +542,13 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         raise NaturalL2SError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
     if cfg.stage == "synth" and cfg.variant in MEL_VARIANTS:
         raise NaturalL2SError(f"variant {cfg.variant} has no synth stage: train it with --stage lipreader / vocoder")
-    if cfg.stage == "vocoder" and cfg.variant != "mel-vocoder":
-        raise NaturalL2SError("the vocoder stage belongs to --variant mel-vocoder")
-    if cfg.stage == "lipreader" and cfg.variant != "mel-gl":
-        raise NaturalL2SError("the lipreader stage trains --variant mel-gl (front end + CTC + mel head)")
+    if cfg.stage == "vocoder" and cfg.variant not in VOCODER_VARIANTS:
+        raise NaturalL2SError(f"the vocoder stage belongs to --variant {' or '.join(VOCODER_VARIANTS)}")
+    if cfg.stage == "lipreader" and cfg.variant not in ("mel-gl", "units"):
+        raise NaturalL2SError("the lipreader stage trains --variant mel-gl (front end + CTC + mel head) or units "
+                              "(+ the unit head)")
+    if cfg.degrade_mel and cfg.stage != "vocoder":
+        raise NaturalL2SError("--degrade-mel degrades the real mels a vocoder trains on: it belongs to the vocoder stage")
     if cfg.select not in SELECT:
         raise NaturalL2SError(f"unknown --select {cfg.select!r}; choose one of {', '.join(SELECT)}")
     if cfg.stage == "judge":
@@ -548,6 +588,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         raise DataError(f"{len(train_set)} training clips make no batch of {cfg.batch_size} (x {world} processes)")
 
     model = build_model(cfg).to(device)
+    if model.config.variant == "units" and not model.has_codebook:  # fitted once on the training split, kept
+        model.set_codebook(unit_codebook(model.config.n_units, train_set, run_dir, rank=rank, world=world))
     params = trainable_parameters(model, cfg)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -828,6 +870,42 @@ def judge_accuracy(judge, loader, device) -> float:
         hits, total = hits + h, total + t
     judge.train()
     return hits / max(1, total)
+
+
+def unit_codebook(n_units: int, train_set: CachedGrid, run_dir: Path, *, rank: int = 0, world: int = 1):
+    """The units variant's codebook (:func:`naturall2s.units.fit_codebook`) over the whole training clips' log-mels,
+    with :data:`naturall2s.units.KMEANS_SEED` (so every stage and run on the same clips gets the same one), kept in
+    ``<run-dir>/units.pt`` with the clip names and size it was fitted for (a resumed run reads it back). Under
+    torchrun rank 0 fits it and the others read its file."""
+    from naturall2s.units import KMEANS_SEED, Codebook, fit_codebook
+
+    path = run_dir / "units.pt"
+    key = {"n_units": n_units, "seed": KMEANS_SEED, "clips": zlib.crc32("\n".join(train_set.names).encode())}
+
+    def kept():
+        if path.is_file():
+            st = load_state(path)
+            if st.get("key") == key:
+                return Codebook(mean=st["mean"], std=st["std"], centroids=st["centroids"])
+        return None
+
+    book = kept() if rank == 0 else None
+    if rank == 0 and book is None:
+        t0 = time.time()
+        mels = [torch.from_numpy(r["mel"].astype(np.float32)) for r in train_set.records]
+        try:
+            book = fit_codebook(mels, n_units, seed=KMEANS_SEED)
+        except ValueError as e:
+            raise NaturalL2SError(f"the speech-unit codebook: {e}") from None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_state({"key": key, "mean": book.mean, "std": book.std, "centroids": book.centroids}, path)
+        print(f"units: k-means of {sum(m.shape[1] for m in mels)} training frames into {n_units} units "
+              f"({time.time() - t0:.0f} s), kept in {path}")
+    if world > 1:
+        dist.barrier()
+        if rank > 0:
+            book = kept()
+    return book
 
 
 def require_cache(cfg: TrainConfig) -> None:
