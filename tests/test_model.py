@@ -34,8 +34,10 @@ def test_variant_output_shapes(variant):
     out = model(roi, lips)
     F, N = 4 * T, T * audio.SAMPLES_PER_VIDEO_FRAME
     assert out["ctc_log_probs"].shape == (2, T, model.config.vocab_size)
-    if variant in ("mel-gl", "mel-vocoder"):
+    if variant in ("mel-gl", "mel-vocoder", "units"):
         assert out["mel"].shape == (2, audio.N_MELS, F)
+    if variant == "units":
+        assert out["unit_logits"].shape == (2, F, model.config.n_units) and out["units"].shape == (2, F)
     if variant != "mel-gl":
         assert out["wav"].shape == (2, N)
         assert torch.isfinite(out["wav"]).all()
@@ -106,7 +108,35 @@ def test_shipped_regression_f0_head_keeps_its_output_layout():
     assert (out["voicing_logit"] == 5.0).all() and torch.allclose(out["loudness"], torch.tensor(-30.0))
 
 
-@pytest.mark.parametrize("variant", ["naturall2s", "mel-vocoder"])
+def test_units_vocoder_starts_as_the_plain_vocoder_and_reads_units():
+    """The unit input's projection starts at zero: the units variant's vocoder, filled with a mel-vocoder's tensors
+    (all of them fit), gives the mel-vocoder's speech; once trained, the units change it. Hard units and one-hot
+    weights over them are the same input."""
+    torch.manual_seed(0)
+    cascade = build("mel-vocoder", **TINY).eval()
+    units = build("units", **TINY, n_units=8).eval()
+    missing, unexpected = units.load_state_dict(cascade.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("unit_", "vocoder.unit_")) for k in missing)
+    roi, lips = inputs()
+    a, b = cascade(roi, lips), units(roi, lips)
+    torch.testing.assert_close(a["wav"], b["wav"])
+    with torch.no_grad():
+        units.vocoder.unit_proj.weight.normal_()
+    mel = a["mel"]
+    hard = torch.randint(0, 8, (2, mel.shape[-1]))
+    with torch.no_grad():
+        w_hard = units(mel=mel, units=hard)["wav"]
+        w_soft = units(mel=mel, units=torch.nn.functional.one_hot(hard, 8).float())["wav"]
+    torch.testing.assert_close(w_hard, w_soft)
+    assert not torch.allclose(w_hard, a["wav"])
+    with pytest.raises(ValueError, match="n_units=8 but got units=None"):
+        units.vocoder(mel.transpose(1, 2))
+    with pytest.raises(ValueError, match="n_units belongs to the units variant"):
+        ModelConfig(variant="mel-vocoder", n_units=8)
+    assert ModelConfig(variant="units").n_units == 200  # the default codebook size
+
+
+@pytest.mark.parametrize("variant", ["naturall2s", "mel-vocoder", "units"])
 def test_save_load_gives_identical_outputs(tmp_path, variant):
     torch.manual_seed(0)
     model = build(variant, **TINY).eval()
@@ -117,7 +147,7 @@ def test_save_load_gives_identical_outputs(tmp_path, variant):
         a, b = model(roi, lips), loaded(roi, lips)
     key = "wav" if "wav" in a else "mel"
     torch.manual_seed(1)  # noise in the DDSP synth: compare deterministic parts, then the waveform with a fixed seed
-    for k in ("ctc_log_probs", "log_f0", "mel"):
+    for k in ("ctc_log_probs", "log_f0", "mel", "unit_logits"):
         if k in a:
             assert torch.equal(a[k], b[k]), k
     assert read_metadata(path)["info"]["step"] == 7

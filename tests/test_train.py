@@ -492,3 +492,78 @@ def test_retrieval_probe_script_scores_every_readout_and_refuses_to_score_its_in
     assert all(-1.0 <= e <= 1.0 for e in estoi_means), rows
     res = subprocess.run([*script, "--split", "train"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "is the index itself" in res.stderr
+
+
+UNITS_ARCH = {**TINY, "word_head": True, "n_units": 8, "unit_dim": 8}
+
+
+def test_units_stages_train_compose_load_and_synthesize(cache, tmp_path):
+    """The units variant's recipe on the tiny cache: the vocoder stage fits the codebook (kept in units.pt and in the
+    checkpoint) and trains on real mels + units, the lip reader stage inherits that codebook from its --init and
+    trains the unit head (unit/ce) but not the vocoder, --steps 0 composes them, and the loaded model speaks a clip
+    of 640 samples per frame."""
+    from naturall2s.roi import MouthClip
+
+    voc_cfg = cfg_for(cache, tmp_path / "voc", variant="units", stage="vocoder", arch=UNITS_ARCH, segment_frames=6,
+                      degrade_mel=True)
+    voc = Path(train(voc_cfg)["run_dir"])
+    assert (voc / "units.pt").is_file()
+    vocoder = load_model(voc / "best.safetensors")
+    assert vocoder.config.variant == "units" and vocoder.config.n_units == 8 and vocoder.has_codebook
+    lip_cfg = cfg_for(cache, tmp_path / "lip", variant="units", stage="lipreader", arch=UNITS_ARCH, augment=True,
+                      init=str(voc / "best.safetensors"))
+    lip = Path(train(lip_cfg)["run_dir"])
+    assert not (lip / "units.pt").exists()  # inherited, not refitted
+    rows = list(csv.reader((lip / "log.csv").read_text().splitlines()))
+    train_rows = [json.loads(r[2]) for r in rows if r[1] == "train"]
+    val_rows = [json.loads(r[2]) for r in rows if r[1] == "val"]
+    assert train_rows and all(np.isfinite(r["unit/ce"]) and r["unit/ce"] > 0 for r in train_rows)
+    assert val_rows and all(0 <= r["unit/acc"] <= 1 and np.isfinite(r["estoi"]) for r in val_rows)
+    reader = load_model(lip / "best.safetensors")
+    assert torch.equal(reader.unit_centroids, vocoder.unit_centroids)
+    for k, v in vocoder.state_dict().items():  # the lip reader stage leaves the vocoder as it was
+        if k.startswith("vocoder."):
+            assert torch.equal(v, reader.state_dict()[k]), k
+    out = tmp_path / "units.safetensors"
+    train(TrainConfig(variant="units", stage="lipreader", steps=0, arch=UNITS_ARCH, run_dir=str(tmp_path / "c"),
+                      cache=str(tmp_path / "nowhere"), init=f"{voc / 'best.safetensors'},{lip / 'best.safetensors'}",
+                      export=str(out)))
+    model = load_model(out)
+    assert model.config.variant == "units" and torch.equal(model.unit_centroids, vocoder.unit_centroids)
+    clip = synthetic_clip(7, frames=10)
+    result = model.synthesize(MouthClip(roi=clip["roi"], lips=clip["lips"], audio=None, fps=25.0,
+                                        detected=clip["detected"], source=""))
+    assert result.wav.shape == (10 * audio.SAMPLES_PER_VIDEO_FRAME,) and np.isfinite(result.wav).all()
+    assert result.extras["units"].shape == (40,) and result.extras["units"].max() < 8
+    # a resumed vocoder run reads its codebook back and continues
+    assert train(cfg_for(cache, tmp_path / "voc", variant="units", stage="vocoder", arch=UNITS_ARCH,
+                         segment_frames=6, degrade_mel=True, steps=3))["step"] == 3
+
+
+def test_units_bad_configurations_are_clear_errors(cache, tmp_path):
+    from naturall2s.errors import NaturalL2SError
+
+    with pytest.raises(NaturalL2SError, match="n_units must be at least 2"):
+        train(cfg_for(cache, tmp_path / "a", variant="units", stage="vocoder", arch={**TINY, "n_units": 1}))
+    with pytest.raises(NaturalL2SError, match="n_units belongs to the units variant"):
+        train(cfg_for(cache, tmp_path / "b", variant="mel-vocoder", stage="vocoder", arch={**TINY, "n_units": 8}))
+    with pytest.raises(NaturalL2SError, match="frames cannot make 5000 units"):  # the tiny cache has 96 frames
+        train(cfg_for(cache, tmp_path / "c", variant="units", stage="vocoder", arch={**TINY, "n_units": 5000}))
+    with pytest.raises(NaturalL2SError, match="no synth stage"):
+        train(cfg_for(cache, tmp_path / "d", variant="units", stage="synth", arch=UNITS_ARCH))
+    with pytest.raises(NaturalL2SError, match="belongs to the vocoder stage"):
+        train(cfg_for(cache, tmp_path / "e", variant="units", stage="lipreader", arch=UNITS_ARCH, degrade_mel=True))
+    # two runs whose codebooks differ cannot be composed into one model
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+    from naturall2s.units import Codebook
+
+    paths = []
+    for seed in (1, 2):
+        model = build("units", **UNITS_ARCH)
+        g = torch.Generator().manual_seed(seed)
+        model.set_codebook(Codebook(mean=torch.zeros(39), std=torch.ones(39), centroids=torch.randn(8, 39, generator=g)))
+        paths.append(str(save_model(model, tmp_path / f"book{seed}.safetensors")))
+    with pytest.raises(NaturalL2SError, match="different speech-unit codebooks"):
+        train(TrainConfig(variant="units", stage="lipreader", steps=0, arch=UNITS_ARCH, run_dir=str(tmp_path / "f"),
+                          init=",".join(paths)))
