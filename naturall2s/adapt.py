@@ -16,7 +16,9 @@ The pipeline (:func:`adapt`), resumable at every step (its work folder is ``<out
 3. **Train** with the one training script (:func:`naturall2s.train.train`) from the base model, the stages of
    its variant (:data:`ADAPT_STAGES`: ``synth`` for the naturall2s variants; ``lipreader`` for ``mel-gl``; the
    cascade ``mel-vocoder`` its ``lipreader`` and then its ``vocoder`` on the new speaker's real mels, the two runs
-   composed into one checkpoint by ``train --steps 0``): the recipe :data:`RECIPE` with the base model's own
+   composed into one checkpoint by ``train --steps 0``; ``units`` its multi-input ``vocoder`` on the new speaker's
+   real mels and units (the base's codebook, kept), then its ``lipreader`` stage from that run (:data:`CHAINED`):
+   the last run is the model): the recipe :data:`RECIPE` with the base model's own
    architecture, feature noise and loss weights (its stored training config), the synth stage with the adversarial
    losses against the base model's own discriminators when it ships them (:func:`with_discriminator`), each run
    selected on the validation clips. ``keep_base``: a prepared cache of the base speaker whose training clips are
@@ -69,8 +71,12 @@ WORK_FOLDER = ".adapt"  # inside the output folder: the cache and training run o
 HOLDOUT_SEED = 0
 # what adapting each variant trains: stages of naturall2s.train, in order (several: composed into one checkpoint)
 ADAPT_STAGES = {"naturall2s": ("synth",), "naturall2s-noddsp": ("synth",), "mel-gl": ("lipreader",),
-                "mel-vocoder": ("lipreader", "vocoder")}
-STAGE_VARIANT = {"lipreader": "mel-gl"}  # the lipreader stage trains the front end + heads of either mel variant
+                "mel-vocoder": ("lipreader", "vocoder"), "units": ("vocoder", "lipreader")}
+# the variant a stage of a base variant trains as, when not the base's own: the cascade's lip reader is a mel-gl one
+STAGE_VARIANT = {"mel-vocoder": {"lipreader": "mel-gl"}}
+# variants whose stages chain: each stage's run starts from the previous one's best checkpoint, so the last run is
+# the whole model (the units lip reader stage carries the adapted vocoder and the base's unit codebook)
+CHAINED = ("units",)
 # the adaptation recipe (what trains, how long, how): everything, whole clips, augmentation, the base model's loss
 # weights, 100 steps (issue #17's trial: 300 steps at 2e-4). An entry named after a stage overrides the common entries
 # for that stage's run: the end-to-end variants' synth stage at 5e-4 for 200 steps, with the adversarial losses from
@@ -394,6 +400,9 @@ def adapt(clips: list[str | Path], *, name: str, base: str = "naturall2s", minut
     # 3. train from the base model: each stage of its variant, then one checkpoint of them
     cfgs = [_train_config(base_path, base_meta, work, stage, recipes[stage], n_train=len(train_keys) + mixed,
                           device=device, threads=threads, seed=seed) for stage in recipes]
+    if variant in CHAINED:  # each stage starts from the one before it (written before the next one trains)
+        for before, cfg in zip(cfgs, cfgs[1:]):
+            cfg.init = str(Path(before.run_dir) / "best.safetensors")
     for c in cfgs:
         if c.adv_start >= 0:
             say(None, f"{c.stage}: adversarial and feature-matching losses from step {c.adv_start}, "
@@ -592,7 +601,7 @@ def _train_config(base_path: Path, base_meta: dict, work: Path, stage: str, reci
     if "lambdas" in r:  # the recipe's loss weights override single weights of the base model's
         r["lambdas"] = {**inherited.get("lambdas", {}), **r["lambdas"]}
     r["batch_size"] = min(int(r["batch_size"]), n_train)  # the loader drops incomplete batches
-    variant = STAGE_VARIANT.get(stage, base_meta["config"]["variant"])
+    variant = STAGE_VARIANT.get(base_meta["config"]["variant"], {}).get(stage, base_meta["config"]["variant"])
     return TrainConfig(variant=variant, stage=stage, cache=str(work / "cache"), run_dir=str(work / "run" / stage),
                        init=str(base_path), arch=arch, device=device, threads=threads, seed=seed, log_every=5,
                        **{**inherited, **r})
@@ -646,14 +655,15 @@ def _clock(seconds: float) -> str:
 
 
 def _compose(cfgs: list, base_path: Path, base_meta: dict, work: Path) -> Path:
-    """The adapted model's weights: the one stage's best run, or the base model overlaid with the stages' best runs
+    """The adapted model's weights: the one stage's best run, the last one of chained stages (:data:`CHAINED`), or
+    the base model overlaid with the stages' best runs
     (``train --steps 0``; later stages first, so the lip reader's own tensors win over the copies of the base front
     end a vocoder run carries)."""
     from naturall2s.train import TrainConfig, train
 
     bests = [Path(c.run_dir) / "best.safetensors" for c in cfgs]
-    if len(cfgs) == 1:
-        return bests[0]
+    if len(cfgs) == 1 or base_meta["config"]["variant"] in CHAINED:
+        return bests[-1]
     arch = {k: v for k, v in base_meta["config"].items() if k != "variant"}
     init = [str(base_path)] + [str(b) for b in reversed(bests) if b.is_file()]
     composed = work / "run" / "composed"

@@ -44,7 +44,27 @@ CARD_METRICS = {
 
 # validation figures of the metadata shown on the card
 VAL_LABELS = {"score": "validation score (log-mel L1)", "lipread/wer": "lip-read WER", "estoi": "ESTOI",
-              "speech/wer": "speech WER", "comb": "comb dB"}
+              "speech/wer": "speech WER", "comb": "comb dB", "unit/acc": "unit accuracy"}
+
+# variants that follow a published method: the paper, and what this implementation does differently
+METHODS = {
+    "units": {
+        "paper": "Choi, Kim & Ro, \"Intelligible Lip-to-Speech Synthesis with Speech Units\", Interspeech 2023 "
+                 "(arXiv 2305.19603): the lip reader predicts the mel and discrete speech units together, and a "
+                 "multi-input vocoder reads both",
+        "differs": [
+            "data and scale: one GRID speaker (s1, 800 training clips, 51 words) on a CPU budget of about 3 CPU-hours, "
+            "not LRS2/LRS3 on GPUs",
+            "units: k-means over MFCCs + deltas of the training speech (HuBERT's first-iteration recipe, 200 units at "
+            "100 Hz, the codebook stored in this checkpoint), not k-means over HuBERT features (none ships offline)",
+            "vocoder: the project's Vocos-style iSTFT generator with a unit-embedding input, started from the cascade's "
+            "vocoder and fine-tuned on real mels (blurred and noised) + real units with its MRD discriminator, not "
+            "a HiFi-GAN trained from scratch",
+            "front end: the project's lip reader (3D-conv stem, 2D trunk and transformer on 32x48 mouth crops and lip "
+            "landmarks, with CTC and frame word heads), not the paper's visual encoder",
+        ],
+    },
+}
 
 
 @dataclass
@@ -85,6 +105,10 @@ class ModelCard:
         lines = [f"### Model card: `{self.name}` ({self.variant})", ""]
         vocab = (f"{self.vocabulary_size} words ({' '.join(self.vocabulary)})" if isinstance(self.vocabulary, list)
                  else self.vocabulary)
+        method = METHODS.get(self.variant)
+        if method:
+            lines += [f"- **Method**: after {method['paper']}. What differs here: "
+                      + "; ".join(method["differs"]) + "."]
         lines += [
             f"- **Speakers**: {', '.join(self.speakers) or 'unknown'}",
             f"- **Vocabulary**: {vocab}",

@@ -194,6 +194,35 @@ def test_mel_variants_adapt_through_their_training_stages(variant, synthetic_cli
     assert result.wav.ndim == 1 and len(result.wav) > 0 and np.all(np.isfinite(result.wav))
 
 
+def test_units_variant_adapts_its_vocoder_then_its_lip_reader_and_keeps_its_codebook(synthetic_clips, models_dir,
+                                                                                      tmp_path):
+    """The units variant adapts through its two stages in a chain (the vocoder on the new speaker's real mels and
+    units, then the lip reader + unit head from that run): both parts change, the base's unit codebook stays."""
+    import torch
+
+    from naturall2s.units import fit_codebook
+
+    base = build("units", **TINY, word_head=True, n_units=8, unit_dim=8)
+    g = torch.Generator().manual_seed(0)
+    base.set_codebook(fit_codebook([torch.randn(80, 200, generator=g) - 5 for _ in range(2)], 8))
+    base_path = save_model(base, tmp_path / "tiny-units.safetensors", info={"step": 0, "train_config": {}})
+    path = adapt(synthetic_clips, name="new-units", base=str(base_path), steps=2, threads=1,
+                 recipe={"eval_every": 1}, verbose=False)
+    a = read_metadata(path)["info"]["adapt"]
+    assert list(a["stages"]) == ["vocoder", "lipreader"] and a["steps"] == 4
+    from naturall2s.checkpoints import load_tensors
+
+    before, after = load_tensors(base_path), load_tensors(path)
+    changed = {k.split(".")[0] for k in before if not np.allclose(before[k].float(), after[k].float())}
+    assert {"frontend", "mel_head", "unit_head", "vocoder"} <= changed
+    assert all(torch.equal(before[k], after[k]) for k in ("unit_mean", "unit_std", "unit_centroids"))
+    model = load_model("new-units")
+    clip = synthetic_clip(0, frames=FRAMES)
+    result = model.synthesize(MouthClip(roi=clip["roi"], lips=clip["lips"], audio=None, fps=25.0,
+                                        detected=clip["detected"], source="synthetic"))
+    assert result.wav.shape == (FRAMES * 640,) and np.all(np.isfinite(result.wav))
+
+
 def interrupt_then_resume(clips, models_dir: Path, *, stop_at: str, name: str, **kwargs) -> tuple[Path, list]:
     """adapt() stopped (Ctrl-C) at the first progress message starting with ``stop_at``, then run again to the end:
     (the checkpoint, the second run's [(fraction, message)])."""
