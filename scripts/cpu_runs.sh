@@ -21,16 +21,25 @@
 #   retrieval    the retrieval prior against its control: the shipped naturall2s fine-tuned 1000 steps with the
 #                real log-mel retrieved from the training speaker's frames as an extra input (`retrieval_prior`),
 #                and the same fine-tune without it.
+#   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
+#                its stages IN ORDER as one background job (CHAIN below; each resumable, a finished one returns at
+#                once): `vocoder` (fits the 200 speech units, k-means over MFCC + deltas of the training split, and
+#                fine-tunes the shipped cascade's vocoder with a unit input on real mels, degraded, + real units,
+#                adversarially against its own MRD discriminator, --select guarded), then `lipreader` (from that run:
+#                front end + CTC, word, mel and unit heads, the vocoder fixed), then composed into
+#                WORK/runs/units/units.safetensors. Planned: about 3 CPU-hours (checkpoints/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval [WORK_DIR] [start|status|stop]}
+PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval|units [WORK_DIR] [start|status|stop]}
 shift
-case "${1:-}" in status|stop) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
+case "${1:-}" in status|stop|chain) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
   *) WORK=${1:-../naturall2s-work}; ACTION=${2:-start} ;; esac
 PY=${PY:-.venv/bin/python}
 CACHE=$WORK/cache/grid
 SAVE_MINUTES=${SAVE_MINUTES:-10}
 declare -A ARGS
+CHAIN=()  # a plan whose runs go one after the other (in this order, one job) instead of all at once
+THEN=""  # the command (train flags) a chain ends with
 NATURALL2S_ARCH='"word_head":true,"feature_dropout":0.3,"f0_grad_scale":0.01,"prior_free_phase":true,"f0_bins":180'
 NATURALL2S_SYNTH="--variant naturall2s --stage synth --freeze-frontend --feature-noise 0.3"  # its recipe's speech stage
 case "$PLAN" in
@@ -68,7 +77,23 @@ case "$PLAN" in
     COMMON=(--segment-frames 25 --batch-size 16 --lr 2e-4 --warmup 50 --adv-start -1 --eval-every 200
             --eval-train 200 --steps "${STEPS:-1000}")
     ;;
-  *) echo "unknown plan $PLAN (adversarial, curves or retrieval)" >&2; exit 2 ;;
+  units)
+    RUNS=$WORK/runs/units
+    UNITS_ARCH='{"word_head":true,"n_units":200}'
+    ARGS=(
+      [vocoder]="--variant units --stage vocoder --arch $UNITS_ARCH --init checkpoints/mel-vocoder.safetensors
+        --segment-frames 25 --degrade-mel --batch-size 8 --lr 1e-4 --warmup 50 --adv-start 0 --disc mrd
+        --init-disc checkpoints/discriminators/mel-vocoder.safetensors --select guarded
+        --lambdas {\"stoi/neg\":10,\"adv/gen\":0.5,\"adv/feat\":1} --steps ${VOC_STEPS:-1500}"
+      [lipreader]="--variant units --stage lipreader --arch $UNITS_ARCH --init $RUNS/vocoder/best.safetensors
+        --augment --batch-size 8 --lr 3e-4 --warmup 50 --steps ${LIP_STEPS:-2000}"
+    )
+    CHAIN=(vocoder lipreader)
+    THEN="--variant units --stage lipreader --steps 0 --arch $UNITS_ARCH --run-dir $RUNS/composed
+      --init $RUNS/vocoder/best.safetensors,$RUNS/lipreader/best.safetensors --export $RUNS/units.safetensors"
+    COMMON=(--eval-every 200)
+    ;;
+  *) echo "unknown plan $PLAN (adversarial, curves, retrieval or units)" >&2; exit 2 ;;
 esac
 COMMON+=(--cache "$CACHE" --save-minutes "$SAVE_MINUTES" --threads 1 --device cpu)
 mkdir -p "$RUNS"
@@ -81,7 +106,26 @@ if [ "$ACTION" = status ]; then
   exit 0
 fi
 if [ "$ACTION" = stop ]; then
+  # a chain's job ends with its running stage (set -e), before the next one starts
   for v in "${!ARGS[@]}"; do pkill -f -- "--run-dir $RUNS/$v( |$)" && echo "$v: stopped" || true; done
+  exit 0
+fi
+if [ "$ACTION" = chain ]; then  # the background job of a chained plan: its stages in order, then THEN
+  for v in "${CHAIN[@]}"; do
+    echo "$(date -Is) $v"
+    # shellcheck disable=SC2086  # ARGS holds several flags
+    "$PY" -m naturall2s train ${ARGS[$v]} "${COMMON[@]}" --run-dir "$RUNS/$v" >> "$RUNS/$v.log" 2>&1
+  done
+  # shellcheck disable=SC2086
+  "$PY" -m naturall2s train $THEN
+  echo "$(date -Is) done"
+  exit 0
+fi
+if [ ${#CHAIN[@]} -gt 0 ]; then
+  if pgrep -f -- "cpu_runs.sh $PLAN .*chain" >/dev/null; then echo "$PLAN: already running"; exit 0; fi
+  nohup setsid bash -c 'echo 19 > /proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' _ \
+    bash scripts/cpu_runs.sh "$PLAN" "$WORK" chain >> "$RUNS/chain.log" 2>&1 &
+  echo "$PLAN: started (pid $!): ${CHAIN[*]} in order, log $RUNS/chain.log and $RUNS/<stage>.log"
   exit 0
 fi
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
-# and the two NaturalL2S variants, then export fp16 checkpoints into checkpoints/ (or $OUT).
+# and the two NaturalL2S variants, then the units variant from the cascade (step 7), and export fp16 checkpoints into
+# checkpoints/ (or $OUT).
 #
 #   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 4 h 25 min, then the
 #                                                          # adversarial stage, about 3.5 CPU-hours)
@@ -9,7 +10,8 @@
 #
 # Environment: OUT (where the checkpoints go; default checkpoints/), PREPARE=0 (use the prepared cache already in
 # WORK_DIR/cache/grid), DEVICE (the GPU recipe's device, default cuda; cpu runs its commands under torchrun/gloo),
-# SMOKE=1 (every training command for 2 steps at batch 2: a test of the recipe's command lines, not a training).
+# SMOKE=1 (every training command for 2 steps at batch 2, and UNITS=8 speech units: a test of the recipe's command
+# lines, not a training), UNITS (the units variant's codebook size, default 200).
 #
 # Every stage is resumable: rerun the script and finished stages resume at their last step (and stop at once).
 set -euo pipefail
@@ -48,6 +50,7 @@ fi
 SMOKE_ARGS=()
 if [ "${SMOKE:-0}" = 1 ]; then
   SMOKE_ARGS=(--steps 2 --eval-every 1 --batch-size 2)  # later flags win: every training command runs 2 steps
+  UNITS=${UNITS:-8}  # a smoke cache has too few frames for 200 k-means clusters
 fi
 train_stage() { "${LAUNCH[@]}" "$@" "${SMOKE_ARGS[@]}"; }  # one training command (SMOKE_ARGS last: they win)
 if [ "${PREPARE:-1}" = 1 ]; then
@@ -148,4 +151,32 @@ if [ "${GPU:-0}" != 1 ]; then
     cp "$RUNS/adversarial/$v/best.safetensors" "$OUT/$v.safetensors"  # the guarded best of either phase
   done
 fi
+# 7. the units variant (after Choi, Kim & Ro, "Intelligible Lip-to-Speech Synthesis with Speech Units", Interspeech
+#    2023), from the cascade of steps 2/6. Its vocoder stage fits the speech units (k-means into UNITS clusters of the
+#    MFCCs + deltas of the training split's speech; kept in the run dir and stored in every checkpoint after it) and
+#    fine-tunes the cascade's vocoder, given a unit-embedding input that starts at zero, on real mels (blurred and
+#    noised, --degrade-mel, as predicted ones are) + the real speech's units, adversarially against the cascade's own
+#    MRD discriminator (CPU; fresh ones on GPU); its lipreader stage starts from that run (the codebook inherited, the
+#    vocoder fixed) and fine-tunes the front end with its CTC, word, mel and unit heads (unit/ce); then the two runs
+#    are composed (--steps 0, later wins). The CPU step counts fit the ~3 CPU-hour plan of scripts/cpu_runs.sh units.
+UNITS_ARCH="{\"word_head\":true,\"n_units\":${UNITS:-200}}"
+UNITS_LAMBDAS='{"stoi/neg": 10, "adv/gen": 0.5, "adv/feat": 1}'
+if [ "${GPU:-0}" = 1 ]; then
+  UNITS_VOC=(--steps 10000 --batch-size 32 --lr 2e-4 --warmup 200 --adv-start 1000 --disc mpd+mrd)
+  UNITS_LIP=(--steps 6000 --batch-size 32 --lr 3e-4 --warmup 300)
+else
+  UNITS_DISC=$RUNS/units-disc/mel-vocoder.safetensors  # the cascade's discriminator of step 6, warm
+  "$PY" scripts/export_discriminator.py "$RUNS/adversarial/mel-vocoder" --model mel-vocoder --out "$UNITS_DISC"
+  UNITS_VOC=(--steps "${UNITS_VOC_STEPS:-1500}" --batch-size 8 --lr 1e-4 --warmup 50 --adv-start 0 --disc mrd
+             --init-disc "$UNITS_DISC" --select guarded --threads 1 --save-minutes 10)
+  UNITS_LIP=(--steps "${UNITS_LIP_STEPS:-2000}" --batch-size 8 --lr 3e-4 --warmup 50 --threads 1 --save-minutes 10)
+fi
+train_stage --variant units --stage vocoder --cache "$CACHE" --run-dir "$RUNS/units-vocoder" \
+  --init "$OUT/mel-vocoder.safetensors" --arch "$UNITS_ARCH" --segment-frames 25 --degrade-mel \
+  --lambdas "$UNITS_LAMBDAS" --eval-every 200 "${UNITS_VOC[@]}"
+train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/units-lipreader" \
+  --init "$RUNS/units-vocoder/best.safetensors" --arch "$UNITS_ARCH" --augment --eval-every 200 "${UNITS_LIP[@]}"
+"$PY" -m naturall2s train --variant units --stage lipreader --steps 0 --run-dir "$RUNS/units" --arch "$UNITS_ARCH" \
+  --init "$RUNS/units-vocoder/best.safetensors,$RUNS/units-lipreader/best.safetensors" --export "$OUT/units.safetensors"
+
 "$PY" -m naturall2s models

@@ -65,3 +65,17 @@ def test_adapted_model_card_reads_its_adapt_provenance(tmp_path):
     card = model_card(tested)
     assert "1 test clips (they neither trained nor selected it)" in card.scores_on
     assert "40 of 200 planned steps" in card.markdown()
+
+
+def test_units_card_names_its_paper_and_what_differs(tmp_path):
+    model = build("units", dim=32, n_layers=1, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
+                  n_units=8)
+    loaded = load_model(save_model(model, tmp_path / "units.safetensors",
+                                   info={"step": 5, "stage": "lipreader", "val": {"score": 0.6, "unit/acc": 0.31}}))
+    md = model_card(loaded).markdown()
+    assert "Intelligible Lip-to-Speech Synthesis with Speech Units" in md and "Interspeech 2023" in md
+    assert "MFCC" in md and "HuBERT" in md and "GRID" in md and "vocoder" in md
+    assert "unit accuracy 0.310" in md
+    plain = model_card(load_model(save_model(build("mel-gl", dim=32, n_layers=1, head_hidden=32),
+                                             tmp_path / "plain.safetensors", info={"step": 1, "stage": "lipreader"})))
+    assert "**Method**" not in plain.markdown()
