@@ -145,6 +145,41 @@ def test_run_compares_every_system_with_the_clip_reference(studio, video_file):
     assert rows[0][1] == "low words" and rows[2][1] == ""
 
 
+def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path):
+    """Every variant (the units one included, and two more systems: seven) through the real pipeline and page:
+    each column has its audio, mel and lip-read text, the table a row each, and the page has a column slot per
+    system (they wrap in the CSS grid of 210 px columns)."""
+    from naturall2s.model import VARIANTS, build
+    from naturall2s.studio import ui
+
+    tiny = dict(dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
+                n_harmonics=16, dropout=0.0)
+    nets = {v: build(v, **tiny, **({"n_units": 8} if v == "units" else {})).eval() for v in VARIANTS}
+    nets |= {"units-b": build("units", **tiny, n_units=16).eval(), "noddsp-b": build("naturall2s-noddsp", **tiny).eval()}
+    assert len(nets) == 7
+    from naturall2s.roi import MouthClip
+
+    class ClipStudio(FakeStudio):  # real models take a MouthClip
+        def extract(self, video):
+            c = super().extract(video)
+            return MouthClip(roi=c.roi, lips=c.lips, audio=c.audio, fps=c.fps, detected=c.detected, source=c.source)
+
+    s = ClipStudio(nets, asr=FixedASR("bin blue at f two now"), speaker_encoder=SpectrumEncoder(),
+                   cache_dir=tmp_path / "cache", write_videos=False)
+    s.clip_audio = (0.3 * np.sin(2 * np.pi * 150 * np.arange(T * 640) / SR)).astype(np.float32)
+    result = s.run(video_file)
+    assert [r.name for r in result.systems] == list(nets)
+    for r in result.systems:
+        assert len(r.wav) == T * 640 and r.mel.shape == (80, T * 4) and np.isfinite(r.wav).all()
+    app = ui.StudioApp(s, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
+    assert app.n_slots == 7 + ui.EXTRA_SLOTS + 1 and app.build() is not None
+    *_, full = list(app.synthesize_ui(str(video_file), None, "", list(nets), progress=_no_progress))
+    n = 5 * app.n_slots
+    assert [r[0] for r in full[n + 5]["data"]] == [*nets, REFERENCE]
+    assert [full[5 * i + 1] for i in range(8)] == [f"### {name}" for name in [*nets, REFERENCE]]
+    assert "minmax(210px, 1fr)" in ui.CSS
+
+
 def test_run_metrics(studio, video_file):
     pytest.importorskip("naturall2s.metrics")
     result = studio.run(video_file)
