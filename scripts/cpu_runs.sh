@@ -25,9 +25,10 @@
 #                its stages IN ORDER as one background job (CHAIN below; each resumable, a finished one returns at
 #                once): `vocoder` (fits the 200 speech units, k-means over MFCC + deltas of the training split, and
 #                fine-tunes the shipped cascade's vocoder with a unit input on real mels, degraded, + real units,
-#                adversarially against its own MRD discriminator, --select guarded), then `lipreader` (from that run:
-#                front end + CTC, word, mel and unit heads, the vocoder fixed), then composed into
-#                WORK/runs/units/units.safetensors. Planned: about 3 CPU-hours (checkpoints/README.md).
+#                adversarially against its own MRD discriminator; 2000 steps x 8 clips), then `lipreader` (from that
+#                run: front end + CTC, word, mel and unit heads, the vocoder fixed; 3000 x 8), both selected on val
+#                ESTOI, then composed into WORK/runs/units/units.safetensors. Planned, not measured: about 2.6
+#                CPU-hours from 1.85 and 1.65 CPU-s/step measured in 20-step runs (checkpoints/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval|units [WORK_DIR] [start|status|stop]}
@@ -83,10 +84,10 @@ case "$PLAN" in
     ARGS=(
       [vocoder]="--variant units --stage vocoder --arch $UNITS_ARCH --init checkpoints/mel-vocoder.safetensors
         --segment-frames 25 --degrade-mel --batch-size 8 --lr 1e-4 --warmup 50 --adv-start 0 --disc mrd
-        --init-disc checkpoints/discriminators/mel-vocoder.safetensors --select guarded
-        --lambdas {\"stoi/neg\":10,\"adv/gen\":0.5,\"adv/feat\":1} --steps ${VOC_STEPS:-1500}"
+        --init-disc checkpoints/discriminators/mel-vocoder.safetensors --select estoi
+        --lambdas {\"stoi/neg\":10,\"adv/gen\":0.5,\"adv/feat\":1} --steps ${VOC_STEPS:-2000}"
       [lipreader]="--variant units --stage lipreader --arch $UNITS_ARCH --init $RUNS/vocoder/best.safetensors
-        --augment --batch-size 8 --lr 3e-4 --warmup 50 --steps ${LIP_STEPS:-2000}"
+        --augment --batch-size 8 --lr 3e-4 --warmup 50 --select estoi --steps ${LIP_STEPS:-3000}"
     )
     CHAIN=(vocoder lipreader)
     THEN="--variant units --stage lipreader --steps 0 --arch $UNITS_ARCH --run-dir $RUNS/composed

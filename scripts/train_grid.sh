@@ -158,7 +158,10 @@ fi
 #    noised, --degrade-mel, as predicted ones are) + the real speech's units, adversarially against the cascade's own
 #    MRD discriminator (CPU; fresh ones on GPU); its lipreader stage starts from that run (the codebook inherited, the
 #    vocoder fixed) and fine-tunes the front end with its CTC, word, mel and unit heads (unit/ce); then the two runs
-#    are composed (--steps 0, later wins). The CPU step counts fit the ~3 CPU-hour plan of scripts/cpu_runs.sh units.
+#    are composed (--steps 0, later wins). Both select on val differentiable ESTOI (the method's aim: intelligibility;
+#    the guarded selection refused the vocoder's first checkpoints for an ESTOI dip of 0.015 on real mels). The CPU
+#    step counts are the plan of scripts/cpu_runs.sh units: 1.85 and 1.65 CPU-s/step measured on one thread, about
+#    2.5 CPU-hours in all (checkpoints/README.md).
 UNITS_ARCH="{\"word_head\":true,\"n_units\":${UNITS:-200}}"
 UNITS_LAMBDAS='{"stoi/neg": 10, "adv/gen": 0.5, "adv/feat": 1}'
 if [ "${GPU:-0}" = 1 ]; then
@@ -167,15 +170,16 @@ if [ "${GPU:-0}" = 1 ]; then
 else
   UNITS_DISC=$RUNS/units-disc/mel-vocoder.safetensors  # the cascade's discriminator of step 6, warm
   "$PY" scripts/export_discriminator.py "$RUNS/adversarial/mel-vocoder" --model mel-vocoder --out "$UNITS_DISC"
-  UNITS_VOC=(--steps "${UNITS_VOC_STEPS:-1500}" --batch-size 8 --lr 1e-4 --warmup 50 --adv-start 0 --disc mrd
-             --init-disc "$UNITS_DISC" --select guarded --threads 1 --save-minutes 10)
-  UNITS_LIP=(--steps "${UNITS_LIP_STEPS:-2000}" --batch-size 8 --lr 3e-4 --warmup 50 --threads 1 --save-minutes 10)
+  UNITS_VOC=(--steps "${UNITS_VOC_STEPS:-2000}" --batch-size 8 --lr 1e-4 --warmup 50 --adv-start 0 --disc mrd
+             --init-disc "$UNITS_DISC" --threads 1 --save-minutes 10)
+  UNITS_LIP=(--steps "${UNITS_LIP_STEPS:-3000}" --batch-size 8 --lr 3e-4 --warmup 50 --threads 1 --save-minutes 10)
 fi
 train_stage --variant units --stage vocoder --cache "$CACHE" --run-dir "$RUNS/units-vocoder" \
   --init "$OUT/mel-vocoder.safetensors" --arch "$UNITS_ARCH" --segment-frames 25 --degrade-mel \
-  --lambdas "$UNITS_LAMBDAS" --eval-every 200 "${UNITS_VOC[@]}"
+  --lambdas "$UNITS_LAMBDAS" --select estoi --eval-every 200 "${UNITS_VOC[@]}"
 train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/units-lipreader" \
-  --init "$RUNS/units-vocoder/best.safetensors" --arch "$UNITS_ARCH" --augment --eval-every 200 "${UNITS_LIP[@]}"
+  --init "$RUNS/units-vocoder/best.safetensors" --arch "$UNITS_ARCH" --augment --select estoi --eval-every 200 \
+  "${UNITS_LIP[@]}"
 "$PY" -m naturall2s train --variant units --stage lipreader --steps 0 --run-dir "$RUNS/units" --arch "$UNITS_ARCH" \
   --init "$RUNS/units-vocoder/best.safetensors,$RUNS/units-lipreader/best.safetensors" --export "$OUT/units.safetensors"
 
