@@ -238,7 +238,7 @@ def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
         frozen = {id(p) for p in model.vocoder.parameters()}
     if cfg.freeze_frontend:
         lip_reading = [model.frontend, model.ctc] + ([model.word_head] if model.config.word_head else [])
-        frozen = {id(p) for m in lip_reading for p in m.parameters()}
+        frozen |= {id(p) for m in lip_reading for p in m.parameters()}
     return [p for p in model.parameters() if id(p) not in frozen]
 
 

@@ -54,3 +54,24 @@ def test_masking_contrast_and_padding():
                               max_gain=0, max_bias=0, max_mask_frames=6, generator=g)
     repeats = [(masked[i, 1:] == masked[i, :-1]).flatten(1).all(1).sum() for i in range(8)]
     assert sum(int(r) for r in repeats) > 0
+
+
+def test_degrade_mels_blurs_and_noises_each_clip_reproducibly():
+    from naturall2s.augment import degrade_mels
+
+    g = torch.Generator().manual_seed(0)
+    mel = torch.randn(3, 80, 50, generator=g) - 5
+    a = degrade_mels(mel, generator=torch.Generator().manual_seed(1))
+    b = degrade_mels(mel, generator=torch.Generator().manual_seed(1))
+    assert a.shape == mel.shape and torch.equal(a, b)
+    assert not torch.allclose(a, mel)
+    assert torch.equal(degrade_mels(mel, max_time_blur=0, max_freq_blur=0, max_noise=0), mel)  # nothing asked: as is
+    # a blur alone keeps a constant spectrogram constant (edges held) and smooths a click in time
+    flat = torch.full((1, 80, 30), -3.0)
+    assert torch.allclose(degrade_mels(flat, max_noise=0, max_time_blur=2, max_freq_blur=1.5), flat, atol=1e-5)
+    click = torch.zeros(1, 80, 31)
+    click[..., 15] = 1.0
+    smooth = degrade_mels(click.repeat(8, 1, 1), max_noise=0, max_freq_blur=0, max_time_blur=2,
+                          generator=torch.Generator().manual_seed(3))  # a random sd per clip, up to 2 frames
+    assert torch.allclose(smooth.sum(-1), torch.ones(8, 80), atol=1e-5)  # a blur moves energy, keeps its sum
+    assert (smooth[:, 0, 15] < 0.5).any() and (smooth[:, 0, 14] > 0.1).any()

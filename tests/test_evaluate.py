@@ -292,3 +292,17 @@ def test_reference_floor_on_real_grid_clips(grid_root, tmp_path):
     assert ref["wer"]["mean"] <= 0.25
     assert ref["mos_distillmos"]["n"] == 2 and ref["mos_distillmos"]["mean"] > 3.0
     assert ref["comb_db"]["n"] == 2 and abs(ref["comb_db"]["mean"]) < 2.0
+
+
+def test_a_units_model_file_is_scored_like_any_system(layout, tmp_path):
+    """A units-variant checkpoint, given by path, is loaded, synthesized and scored (its column named by the file)."""
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+
+    root, cache = layout
+    torch.manual_seed(0)
+    path = save_model(build("units", dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32,
+                            gen_intermediate_dim=64, gen_layers=1, n_units=8), tmp_path / "tiny-units.safetensors")
+    res = ev.evaluate([str(path)], data_root=root, cache=cache, limit=1, progress=False, mos=None)
+    rows = [r for r in res["clips"] if r["system"] == "tiny-units"]
+    assert len(rows) == 1 and math.isfinite(rows[0]["estoi"]) and "lipread_wer" in rows[0]

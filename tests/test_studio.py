@@ -171,8 +171,13 @@ def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path)
     assert [r.name for r in result.systems] == list(nets)
     for r in result.systems:
         assert len(r.wav) == T * 640 and r.mel.shape == (80, T * 4) and np.isfinite(r.wav).all()
-    app = ui.StudioApp(s, examples=[], votes=VoteStore(tmp_path / "v.sqlite"))
+    votes = VoteStore(tmp_path / "v.sqlite")
+    app = ui.StudioApp(s, examples=[video_file], votes=votes)
     assert app.n_slots == 7 + ui.EXTRA_SLOTS + 1 and app.build() is not None
+    for _ in range(3):  # the A/B test draws the units system too, and stores its vote
+        _, _, trial, *_ = app.ab_new_trial(ui.ROTATE, None, progress=_no_progress)
+        app.ab_vote(trial, "A", 3, 3)
+    assert len(votes.votes()) == 3
     *_, full = list(app.synthesize_ui(str(video_file), None, "", list(nets), progress=_no_progress))
     n = 5 * app.n_slots
     assert [r[0] for r in full[n + 5]["data"]] == [*nets, REFERENCE]
