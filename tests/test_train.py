@@ -265,7 +265,7 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
            "PY": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     shipped = {p.name: p.stat().st_mtime_ns for p in (REPO / "checkpoints").iterdir()}
     res = subprocess.run(["bash", str(REPO / "scripts" / "train_grid.sh"), str(tmp_path / "no-data"), str(work)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (REPO / "checkpoints").iterdir()} == shipped
     for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units"):
