@@ -569,3 +569,23 @@ def test_units_bad_configurations_are_clear_errors(cache, tmp_path):
     with pytest.raises(NaturalL2SError, match="different speech-unit codebooks"):
         train(TrainConfig(variant="units", stage="lipreader", steps=0, arch=UNITS_ARCH, run_dir=str(tmp_path / "f"),
                           init=",".join(paths)))
+
+
+def test_figure_runs_tables_validations_with_their_cpu_hours(tmp_path):
+    """scripts/figure_runs.py reads a plan's log.csv files: each validation with the CPU-hours logged before it."""
+    run = tmp_path / "runs" / "curves" / "size1x"
+    run.mkdir(parents=True)
+    with open(run / "log.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([0, "config", json.dumps({"lr": 5e-4})])
+        w.writerow([600, "train", json.dumps({"mel/l1": 0.7, "cpu_hours": 0.35})])
+        w.writerow([600, "val", json.dumps({"score": 0.656, "estoi": 0.317, "train/score": 0.639, "train/estoi": 0.311})])
+    script = [sys.executable, str(REPO / "scripts" / "figure_runs.py")]
+    res = subprocess.run([*script, "curves", "--work", str(tmp_path), "--table", "--out", str(tmp_path / "c.png")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| size1x | 600 | 0.656 | 0.317 | 0.639 | 0.311 | 0.35 |" in res.stdout
+    assert (tmp_path / "c.png").stat().st_size > 0
+    res = subprocess.run([*script, "retrieval", "--work", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0 and "no runs of plan 'retrieval'" in res.stderr
