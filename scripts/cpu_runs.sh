@@ -29,6 +29,7 @@
 #                run: front end + CTC, word, mel and unit heads, the vocoder fixed; 3000 x 8), both selected on val
 #                ESTOI, then composed into WORK/runs/units/units.safetensors. Planned, not measured: about 2.6
 #                CPU-hours from 1.85 and 1.65 CPU-s/step measured in 20-step runs (checkpoints/README.md).
+#                Curves: python scripts/figure_runs.py units --table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval|units [WORK_DIR] [start|status|stop]}

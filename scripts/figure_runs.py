@@ -3,6 +3,7 @@
     python scripts/figure_runs.py adversarial   # -> assets/adversarial_val.png: ESTOI, speech WER, pause buzz, MOS on val
     python scripts/figure_runs.py curves        # -> assets/curves.png: ESTOI and log-mel L1, val and the 200 train clips
     python scripts/figure_runs.py retrieval     # -> assets/retrieval.png (the same panels as curves)
+    python scripts/figure_runs.py units         # -> assets/units.png: ESTOI, log-mel L1, unit accuracy, lip-read WER
     options: --work ../naturall2s-work (the plan's runs are WORK/runs/PLAN/<run>/log.csv), --out PNG, --table
 
 Reads each run's ``log.csv`` (written by ``python -m naturall2s train``): its ``val`` rows (the keys ``train/...`` are
@@ -26,6 +27,9 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
                      ("judge/mos", "MOS, distillmos ↑ (val; read only)"))),
     "curves": (("size1x", "size2x"), FIT_PANELS),
     "retrieval": (("control", "prior"), FIT_PANELS),
+    # the vocoder run scores real mels + real units, the lip-reader run the whole model (predicted mels + units)
+    "units": (("vocoder", "lipreader"), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
+                                         ("unit/acc", "unit accuracy ↑ (val)"), ("lipread/wer", "lip-read WER ↓ (val)"))),
 }
 TABLE_KEYS = (("score", "val log-mel L1"), ("estoi", "val ESTOI"), ("train/score", "train log-mel L1"),
               ("train/estoi", "train ESTOI"))
@@ -80,7 +84,11 @@ def figure(runs: dict[str, tuple[list, list]], panels, out: Path, title: str) ->
                 ax.axvline(s, color=f"C{i}", ls=":", lw=1)
             ax.set_title(panel_title)
             ax.set_xlabel("step")
-    axes[-1].legend(fontsize=8)
+    seen = {}  # every run in the legend, also those missing from the last panel (the units plan's vocoder run)
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    axes[-1].legend(list(seen.values()), list(seen), fontsize=8)
     fig.suptitle(title, fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

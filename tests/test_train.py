@@ -589,3 +589,17 @@ def test_figure_runs_tables_validations_with_their_cpu_hours(tmp_path):
     res = subprocess.run([*script, "retrieval", "--work", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode != 0 and "no runs of plan 'retrieval'" in res.stderr
+
+
+def test_figure_runs_draws_the_units_plan(tmp_path):
+    """The units plan's two runs (a vocoder without unit accuracy or lip reading, a lip reader with both) draw."""
+    for run, val in (("vocoder", {"score": 0.36, "estoi": 0.80, "select": -0.80}),
+                     ("lipreader", {"score": 1.1, "estoi": 0.35, "unit/acc": 0.2, "lipread/wer": 0.09, "select": -0.35})):
+        folder = tmp_path / "runs" / "units" / run
+        folder.mkdir(parents=True)
+        (folder / "log.csv").write_text(f'200,train,"{{""cpu_hours"": 0.1}}"\n200,val,"{json.dumps(val).replace(chr(34), 2 * chr(34))}"\n')
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "figure_runs.py"), "units", "--work", str(tmp_path),
+                          "--table", "--out", str(tmp_path / "u.png")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| lipreader | 200 | 1.100 | 0.350 |" in res.stdout and (tmp_path / "u.png").stat().st_size > 0
