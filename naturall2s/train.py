@@ -548,7 +548,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         raise NaturalL2SError("the lipreader stage trains --variant mel-gl (front end + CTC + mel head) or units "
                               "(+ the unit head)")
     if cfg.degrade_mel and cfg.stage != "vocoder":
-        raise NaturalL2SError("--degrade-mel degrades the real mels a vocoder trains on: it belongs to the vocoder stage")
+        raise NaturalL2SError("--degrade-mel degrades the real mels a vocoder trains on: it belongs to the vocoder "
+                              "stage")
     if cfg.select not in SELECT:
         raise NaturalL2SError(f"unknown --select {cfg.select!r}; choose one of {', '.join(SELECT)}")
     if cfg.stage == "judge":

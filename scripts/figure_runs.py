@@ -29,7 +29,8 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
     "retrieval": (("control", "prior"), FIT_PANELS),
     # the vocoder run scores real mels + real units, the lip-reader run the whole model (predicted mels + units)
     "units": (("vocoder", "lipreader"), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
-                                         ("unit/acc", "unit accuracy ↑ (val)"), ("lipread/wer", "lip-read WER ↓ (val)"))),
+                                         ("unit/acc", "unit accuracy ↑ (val)"),
+                                         ("lipread/wer", "lip-read WER ↓ (val)"))),
 }
 TABLE_KEYS = (("score", "val log-mel L1"), ("estoi", "val ESTOI"), ("train/score", "train log-mel L1"),
               ("train/estoi", "train ESTOI"))

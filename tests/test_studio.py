@@ -155,7 +155,8 @@ def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path)
     tiny = dict(dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
                 n_harmonics=16, dropout=0.0)
     nets = {v: build(v, **tiny, **({"n_units": 8} if v == "units" else {})).eval() for v in VARIANTS}
-    nets |= {"units-b": build("units", **tiny, n_units=16).eval(), "noddsp-b": build("naturall2s-noddsp", **tiny).eval()}
+    nets |= {"units-b": build("units", **tiny, n_units=16).eval(),
+             "noddsp-b": build("naturall2s-noddsp", **tiny).eval()}
     assert len(nets) == 7
     from naturall2s.roi import MouthClip
 
