@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def figure(runs: dict[str, tuple[list, list]], panels, out: Path, title: str) ->
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
     axes[-1].legend(list(seen.values()), list(seen), fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 45 * len(panels)), fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     print(f"wrote {out}")
