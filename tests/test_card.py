@@ -79,3 +79,14 @@ def test_units_card_names_its_paper_and_what_differs(tmp_path):
     plain = model_card(load_model(save_model(build("mel-gl", dim=32, n_layers=1, head_hidden=32),
                                              tmp_path / "plain.safetensors", info={"step": 1, "stage": "lipreader"})))
     assert "**Method**" not in plain.markdown()
+
+
+def test_ltbs_card_names_its_paper_and_what_differs(tmp_path):
+    model = build("ltbs", dim=32, n_layers=1, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
+                  word_head=True, ltbs={"decoder_layers": 1, "postnet_steps": 1})
+    loaded = load_model(save_model(model, tmp_path / "ltbs.safetensors",
+                                   info={"step": 5, "stage": "synth", "val": {"score": 0.6, "estoi": 0.31}}))
+    md = model_card(loaded).markdown()
+    assert "Let There Be Sound" in md and "AAAI 2024" in md
+    assert "word head" in md and "ASR" in md and "GRID" in md and "vocoder" in md and "post-net" in md
+    assert "ESTOI 0.310" in md
