@@ -47,10 +47,11 @@ LOSS_KEYS = ("decoder/l1", "pitch/l1", "pitch/vuv", "energy/l1", "flow/nll")  # 
 @dataclass
 class LTBSConfig:
     """The ``ltbs`` part of :class:`naturall2s.model.ModelConfig` (its ``ltbs`` dict). Widths follow the model's:
-    the decoder is ``gen_dim`` wide (ConvNeXt MLP ``gen_intermediate_dim``), the predictors ``head_hidden`` with
-    ``head_kernel_size`` convs; ``postnet_hidden`` 0 means ``head_hidden // 2``."""
+    the decoder is ``gen_dim`` wide (ConvNeXt MLP ``gen_intermediate_dim``), the predictors ``head_hidden``;
+    ``postnet_hidden`` 0 means ``head_hidden // 2``."""
 
     decoder_layers: int = 4  # ConvNeXt blocks of the mel decoder
+    variance_kernel: int = 3  # conv kernel of the pitch and energy predictors (FastSpeech2's 3; odd)
     pitch_bins: int = 128  # log-F0 buckets of the pitch embedding (F0_MIN..F0_MAX: 26 cents each) + one for unvoiced
     energy_bins: int = 64  # loudness buckets of the energy embedding (ENERGY_RANGE_DB: 1.4 dB each)
     postnet_steps: int = 4  # flow steps (act-norm, 1x1 conv, affine coupling)
@@ -69,8 +70,9 @@ class LTBSConfig:
             elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if f.name == "postnet_hidden" else 1):
                 raise ValueError(f"ltbs.{f.name} must be a whole number of at least "
                                  f"{0 if f.name == 'postnet_hidden' else 1}, got {v!r}")
-        if self.postnet_kernel % 2 == 0:
-            raise ValueError(f"ltbs.postnet_kernel must be odd (centred convs), got {self.postnet_kernel}")
+        for name in ("variance_kernel", "postnet_kernel"):
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"ltbs.{name} must be odd (centred convs), got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "LTBSConfig":
@@ -319,7 +321,7 @@ class AcousticModel(nn.Module):
         self.config = lt
         self.word_embed = nn.Linear(c.vocab_size, c.dim, bias=False)  # its own linguistic conditioning (zero-init)
         nn.init.zeros_(self.word_embed.weight)
-        self.variance = VarianceAdaptor(dim=c.dim, hidden=c.head_hidden, kernel_size=c.head_kernel_size,
+        self.variance = VarianceAdaptor(dim=c.dim, hidden=c.head_hidden, kernel_size=lt.variance_kernel,
                                         pitch_bins=lt.pitch_bins, energy_bins=lt.energy_bins)
         self.decoder = MelDecoder(in_dim=c.dim, dim=c.gen_dim, intermediate_dim=c.gen_intermediate_dim,
                                   n_layers=lt.decoder_layers, n_mels=c.n_mels)

@@ -3,6 +3,8 @@
     python scripts/figure_runs.py adversarial   # -> assets/adversarial_val.png: ESTOI, speech WER, pause buzz, MOS on val
     python scripts/figure_runs.py curves        # -> assets/curves.png: ESTOI and log-mel L1, val and the 200 train clips
     python scripts/figure_runs.py retrieval     # -> assets/retrieval.png (the same panels as curves)
+    python scripts/figure_runs.py ltbs          # -> assets/ltbs.png: ESTOI and log-mel L1 of the vocoded speech, the
+                                                #    post-net's NLL, the pitch predictor's log-F0 L1
     python scripts/figure_runs.py units         # -> assets/units.png: ESTOI, log-mel L1, unit accuracy, lip-read WER
     options: --work ../naturall2s-work (the plan's runs are WORK/runs/PLAN/<run>/log.csv), --out PNG, --table
 
@@ -28,6 +30,9 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
                      ("judge/mos", "MOS, distillmos ↑ (val; read only)"))),
     "curves": (("size1x", "size2x"), FIT_PANELS),
     "retrieval": (("control", "prior"), FIT_PANELS),
+    # one run: the speech synthesize makes (predicted pitch and energy, post-net), vocoded by the cascade's vocoder
+    "ltbs": (("synth",), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
+                          ("flow/nll", "post-net NLL, nats per value ↓ (val)"), ("pitch/l1", "log-F0 L1 ↓ (val)"))),
     # the vocoder run scores real mels + real units, the lip-reader run the whole model (predicted mels + units)
     "units": (("vocoder", "lipreader"), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
                                          ("unit/acc", "unit accuracy ↑ (val)"),

@@ -110,6 +110,8 @@ def test_model_shapes_postnet_options_and_bad_configurations():
         ModelConfig(variant="ltbs", ltbs={"postnet_steps": 0})
     with pytest.raises(ValueError, match="postnet_temperature must be a finite number"):
         ModelConfig(variant="ltbs", ltbs={"postnet_temperature": -0.5})
+    with pytest.raises(ValueError, match="variance_kernel must be odd"):
+        ModelConfig(variant="ltbs", ltbs={"variance_kernel": 4})
     with pytest.raises(ValueError, match="n_mels must be even"):
         ModelConfig(variant="ltbs", n_mels=79)
     with pytest.raises(ValueError, match="retrieval prior"):
