@@ -66,7 +66,7 @@ class LTBSConfig:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "postnet_temperature":
-                check_temperature(v, what="ltbs.postnet_temperature")
+                self.postnet_temperature = check_temperature(v, what="ltbs.postnet_temperature")
             elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if f.name == "postnet_hidden" else 1):
                 raise ValueError(f"ltbs.{f.name} must be a whole number of at least "
                                  f"{0 if f.name == 'postnet_hidden' else 1}, got {v!r}")

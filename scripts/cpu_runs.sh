@@ -108,7 +108,7 @@ case "$PLAN" in
     ARGS=(
       [synth]="--variant ltbs --stage synth --arch {\"word_head\":true} --freeze-frontend
         --init checkpoints/mel-gl.safetensors,checkpoints/mel-vocoder.safetensors --segment-frames 25
-        --batch-size 16 --lr 5e-4 --warmup 100 --adv-start -1 --select estoi --steps ${LTBS_STEPS:-3600}"
+        --batch-size 16 --lr 5e-4 --warmup 100 --adv-start -1 --select estoi --steps ${LTBS_STEPS:-8000}"
     )
     CHAIN=(synth)
     THEN="--variant ltbs --stage synth --steps 0 --run-dir $RUNS/composed

@@ -197,7 +197,7 @@ LTBS_ARCH='{"word_head": true}'
 if [ "${GPU:-0}" = 1 ]; then
   LTBS=(--steps 20000 --batch-size 32 --lr 5e-4 --warmup 500 --eval-every 1000)
 else
-  LTBS=(--steps "${LTBS_STEPS:-3600}" --batch-size 16 --lr 5e-4 --warmup 100 --eval-every 400 --threads 1
+  LTBS=(--steps "${LTBS_STEPS:-8000}" --batch-size 16 --lr 5e-4 --warmup 100 --eval-every 400 --threads 1
         --save-minutes 10)
 fi
 train_stage --variant ltbs --stage synth --cache "$CACHE" --run-dir "$RUNS/ltbs-synth" --arch "$LTBS_ARCH" \

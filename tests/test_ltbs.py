@@ -203,3 +203,20 @@ def test_ltbs_bad_training_options_are_clear_errors(cache, tmp_path):  # noqa: F
     with pytest.raises(NaturalL2SError, match="replaces the shared conditioning"):
         train(TrainConfig(**compose, init=f"{ltbs},{other}"))
     train(TrainConfig(**compose, init=f"{other},{ltbs}"))  # the acoustic model's own front end wins: fine
+
+
+def test_figure_runs_draws_the_ltbs_plan(tmp_path):
+    """The ltbs plan's one run (the vocoded speech's ESTOI and log-mel L1, the post-net's NLL, the log-F0 L1) draws."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "runs" / "ltbs" / "synth"
+    folder.mkdir(parents=True)
+    val = {"score": 0.9, "estoi": 0.3, "flow/nll": 0.4, "pitch/l1": 0.08, "select": -0.3}
+    with open(folder / "log.csv", "w", newline="") as f:
+        csv.writer(f).writerows([[400, "train", json.dumps({"cpu_hours": 0.09})], [400, "val", json.dumps(val)]])
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, str(repo / "scripts" / "figure_runs.py"), "ltbs", "--work", str(tmp_path),
+                          "--table", "--out", str(tmp_path / "l.png")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| synth | 400 | 0.900 | 0.300 |" in res.stdout and (tmp_path / "l.png").stat().st_size > 0
