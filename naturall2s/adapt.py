@@ -18,8 +18,9 @@ The pipeline (:func:`adapt`), resumable at every step (its work folder is ``<out
    cascade ``mel-vocoder`` its ``lipreader`` and then its ``vocoder`` on the new speaker's real mels, the two runs
    composed into one checkpoint by ``train --steps 0``; ``units`` its multi-input ``vocoder`` on the new speaker's
    real mels and units (the base's codebook, kept), then its ``lipreader`` stage from that run (:data:`CHAINED`):
-   the last run is the model; ``ltbs`` likewise its ``vocoder``, then its ``synth`` stage from that run: the front
-   end, variance adaptor, mel decoder and post-net on the new speaker's real pitch, energy and mels): the recipe :data:`RECIPE` with the base model's own
+   the last run is the model; ``ltbs`` likewise its ``vocoder``, then its ``synth`` stage from that run: the
+   front end, variance adaptor, mel decoder and post-net on the new speaker's real pitch, energy and mels): the
+   recipe :data:`RECIPE` with the base model's own
    architecture, feature noise and loss weights (its stored training config), the synth stage with the adversarial
    losses against the base model's own discriminators when it ships them (:func:`with_discriminator`), each run
    selected on the validation clips. ``keep_base``: a prepared cache of the base speaker whose training clips are
@@ -72,7 +73,8 @@ WORK_FOLDER = ".adapt"  # inside the output folder: the cache and training run o
 HOLDOUT_SEED = 0
 # what adapting each variant trains: stages of naturall2s.train, in order (several: composed into one checkpoint)
 ADAPT_STAGES = {"naturall2s": ("synth",), "naturall2s-noddsp": ("synth",), "mel-gl": ("lipreader",),
-                "mel-vocoder": ("lipreader", "vocoder"), "units": ("vocoder", "lipreader"), "ltbs": ("vocoder", "synth")}
+                "mel-vocoder": ("lipreader", "vocoder"), "units": ("vocoder", "lipreader"),
+                "ltbs": ("vocoder", "synth")}
 # the variant a stage of a base variant trains as, when not the base's own: the cascade's lip reader is a mel-gl one
 STAGE_VARIANT = {"mel-vocoder": {"lipreader": "mel-gl"}}
 # variants whose stages chain: each stage's run starts from the previous one's best checkpoint, so the last run is

@@ -91,7 +91,8 @@ def config_dict(variant: str, given: dict, *, n_mels: int, retrieval_prior: bool
             raise ValueError(f"the ltbs config belongs to the ltbs variant, not {variant}")
         return {}
     if n_mels % 2:
-        raise ValueError(f"the ltbs post-net's coupling splits the mel bins in halves: n_mels must be even, got {n_mels}")
+        raise ValueError(f"the ltbs post-net's coupling splits the mel bins in halves: n_mels must be even, "
+                         f"got {n_mels}")
     if retrieval_prior:
         raise ValueError("the ltbs variant does not read a retrieval prior (retrieval_prior must be false)")
     return asdict(LTBSConfig.from_dict(dict(given)))
@@ -244,7 +245,8 @@ class AffineCoupling(nn.Module):
     """Affine coupling: the first half of the channels passes unchanged and, with the condition, gives the scale
     and shift of the second: ``y_b = x_b·exp(s) + t``, ``(s, t) = NN(x_a, cond)``, ``s`` soft-clipped to
     ±:data:`LOG_SCALE_MAX`. NN: a 1x1 projection of x_a plus one of the condition, ``n_layers`` residual conv blocks
-    over time (:class:`MaskedConvBlock`: padding never reaches a valid frame), a zero-initialised 1x1 output (the coupling starts as the identity). (B, C, F) -> (B, C, F)."""
+    over time (:class:`MaskedConvBlock`: padding never reaches a valid frame), a zero-initialised 1x1 output (the
+    coupling starts as the identity). (B, C, F) -> (B, C, F)."""
 
     def __init__(self, channels: int, cond_dim: int, hidden: int, n_layers: int, kernel_size: int):
         super().__init__()

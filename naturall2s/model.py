@@ -7,7 +7,7 @@
 | ``naturall2s-noddsp``| F0Head + ISTFTGenerator(prior=None)                                        |
 | ``naturall2s``      | F0Head + ControlHead → HarmonicPlusNoise (DDSP prior) → ISTFTGenerator(prior)|
 | ``units``           | MelHead + UnitHead → ISTFTGenerator(mel + unit embeddings) (Choi, Kim & Ro 2023) |
-| ``ltbs``            | variance adaptor + mel decoder + flow post-net → ISTFTGenerator (Kim et al. 2024; naturall2s.ltbs) |
+| ``ltbs``            | variance adaptor + mel decoder + flow post-net → ISTFTGenerator (Kim et al. 2024)    |
 
 Every variant keeps the lip-reading CTC head: its greedy decoding is the "lip-read text".
 Models take tensors; :meth:`LipToSpeech.synthesize` is the one place a video (or a prepared
@@ -79,8 +79,8 @@ class ModelConfig:
     retrieval_prior: bool = False
     # frames in the retrieval index stored with the model (set when the index is attached; 0: none stored)
     retrieval_entries: int = 0
-    # the ltbs variant's variance adaptor, mel decoder and flow post-net (naturall2s.ltbs.LTBSConfig as a dict: sizes and
-    # the post-net's default temperature; filled with its defaults for ltbs, empty for the others)
+    # the ltbs variant's variance adaptor, mel decoder and flow post-net (naturall2s.ltbs.LTBSConfig as a dict: sizes
+    # and the post-net's default temperature; filled with its defaults for ltbs, empty for the others)
     ltbs: dict = field(default_factory=dict)
     # the units variant: size of the speech-unit codebook (k-means over MFCCs, naturall2s.units; stored in the
     # checkpoint) that its UnitHead predicts and its vocoder reads beside the mel (0: the DEFAULT_UNITS); others 0
@@ -265,7 +265,8 @@ class LipToSpeech(nn.Module):
         if temperature is None:
             temperature = self.config.ltbs["postnet_temperature"]
         try:
-            return {"postnet": postnet, "temperature": check_temperature(temperature, what="the post-net's temperature")}
+            t = check_temperature(temperature, what="the post-net's temperature")
+            return {"postnet": postnet, "temperature": t}
         except ValueError as e:
             raise NaturalL2SError(str(e)) from None
 

@@ -1,4 +1,4 @@
-"""The ltbs variant's post-net ablation: the flow post-net against none, and its sampling temperature, on one checkpoint.
+"""The ltbs variant's post-net ablation: the flow post-net against none, and its temperature, on one checkpoint.
 
     python scripts/postnet_ablation.py MODEL [--split val] [--temperatures 0 0.33 0.67 1]
         [--cache ../naturall2s-work/cache/grid] [--data-root ../shared/data/grid] [--limit N] [--out DIR]
@@ -71,7 +71,8 @@ def summary_table(results: dict, systems: list[Setting]) -> tuple[str, Setting |
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="an ltbs checkpoint: a name or a .safetensors path")
-    ap.add_argument("--split", default="val", help="split to score (default: %(default)s; choose the temperature on val)")
+    ap.add_argument("--split", default="val",
+                    help="split to score (default: %(default)s; choose the temperature on val)")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 0.33, 0.67, 1.0],
                     help="post-net temperatures; 0 is z = 0 (default: %(default)s)")
     ap.add_argument("--cache", default="../naturall2s-work/cache/grid", help="prepared cache (default: %(default)s)")

@@ -72,7 +72,8 @@ def test_flow_log_determinant_matches_the_numerical_jacobian():
 
 
 def test_postnet_nll_of_a_volume_preserving_flow_is_the_gaussian_one():
-    """At initialisation (act-norm and coupling the identity, the 1x1 convs rotations) the NLL is the standard normal's."""
+    """At initialisation (act-norm and coupling the identity, the 1x1 convs rotations) the NLL is the standard
+    normal's."""
     flow = PostNetFlow(channels=6, cond_dim=2, hidden=8, n_steps=2, n_layers=1, kernel_size=3)
     x = torch.randn(3, 6, 5)
     with torch.no_grad():
