@@ -289,15 +289,15 @@ class LipToSpeech(nn.Module):
         ``generator`` draws the synthesizer's noise (None: torch's global RNG, as in training).
         ``retrieved`` (B,n_mels,4T): the retrieved real log-mel of a ``retrieval_prior`` model (None: retrieved from
         the model's own index).
-        The units variant also returns ``unit_logits`` (B,4T,n_units) and ``units`` (B,4T) (their argmax, what its
-        vocoder reads beside the predicted mel); ``vocode=False`` stops a vocoder variant before its vocoder (the
-        lip-reading stage's training steps, which do not train it).
         The ltbs variant (:class:`naturall2s.ltbs.AcousticModel`) returns ``mel`` (the post-net's, or with
         ``postnet=False`` the decoder's), ``decoder_mel`` and its pitch and energy predictions ``log_f0``,
         ``voicing_logit``, ``loudness``; ``temperature`` (None: the config's) scales the post-net's noise, drawn from
         ``generator``. Given ``teacher`` (the real ``f0``, ``voiced``, ``loudness``, ``mel``, ``mask``: its training)
         the real pitch and energy drive its decoder and it returns the post-net's ``postnet_z``, ``postnet_logdet``
         instead of ``mel`` and ``wav``.
+        The units variant also returns ``unit_logits`` (B,4T,n_units) and ``units`` (B,4T) (their argmax, what its
+        vocoder reads beside the predicted mel); ``vocode=False`` stops a vocoder variant before its vocoder (the
+        lip-reading stage's training steps, which do not train it).
         """
         out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
         h = self.feature_dropout(feats)
@@ -347,11 +347,11 @@ class LipToSpeech(nn.Module):
     def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, units=None, f0_hz=None,
                 generator=None, retrieved=None, vocode: bool = True, teacher=None, postnet: bool = True,
                 temperature=None) -> dict[str, torch.Tensor]:
-        """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs.
+        """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs (``teacher``, ``postnet``,
+        ``temperature``: the ltbs variant's).
 
         ``mel`` (B,n_mels,F) instead runs only the vocoder on it (how the cascade's vocoder trains on real mels),
         with ``units`` (B,F) for the units variant's (the real speech's units, :meth:`units_of`).
-        ``teacher``, ``postnet``, ``temperature``: the ltbs variant's (:meth:`decode`).
         One entry point, so DistributedDataParallel sees every training path.
         """
         if mel is not None:
@@ -416,12 +416,12 @@ class LipToSpeech(nn.Module):
             voicing = torch.sigmoid(out["voicing_logit"][0]).float().cpu()
             f0 = torch.exp(out["log_f0"][0]).float().cpu() * (voicing > 0.5)
             result.f0, result.voicing = f0.numpy(), voicing.numpy()
+        if postnet_options:  # the ltbs variant: how its mel was made, and its predicted loudness (F,) dB
+            result.extras.update(postnet_options, loudness=out["loudness"][0].float().cpu().numpy())
         if "coarse" in out:
             result.coarse = out["coarse"][0].float().cpu().clamp(-1, 1).numpy()
         if "units" in out:
             result.extras["units"] = out["units"][0].cpu().numpy()  # (F,) the predicted speech units
-        if postnet_options:  # the ltbs variant: how its mel was made, and its predicted loudness (F,) dB
-            result.extras.update(postnet_options, loudness=out["loudness"][0].float().cpu().numpy())
         return result
 
     def stream(self, **kw):

@@ -50,10 +50,10 @@ from naturall2s.checkpoints import load_state, save_model, save_state
 from naturall2s.augment import augment_clips, degrade_mels
 from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
 from naturall2s.grid import tokens_to_text
-from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
-from naturall2s.errors import CheckpointError, DataError, NaturalL2SError
 from naturall2s import ltbs_training
 from naturall2s.ltbs import LOSS_KEYS as LTBS_LOSS_KEYS
+from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from naturall2s.errors import CheckpointError, DataError, NaturalL2SError
 from naturall2s.model import MEL_VARIANTS, VOCODER_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
 
 STAGES = ("lipreader", "vocoder", "synth", "judge")
