@@ -10,7 +10,7 @@ Every setting is one system of :func:`naturall2s.evaluate.evaluate` on the same 
 F0, ...) come with paired differences against the last setting; the result files go to ``--out``. The summary table
 names the temperature with the best ESTOI (choose it on ``val``, never ``test``) and the command that composes it into
 the checkpoint as its default: ``train --steps 0 --arch '{..., "ltbs": {"postnet_temperature": T}}'``
-(``LTBS_TEMPERATURE`` in scripts/train_grid.sh step 8 and scripts/cpu_runs.sh's ltbs plan).
+(``LTBS_TEMPERATURE`` in scripts/train_grid.sh step 9 and scripts/cpu_runs.sh's ltbs plan).
 """
 from __future__ import annotations
 

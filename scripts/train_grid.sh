@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
-# and the two NaturalL2S variants, then the units variant from the cascade (step 7) and the ltbs variant from the lip
-# reader and the cascade's vocoder (step 8), and export fp16 checkpoints into checkpoints/ (or $OUT).
+# and the two NaturalL2S variants, then the units variant from the cascade (step 7), naturall2s's live student
+# (step 8) and the ltbs variant from the lip reader and the cascade's vocoder (step 9), and export fp16 checkpoints
+# into checkpoints/ (or $OUT).
 #
 #   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 4 h 25 min, then the
 #                                                          # adversarial stage, about 3.5 CPU-hours)
@@ -27,6 +28,7 @@ mkdir -p "$RUNS"
 
 if [ "${GPU:-0}" = 1 ]; then
   LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-1}" -m naturall2s train --device "${DEVICE:-cuda}")
+  ONE=("$PY" -m naturall2s train --device "${DEVICE:-cuda}")  # a one-process stage (live)
   LIP_STEPS=(6000)
   LIP=(--batch-size 32 --lr 6e-4 --warmup 300)
   WORDS=(--steps 6000 --batch-size 32 --lr 5e-4 --warmup 300)
@@ -37,6 +39,7 @@ if [ "${GPU:-0}" = 1 ]; then
   JOINT=(--no-freeze-frontend --segment-frames 0 --batch-size 16 --steps 3000 --lr 5e-5 --warmup 100 --adv-start 0)
 else
   LAUNCH=("$PY" -m naturall2s train --device cpu)
+  ONE=("${LAUNCH[@]}")
   LIP_STEPS=(1200 2400)
   LIP=(--batch-size 8 --lr 6e-4 --warmup 100 --threads 2)
   WORDS=(--steps 3000 --batch-size 8 --lr 5e-4 --warmup 100 --threads 2)
@@ -184,7 +187,17 @@ train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/
 "$PY" -m naturall2s train --variant units --stage lipreader --steps 0 --run-dir "$RUNS/units" --arch "$UNITS_ARCH" \
   --init "$RUNS/units-vocoder/best.safetensors,$RUNS/units-lipreader/best.safetensors" --export "$OUT/units.safetensors"
 
-# 8. the ltbs variant (after Kim et al., "Let There Be Sound: Reconstructing High Quality Speech from Silent Videos",
+
+# 8. the live student of naturall2s (live synthesis, docs/live.md): a copy of its front end's transformer and final
+#    norm, trained on windows of 12..50 frames of the train clips to give, on each window's last 16 frames (whose
+#    future is short), the features the offline model gives from the whole clip; one process, one thread.
+#    Streaming finds it as $OUT/live/naturall2s.safetensors. (The shipped one: 1250 steps of 32 windows on the first
+#    400 train clips, by the earlier script this stage replaces; see checkpoints/README.md.)
+"${ONE[@]}" --variant naturall2s --stage live --cache "$CACHE" --run-dir "$RUNS/live/naturall2s" \
+  --init "$OUT/naturall2s.safetensors" --steps 1250 --batch-size 32 --lr 3e-4 --warmup 60 --weight-decay 0 \
+  --eval-every 250 --save-minutes 10 --threads 1 --export "$OUT/live/naturall2s.safetensors" "${SMOKE_ARGS[@]}"
+
+# 9. the ltbs variant (after Kim et al., "Let There Be Sound: Reconstructing High Quality Speech from Silent Videos",
 #    AAAI 2024): on the shipped lip reader's frozen, cached features (front end + embedded word posteriors at 100 Hz:
 #    the linguistic conditioning), a variance adaptor (pitch and energy predictors whose embeddings take the real
 #    values while training), a mel decoder and a flow post-net (maximum likelihood of the real mel's residual), with
