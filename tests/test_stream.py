@@ -270,10 +270,15 @@ def test_live_tab_session_makes_a_take(tmp_path, monkeypatch):
     wav, sr = sf.read(wav_path)
     assert sr == 16000 and session.pushed >= 10 and len(wav) == session.pushed * SAMPLES_PER_FRAME
     assert Path(mp4_path).stat().st_size > 0
-    decoded = [live_tab.decode_chunk(c) for c in sent if isinstance(c, str)]
-    assert [seq for _, seq, _ in decoded] == list(range(len(decoded)))  # in order, none repeated or missing
-    assert {take for take, _, _ in decoded} == {session.take}
-    heard = np.concatenate([x for _, _, x in decoded])
+    played = {}  # what the page's player plays: each chunk once, however many replies repeat it
+    for text in sent:
+        if isinstance(text, str):
+            take, chunks = live_tab.decode_chunks(text)
+            assert take == session.take and chunks[-1][0] == max(played, default=-1) + 1  # one new chunk per reply
+            for seq, x in chunks:
+                np.testing.assert_array_equal(played.setdefault(seq, x), x)  # a repeated chunk is the same
+    assert sorted(played) == list(range(len(played)))  # none missing
+    heard = np.concatenate([played[k] for k in sorted(played)])
     np.testing.assert_allclose(heard, wav, atol=2 / 32767)  # every sample of the take, once (the wav: int16 too)
     assert tab.take_audio(session) is None  # nothing left to send
     assert "unknown system" in tab.on_frame(video[0], "nope")[2]
@@ -284,15 +289,35 @@ def test_live_tab_session_makes_a_take(tmp_path, monkeypatch):
 
 
 def test_live_chunk_encoding_round_trip():
-    from naturall2s.studio.live import decode_chunk, encode_chunk
+    from naturall2s.studio.live import decode_chunks, encode_chunks, pcm_base64
 
     x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -3.0], np.float32)
-    text = encode_chunk(x, take=3, seq=7)
-    assert len(text) < 100  # 7 samples: a small JSON text
-    take, seq, y = decode_chunk(text)
-    assert (take, seq) == (3, 7)
-    np.testing.assert_allclose(y, np.clip(x, -1, 1), atol=1 / 32767)  # clipped, int16 precision
-    assert decode_chunk(encode_chunk(np.zeros(0, np.float32), take=1, seq=0))[2].size == 0
+    text = encode_chunks(3, [(6, pcm_base64(x[:2])), (7, pcm_base64(x))])
+    assert len(text) < 120  # a small JSON text
+    take, chunks = decode_chunks(text)
+    assert take == 3 and [seq for seq, _ in chunks] == [6, 7]
+    np.testing.assert_allclose(chunks[1][1], np.clip(x, -1, 1), atol=1 / 32767)  # clipped, int16 precision
+    assert decode_chunks(encode_chunks(1, [(0, pcm_base64(np.zeros(0)))]))[1][0][1].size == 0
+
+
+def test_live_replies_repeat_the_last_chunks(tmp_path, monkeypatch):
+    """Each reply carries its new chunk and those of the last RESEND s before it (the page misses a reply now and
+    then), never more."""
+    from naturall2s.studio import live as live_tab
+
+    tab, _ = _tab_with_worker(tmp_path, monkeypatch)
+    session = live_tab.LiveSession(model_name="tiny", live=None, work=tmp_path, wav_writer=None, take=5)
+    assert tab.take_audio(session) is None
+    replies = []
+    for i in range(20):
+        session.pending.append(np.full(640 * (1 + i % 3), i / 40, np.float32))  # 40 to 120 ms of audio
+        replies.append(live_tab.decode_chunks(tab.take_audio(session)))
+    for i, (take, chunks) in enumerate(replies):
+        seqs = [seq for seq, _ in chunks]
+        assert take == 5 and seqs == list(range(seqs[0], i + 1))
+        assert sum(len(x) for _, x in chunks[1:]) <= live_tab.RESEND * 16000 < sum(len(x) for _, x in chunks) or \
+            seqs[0] == 0
+        np.testing.assert_allclose(chunks[-1][1], i / 40, atol=1 / 32767)
 
 
 def _tab_with_worker(tmp_path, monkeypatch):

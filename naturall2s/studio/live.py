@@ -8,8 +8,9 @@ newest picture into the session's :class:`~naturall2s.stream.LiveSynth` every 1/
 model) it skips ticks and the status says so.
 
 The audio goes back in the camera's own stream event: each return carries the new samples as a small JSON text
-(:func:`encode_chunk`: take id, sequence number, 16 kHz int16 PCM in base64) in a hidden textbox, whose change runs a
-Web Audio player in the page (``PLAYER_JS``). The player schedules the chunks back to back after a jitter buffer of
+(:func:`encode_chunks`: take id, numbered chunks of 16 kHz int16 PCM in base64, the new one and those of the last
+``RESEND`` s, as the page misses a reply now and then) in a hidden textbox, whose change runs a Web Audio player in
+the page (``PLAYER_JS``). The player schedules the chunks back to back after a jitter buffer of
 ``JITTER`` s and drops its queue when it would play more than ``MAX_LAG`` s behind, so the delay cannot grow;
 "Listen" starts it (a browser plays sound only after a click) and it plays from then on, not from the take's start.
 Stop flushes the take and returns it as a wav and as a dubbed mp4 (frames encoded as they came by
@@ -43,6 +44,8 @@ FPS = 25
 FRAME_EVERY = 0.04  # s between webcam frames the browser sends (it may send fewer)
 JITTER = 0.1  # s: the browser player's jitter buffer (a chunk after a gap plays this long after it arrives)
 MAX_LAG = 0.3  # s: the browser player drops what it has queued when it is this far behind
+RESEND = 0.4  # s: each reply to a picture repeats the audio chunks of about this long before the new one (the page
+#               misses a reply now and then: Gradio runs a change event once for values that come at once)
 IDLE_TIMEOUT = 5.0  # s without a camera picture: the page is gone, the take ends
 TIME_LIMIT = 600  # s: the longest live take
 MAX_BACKLOG = 0.5  # s: a worker this far behind the camera skips frames to catch up
@@ -76,6 +79,7 @@ class LiveSession:
     skipped: int = 0  # 25 fps ticks skipped because the worker fell behind
     take: int = 0  # the take's number in this server (the browser player restarts on a new one)
     sent: int = 0  # audio chunks sent to the browser (their sequence numbers)
+    recent: list = field(default_factory=list)  # (seq, base64 PCM, samples) of the last chunks sent (RESEND)
     last_frame: float = field(default_factory=time.monotonic)  # when the browser last sent a picture
     ended: str = ""  # why the take ended without Stop ("" while it runs or after Stop)
 
@@ -217,14 +221,21 @@ class LiveTab:
 
     # ---- audio out
     def take_audio(self, session: LiveSession) -> str | None:
-        """The audio made since the last call as the browser player's JSON (:func:`encode_chunk`); None if none."""
+        """The audio made since the last call as a new chunk, with the chunks of the last ``RESEND`` s before it, as the
+        page player's JSON (:func:`encode_chunks`); None if there is no new audio."""
+        from naturall2s.audio import SAMPLE_RATE
+
         with session.lock:
             chunks, session.pending = session.pending, []
             if not chunks:
                 return None
-            seq = session.sent
+            samples = np.concatenate(chunks)
+            session.recent.append((session.sent, pcm_base64(samples), len(samples)))
             session.sent += 1
-        return encode_chunk(np.concatenate(chunks), take=session.take, seq=seq)
+            while sum(n for _, _, n in session.recent[1:]) > RESEND * SAMPLE_RATE:
+                session.recent.pop(0)
+            recent = [(seq, b64) for seq, b64, _ in session.recent]
+        return encode_chunks(session.take, recent)
 
     def listen(self, request: gr.Request | None = None) -> None:
         """"Listen" (the page's player starts in the click's own script): after a Stop it ends that take, so the
@@ -355,26 +366,32 @@ def _close(session: LiveSession) -> None:
             log.warning("live video writer: %s", e)
 
 
-def encode_chunk(samples: np.ndarray, *, take: int, seq: int) -> str:
-    """Float samples in [-1, 1] at 16 kHz -> the JSON text the page's player reads: {"take", "seq", "rate", "pcm":
-    base64 of little-endian int16}."""
+def pcm_base64(samples: np.ndarray) -> str:
+    """Float samples in [-1, 1] -> base64 of little-endian int16 (clipped)."""
+    return base64.b64encode((np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).round().astype("<i2").tobytes()
+                            ).decode()
+
+
+def encode_chunks(take: int, chunks: list[tuple[int, str]]) -> str:
+    """The JSON text the page's player reads: {"take", "rate", "chunks": [[seq, base64 int16 PCM], ...]} (oldest
+    first; the player plays each (take, seq) once)."""
     from naturall2s.audio import SAMPLE_RATE
 
-    pcm = (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).round().astype("<i2")
-    return json.dumps({"take": take, "seq": seq, "rate": SAMPLE_RATE, "pcm": base64.b64encode(pcm.tobytes()).decode()})
+    return json.dumps({"take": take, "rate": SAMPLE_RATE, "chunks": [[seq, b64] for seq, b64 in chunks]})
 
 
-def decode_chunk(text: str) -> tuple[int, int, np.ndarray]:
-    """The inverse of :func:`encode_chunk` -> (take, seq, float32 samples) (what the page's player does)."""
+def decode_chunks(text: str) -> tuple[int, list[tuple[int, np.ndarray]]]:
+    """The inverse of :func:`encode_chunks` -> (take, [(seq, float32 samples)]) (what the page's player reads)."""
     m = json.loads(text)
-    pcm = np.frombuffer(base64.b64decode(m["pcm"]), "<i2")
-    return m["take"], m["seq"], pcm.astype(np.float32) / 32767
+    return m["take"], [(seq, np.frombuffer(base64.b64decode(b64), "<i2").astype(np.float32) / 32767)
+                       for seq, b64 in m["chunks"]]
 
 
 # The page's player (defined once, by whichever handler runs first). Chunks are scheduled back to back on the
-# AudioContext's clock; after an underrun the next one starts JITTER s ahead; when the queue would end more than
-# MAX_LAG s ahead of now (the chunks came late and all at once) the queued sources are stopped and the new chunk
-# starts JITTER s ahead: the delay cannot grow. A chunk already seen (take, seq) is ignored; a gap in seq is counted.
+# AudioContext's clock; after an underrun the next one starts JITTER s ahead; when a chunk would start more than
+# MAX_LAG s after now (the chunks came late and all at once) the sources not yet started are stopped and the new chunk
+# starts JITTER s ahead: the delay cannot grow. A chunk already played (take, seq) is skipped (each reply repeats the
+# last RESEND s); a gap in seq (a chunk missed beyond that) is counted.
 # Its counters (window.naturall2sLivePlayer: scheduled, dropped, gaps, chunks, in samples or chunks) are for tests.
 PLAYER_JS = (
     "if (!window.naturall2sLivePlayer) { const P = window.naturall2sLivePlayer = {ctx: null, out: null, "
@@ -386,21 +403,22 @@ PLAYER_JS = (
     "P.start = () => { if (!P.ctx) { P.ctx = new AudioContext(); P.out = P.ctx.createGain(); "
     "P.out.connect(P.ctx.destination); } P.ctx.resume(); P.listening = true; P.next = 0; P.show(); };"
     "P.push = (text) => { if (!text) return; let m; try { m = JSON.parse(text); } catch (e) { return; } "
-    "if (m.take !== P.take) { P.take = m.take; P.seq = -1; } if (m.seq <= P.seq) return; "
-    "if (P.seq >= 0 && m.seq > P.seq + 1) P.gaps += m.seq - P.seq - 1; P.seq = m.seq; P.chunks++; "
-    "if (!P.listening || !P.ctx) return; "
-    "const bytes = Uint8Array.from(atob(m.pcm), (c) => c.charCodeAt(0)); const pcm = new Int16Array(bytes.buffer); "
-    "if (!pcm.length) return; const buf = P.ctx.createBuffer(1, pcm.length, m.rate); const x = buf.getChannelData(0); "
+    "if (m.take !== P.take) { P.take = m.take; P.seq = -1; } "
+    "for (const [seq, b64] of m.chunks) { if (seq <= P.seq) continue; "
+    "if (P.seq >= 0 && seq > P.seq + 1) P.gaps += seq - P.seq - 1; P.seq = seq; P.chunks++; "
+    "if (P.listening && P.ctx) P.play(b64, m.rate); } P.show(); };"
+    "P.play = (b64, rate) => { const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)); "
+    "const pcm = new Int16Array(bytes.buffer); if (!pcm.length) return; "
+    "const buf = P.ctx.createBuffer(1, pcm.length, rate); const x = buf.getChannelData(0); "
     "for (let i = 0; i < pcm.length; i++) x[i] = pcm[i] / 32767; "
     "const now = P.ctx.currentTime; P.queued = P.queued.filter((q) => q.end > now); "
     "if (P.next < now) P.next = now + P.JITTER; "
-    "else if (P.next + buf.duration - now > P.MAX_LAG) { for (const q of P.queued) { if (q.start > now) { "
+    "else if (P.next - now > P.MAX_LAG) { for (const q of P.queued) { if (q.start > now) { "
     "q.src.stop(); P.dropped += q.n; P.scheduled -= q.n; } } P.queued = P.queued.filter((q) => q.start <= now); "
-    "P.next = Math.max(now + P.JITTER, P.queued.length ? P.queued[P.queued.length - 1].end : 0); "
-    "if (P.next + buf.duration - now > P.MAX_LAG) { P.dropped += pcm.length; return; } } "
+    "P.next = Math.max(now + P.JITTER, P.queued.length ? P.queued[P.queued.length - 1].end : 0); } "
     "const src = P.ctx.createBufferSource(); src.buffer = buf; src.connect(P.out); src.start(P.next); "
     "P.queued.push({src, start: P.next, end: P.next + buf.duration, n: pcm.length}); P.next += buf.duration; "
-    "P.scheduled += pcm.length; P.show(); }; }"
+    "P.scheduled += pcm.length; }; }"
 )
 
 
