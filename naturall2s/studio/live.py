@@ -44,7 +44,7 @@ FPS = 25
 FRAME_EVERY = 0.04  # s between webcam frames the browser sends (it may send fewer)
 JITTER = 0.1  # s: the browser player's jitter buffer (a chunk after a gap plays this long after it arrives)
 MAX_LAG = 0.3  # s: the browser player drops what it has queued when it is this far behind
-RESEND = 0.4  # s: each reply to a picture repeats the audio chunks of about this long before the new one (the page
+RESEND = 0.2  # s: each reply to a picture repeats the audio chunks of about this long before the new one (the page
 #               misses a reply now and then: Gradio runs a change event once for values that come at once)
 IDLE_TIMEOUT = 5.0  # s without a camera picture: the page is gone, the take ends
 TIME_LIMIT = 600  # s: the longest live take
@@ -390,7 +390,8 @@ def decode_chunks(text: str) -> tuple[int, list[tuple[int, np.ndarray]]]:
 # The page's player (defined once, by whichever handler runs first). Chunks are scheduled back to back on the
 # AudioContext's clock; after an underrun the next one starts JITTER s ahead; when a chunk would start more than
 # MAX_LAG s after now (the chunks came late and all at once) the sources not yet started are stopped and the new chunk
-# starts JITTER s ahead: the delay cannot grow. A chunk already played (take, seq) is skipped (each reply repeats the
+# starts JITTER s ahead; a chunk that would end more than MAX_LAG + JITTER s after now (a long one, after a stall)
+# loses its head: the delay cannot grow. A chunk already played (take, seq) is skipped (each reply repeats the
 # last RESEND s); a gap in seq (a chunk missed beyond that) is counted.
 # Its counters (window.naturall2sLivePlayer: scheduled, dropped, gaps, chunks, in samples or chunks) are for tests.
 PLAYER_JS = (
@@ -416,9 +417,12 @@ PLAYER_JS = (
     "else if (P.next - now > P.MAX_LAG) { for (const q of P.queued) { if (q.start > now) { "
     "q.src.stop(); P.dropped += q.n; P.scheduled -= q.n; } } P.queued = P.queued.filter((q) => q.start <= now); "
     "P.next = Math.max(now + P.JITTER, P.queued.length ? P.queued[P.queued.length - 1].end : 0); } "
-    "const src = P.ctx.createBufferSource(); src.buffer = buf; src.connect(P.out); src.start(P.next); "
-    "P.queued.push({src, start: P.next, end: P.next + buf.duration, n: pcm.length}); P.next += buf.duration; "
-    "P.scheduled += pcm.length; }; }"
+    "let skip = Math.max(0, P.next + buf.duration - now - P.MAX_LAG - P.JITTER); "
+    "if (skip >= buf.duration) { P.dropped += pcm.length; return; } "
+    "const n = Math.round((buf.duration - skip) * rate); P.dropped += pcm.length - n; "
+    "const src = P.ctx.createBufferSource(); src.buffer = buf; src.connect(P.out); src.start(P.next, skip); "
+    "P.queued.push({src, start: P.next, end: P.next + buf.duration - skip, n}); P.next += buf.duration - skip; "
+    "P.scheduled += n; }; }"
 )
 
 
