@@ -402,7 +402,7 @@ PLAYER_JS = (
     "`Listening: ${(P.scheduled / 16000).toFixed(1)} s played` + (P.dropped ? `, ${(P.dropped / 16000).toFixed(1)} s "
     "dropped to keep up` : '') : 'Speech: press Listen to hear it as it is made.'; };"
     "P.start = () => { if (!P.ctx) { P.ctx = new AudioContext(); P.out = P.ctx.createGain(); "
-    "P.out.connect(P.ctx.destination); } P.ctx.resume(); P.listening = true; P.next = 0; P.show(); };"
+    "P.out.connect(P.ctx.destination); P.started = [P.ctx.currentTime, performance.now()]; } P.ctx.resume(); P.listening = true; P.next = 0; P.show(); };"
     "P.push = (text) => { if (!text) return; let m; try { m = JSON.parse(text); } catch (e) { return; } "
     "if (m.take !== P.take) { P.take = m.take; P.seq = -1; } "
     "for (const [seq, b64] of m.chunks) { if (seq <= P.seq) continue; "
