@@ -118,7 +118,7 @@ def measure(kind: str, url: str, seconds: float, server_log: Path) -> dict:
         probe = d.execute_script("return window.__probe")
         player = d.execute_script(  # the Live tab's page player's counters (samples), if it has one
             "const p = window.naturall2sLivePlayer; return p ? {scheduled: p.scheduled, dropped: p.dropped, "
-            "gaps: p.gaps, chunks: p.chunks, clock_rate: p.started && p.ctx ? (p.ctx.currentTime - p.started[0]) "
+            "gaps: p.gaps, chunks: p.chunks, faster: p.faster, arrivals: p.arrivals, clock_rate: p.started && p.ctx ? (p.ctx.currentTime - p.started[0]) "
             "/ ((performance.now() - p.started[1]) / 1000) : null} : null;")
         if kind != "fastrtc":  # end the take (the tab's worker would push the last picture on after the browser left)
             d.find_element(By.ID, "live-stop").click()
@@ -221,6 +221,7 @@ def report(args) -> None:
         player = result.get("player")
         heard = (f", page player: {player['scheduled'] / 16000:.1f} s scheduled, {player['dropped'] / 16000:.2f} s "
                  f"dropped, {player['gaps']} chunks missing of {player['chunks']}"
+                 + (f", {player['faster'] / 16000:.1f} s played faster" if player.get("faster") is not None else "")
                  + (f", audio clock {player['clock_rate']:.3f} x real time" if player.get("clock_rate") else "")
                  ) if player else ""
         print(f"{path}: load {result['load_average'][0]:.1f}, server CPU {result['server_cpu_seconds']:.0f} s, "

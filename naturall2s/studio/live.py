@@ -11,7 +11,8 @@ The audio goes back in the camera's own stream event: each return carries the ne
 (:func:`encode_chunks`: take id, numbered chunks of 16 kHz int16 PCM in base64, the new one and those of the last
 ``RESEND`` s, as the page misses a reply now and then) in a hidden textbox, whose change runs a Web Audio player in
 the page (``PLAYER_JS``). The player schedules the chunks back to back after a jitter buffer of
-``JITTER`` s and drops its queue when it would play more than ``MAX_LAG`` s behind, so the delay cannot grow;
+``JITTER`` s, plays 10% faster while it is more than ``CATCH_UP`` s behind and drops its queue when it would play more
+than ``MAX_LAG`` s behind, so the delay cannot grow;
 "Listen" starts it (a browser plays sound only after a click) and it plays from then on, not from the take's start.
 Stop flushes the take and returns it as a wav and as a dubbed mp4 (frames encoded as they came by
 :class:`naturall2s.video.RGBVideoWriter`, the audio appended to a wav file: nothing of the take is held in memory).
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 FPS = 25
 FRAME_EVERY = 0.04  # s between webcam frames the browser sends (it may send fewer)
 JITTER = 0.1  # s: the browser player's jitter buffer (a chunk after a gap plays this long after it arrives)
-MAX_LAG = 0.3  # s: the browser player drops what it has queued when it is this far behind
+MAX_LAG = 0.4  # s: the browser player drops what it has queued when it is this far behind
+CATCH_UP = 0.15  # s: the browser player plays SPEED_UP times faster while it is this far behind (catches up without
+SPEED_UP = 1.1  #    dropping; benchmarks/live_transport/player_policy.py replays measured arrivals through the choices)
 RESEND = 0.2  # s: each reply to a picture repeats the audio chunks of about this long before the new one (the page
 #               misses a reply now and then: Gradio runs a change event once for values that come at once)
 IDLE_TIMEOUT = 5.0  # s without a camera picture: the page is gone, the take ends
@@ -391,13 +394,15 @@ def decode_chunks(text: str) -> tuple[int, list[tuple[int, np.ndarray]]]:
 # AudioContext's clock; after an underrun the next one starts JITTER s ahead; when a chunk would start more than
 # MAX_LAG s after now (the chunks came late and all at once) the sources not yet started are stopped and the new chunk
 # starts JITTER s ahead; a chunk that would end more than MAX_LAG + JITTER s after now (a long one, after a stall)
-# loses its head: the delay cannot grow. A chunk already played (take, seq) is skipped (each reply repeats the
+# loses its head: the delay cannot grow. A chunk that starts more than CATCH_UP s ahead plays SPEED_UP times faster
+# (its pitch too), which brings the delay back down without dropping; the counter `faster` counts those samples. A chunk already played (take, seq) is skipped (each reply repeats the
 # last RESEND s); a gap in seq (a chunk missed beyond that) is counted.
-# Its counters (window.naturall2sLivePlayer: scheduled, dropped, gaps, chunks, in samples or chunks) are for tests.
+# Its counters (window.naturall2sLivePlayer: scheduled, dropped, gaps, chunks, in samples or chunks) and its last
+# arrivals ([audio clock, chunk's duration, queue ahead of the clock] in s) are for tests and measurements.
 PLAYER_JS = (
     "if (!window.naturall2sLivePlayer) { const P = window.naturall2sLivePlayer = {ctx: null, out: null, "
-    "listening: false, next: 0, take: -1, seq: -1, queued: [], scheduled: 0, dropped: 0, gaps: 0, chunks: 0, "
-    f"JITTER: {JITTER}, MAX_LAG: {MAX_LAG}}};"
+    "listening: false, next: 0, take: -1, seq: -1, queued: [], arrivals: [], scheduled: 0, dropped: 0, gaps: 0, chunks: 0, "
+    f"faster: 0, JITTER: {JITTER}, MAX_LAG: {MAX_LAG}, CATCH_UP: {CATCH_UP}, SPEED_UP: {SPEED_UP}}};"
     "P.show = () => { const el = document.getElementById('live-player'); if (el) el.textContent = P.listening ? "
     "`Listening: ${(P.scheduled / 16000).toFixed(1)} s played` + (P.dropped ? `, ${(P.dropped / 16000).toFixed(1)} s "
     "dropped to keep up` : '') : 'Speech: press Listen to hear it as it is made.'; };"
@@ -413,16 +418,18 @@ PLAYER_JS = (
     "const buf = P.ctx.createBuffer(1, pcm.length, rate); const x = buf.getChannelData(0); "
     "for (let i = 0; i < pcm.length; i++) x[i] = pcm[i] / 32767; "
     "const now = P.ctx.currentTime; P.queued = P.queued.filter((q) => q.end > now); "
+    "P.arrivals.push([now, buf.duration, P.next - now]); if (P.arrivals.length > 3000) P.arrivals.shift(); "
     "if (P.next < now) P.next = now + P.JITTER; "
     "else if (P.next - now > P.MAX_LAG) { for (const q of P.queued) { if (q.start > now) { "
     "q.src.stop(); P.dropped += q.n; P.scheduled -= q.n; } } P.queued = P.queued.filter((q) => q.start <= now); "
     "P.next = Math.max(now + P.JITTER, P.queued.length ? P.queued[P.queued.length - 1].end : 0); } "
-    "let skip = Math.max(0, P.next + buf.duration - now - P.MAX_LAG - P.JITTER); "
+    "const r = P.next - now > P.CATCH_UP ? P.SPEED_UP : 1; "
+    "const skip = Math.max(0, P.next + buf.duration / r - now - P.MAX_LAG - P.JITTER) * r; "
     "if (skip >= buf.duration) { P.dropped += pcm.length; return; } "
-    "const n = Math.round((buf.duration - skip) * rate); P.dropped += pcm.length - n; "
-    "const src = P.ctx.createBufferSource(); src.buffer = buf; src.connect(P.out); src.start(P.next, skip); "
-    "P.queued.push({src, start: P.next, end: P.next + buf.duration - skip, n}); P.next += buf.duration - skip; "
-    "P.scheduled += n; }; }"
+    "const n = Math.round((buf.duration - skip) * rate); P.dropped += pcm.length - n; if (r > 1) P.faster += n; "
+    "const src = P.ctx.createBufferSource(); src.buffer = buf; src.playbackRate.value = r; src.connect(P.out); "
+    "src.start(P.next, skip); const d = (buf.duration - skip) / r; "
+    "P.queued.push({src, start: P.next, end: P.next + d, n}); P.next += d; P.scheduled += n; }; }"
 )
 
 
