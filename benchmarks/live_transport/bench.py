@@ -18,8 +18,10 @@ chromium-driver).
 Method. Both servers (``probe_servers.py``) push the newest camera picture every 1/25 s into the same probe instead of
 the model (a bright picture -> 40 ms of a 1 kHz tone, a dark one -> silence), so only the transport differs; the
 model's own latency is measured apart (bench_live.py). In the browser, ``probe.js`` replaces the camera by a canvas
-drawn at 25 fps, black but white for 0.4 s every 12 s, and watches the audio that comes back in Web Audio (Gradio's
-streaming player through a MediaElementSource; fastrtc's WebRTC track through a MediaStreamSource). Each white flash
+drawn at 25 fps, black but white for 0.4 s every 12 s, and watches the audio that comes back in Web Audio (the Live
+tab's page player at its output node; before it, Gradio's streaming player through a MediaElementSource; fastrtc's
+WebRTC track through a MediaStreamSource). For the page player, each take's json also keeps its counters and chunk
+arrivals (``player``; replayed with other settings by ``player_policy.py``). Each white flash
 gives three times on one clock (the browser's and the server's are the same machine's): the flash is drawn, the
 server pushes its first bright picture, the tone's onset reaches Web Audio. Uplink = push - draw, downlink = onset -
 push, total = their sum. Runs alternate Gradio / fastrtc, a fresh server each, ``--seconds`` of take each after the
