@@ -8,6 +8,7 @@
 #   scripts/cpu_runs.sh PLAN [WORK_DIR]          # start, or resume after an interruption (the same command)
 #   scripts/cpu_runs.sh PLAN [WORK_DIR] status   # where each run stands (last validation, progress)
 #   scripts/cpu_runs.sh PLAN [WORK_DIR] stop     # end the runs (each resumes from its last save)
+#   ONLY="size1x" scripts/cpu_runs.sh curves    # start some of a plan's runs only (names as in its status)
 #
 # Plans:
 #   adversarial  v5's adversarial fine-tuning of the three waveform models from the shipped checkpoints (also
@@ -165,7 +166,7 @@ if [ ${#CHAIN[@]} -gt 0 ]; then
   exit 0
 fi
 
-for v in "${!ARGS[@]}"; do
+for v in ${ONLY:-"${!ARGS[@]}"}; do
   if pgrep -f -- "--run-dir $RUNS/$v( |$)" >/dev/null; then echo "$v: already running"; continue; fi
   # Linux shares the CPU between sessions (autogroups) before `nice` counts within one: each run gets a session of
   # its own whose group nice is 19 too, so an interactive session (the studio, tests) comes first
