@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model to adapt, a name or a .safetensors path, of any variant: naturall2s and "
                              "naturall2s-noddsp train end to end (stage synth), mel-gl its lip reader and mel head "
                              "(stage lipreader), mel-vocoder those and then its vocoder on the clips' real mels, "
-                             "units its vocoder on the clips' real mels and units, then its lip reader and unit head "
+                             "units its vocoder on the clips' real mels and units, then its lip reader and unit head, "
+                             "lipvoicer its vocoder on the clips' real mels, then its flow-matching denoiser "
                              "(default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, metavar="M",
                         help="cap on the wall time in minutes: training stops there and keeps its best checkpoint so "
