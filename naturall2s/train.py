@@ -927,13 +927,14 @@ def train_judge(cfg: TrainConfig) -> dict:
     val_loader = torch.utils.data.DataLoader(CachedGrid(cfg.cache, "val"), batch_size=cfg.batch_size, collate_fn=collate)
     judge = WordJudge(JudgeConfig(**cfg.arch)).to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
-    step, best = 0, -1.0
+    step, best, cpu_before = 0, -1.0, -time.process_time()
     state_path = run_dir / "state.pt"
     if state_path.exists():
         st = load_state(state_path, map_location=device)
         judge.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, best = st["step"], st["best"]
+        cpu_before += st.get("cpu_seconds", 0.0)
     print(f"judge: {sum(p.numel() for p in judge.parameters()) / 1e6:.2f}M parameters, {len(train_set)} train clips")
     bar = tqdm(total=cfg.steps, initial=step, desc="judge", dynamic_ncols=True)
     with open(run_dir / "log.csv", "a", newline="") as log_file:
@@ -955,7 +956,8 @@ def train_judge(cfg: TrainConfig) -> dict:
                 bar.update(1)
                 if step % cfg.log_every == 0:
                     bar.set_postfix(loss=f"{float(total.detach()):.3f}")
-                    log.writerow([step, "train", json.dumps({"word/ce": float(total.detach())})])
+                    log.writerow([step, "train", json.dumps({"word/ce": float(total.detach()),
+                                                             "cpu_hours": (cpu_before + time.process_time()) / 3600})])
                 if step % cfg.eval_every == 0 or step >= cfg.steps:
                     acc = judge_accuracy(judge, val_loader, device)
                     log.writerow([step, "val", json.dumps({"word/acc": acc})])
@@ -966,8 +968,8 @@ def train_judge(cfg: TrainConfig) -> dict:
                         info = {"step": step, "val": {"word/acc": acc}, "stage": "judge", "train_config": asdict(cfg)}
                         for path in filter(None, (run_dir / "best.safetensors", cfg.export)):
                             save_model(judge, path, info=info)
-                    save_state({"model": judge.state_dict(), "opt": opt.state_dict(), "step": step, "best": best},
-                               state_path)
+                    save_state({"model": judge.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                                "cpu_seconds": cpu_before + time.process_time()}, state_path)
                 if step >= cfg.steps:
                     break
     bar.close()

@@ -268,12 +268,16 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (REPO / "checkpoints").iterdir()} == shipped
-    for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units"):
+    for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "lipvoicer"):
         model = load_model(out / f"{name}.safetensors")
         assert model.config.variant == name and model.info["train_config"]["steps"] in (0, 2)
     assert load_model(out / "naturall2s.safetensors").config.prior_free_phase  # the shipped recipe's flags
     units = load_model(out / "units.safetensors")  # composed from its two stages, the codebook of the first
     assert units.has_codebook and units.config.n_units == 8 and units.config.word_head
+    lipvoicer = load_model(out / "lipvoicer.safetensors")  # the flow run + the cascade's vocoder, sampling defaults
+    assert lipvoicer.has_mel_stats and lipvoicer.config.sampling_steps == 10 and lipvoicer.config.guidance_scale == 0.5
+    cascade = load_model(out / "mel-vocoder.safetensors").state_dict()
+    assert all(torch.equal(v, cascade[k]) for k, v in lipvoicer.state_dict().items() if k.startswith("vocoder."))
 
 
 def test_adversarial_run_resumes_exactly_to_the_step(cache, tmp_path, monkeypatch):
@@ -700,3 +704,17 @@ def test_figure_runs_draws_the_units_plan(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| lipreader | 200 | 1.100 | 0.350 |" in res.stdout and (tmp_path / "u.png").stat().st_size > 0
+
+
+def test_figure_runs_draws_the_lipvoicer_plan(tmp_path):
+    """The lipvoicer plan's two runs (the judge on real speech, the flow run on its sampled speech) draw and table."""
+    for run, val in (("judge", {"word/acc": 0.95}),
+                     ("flow", {"flow/mse": 0.8, "score": 0.9, "estoi": 0.3, "content/acc": 0.7, "select": -0.3})):
+        folder = tmp_path / "runs" / "lipvoicer" / run
+        folder.mkdir(parents=True)
+        (folder / "log.csv").write_text(f'500,train,"{{""cpu_hours"": 0.1}}"\n500,val,"{json.dumps(val).replace(chr(34), 2 * chr(34))}"\n')
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "figure_runs.py"), "lipvoicer", "--work", str(tmp_path),
+                          "--table", "--out", str(tmp_path / "l.png")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| flow | 500 | 0.900 | 0.300 |" in res.stdout and (tmp_path / "l.png").stat().st_size > 0
