@@ -112,7 +112,7 @@ case "$PLAN" in
         --steps ${JUDGE_STEPS:-2000}"
       [flow]="--variant lipvoicer --stage flow --init checkpoints/mel-gl.safetensors,checkpoints/mel-vocoder.safetensors
         --judge $RUNS/judge/best.safetensors --segment-frames 25 --batch-size 16 --lr 5e-4 --warmup 200
-        --select estoi --eval-every 1000 --steps ${FLOW_STEPS:-6000}"
+        --select estoi --eval-every 2000 --steps ${FLOW_STEPS:-16000}"
     )
     CHAIN=(judge flow)
     THEN="--variant lipvoicer --stage flow --steps 0 --run-dir $RUNS/composed

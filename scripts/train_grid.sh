@@ -200,7 +200,7 @@ if [ "${GPU:-0}" = 1 ]; then
 else
   JUDGE_RUN=("$PY" -m naturall2s train --device cpu --threads 1 --steps "${JUDGE_STEPS:-2000}" --batch-size 32 --lr 1e-3
              --warmup 100)
-  FLOW=(--steps "${FLOW_STEPS:-6000}" --batch-size 16 --lr 5e-4 --warmup 200 --eval-every 1000 --threads 1
+  FLOW=(--steps "${FLOW_STEPS:-16000}" --batch-size 16 --lr 5e-4 --warmup 200 --eval-every 2000 --threads 1
         --save-minutes 10)
 fi
 "${JUDGE_RUN[@]}" --stage judge --cache "$CACHE" --run-dir "$RUNS/judge" --segment-frames 25 --eval-every 500 \

@@ -145,8 +145,9 @@ def test_run_compares_every_system_with_the_clip_reference(studio, video_file):
     assert rows[0][1] == "low words" and rows[2][1] == ""
 
 
-def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path):
-    """Every variant (the units one included, and two more systems: seven) through the real pipeline and page:
+def test_eight_real_systems_units_and_lipvoicer_among_them_fill_the_page(video_file, tmp_path):
+    """Every variant (the units and lipvoicer ones included, and two more systems: eight) through the real pipeline
+    and page:
     each column has its audio, mel and lip-read text, the table a row each, and the page has a column slot per
     system (they wrap in the CSS grid of 210 px columns)."""
     from naturall2s.model import VARIANTS, build
@@ -154,9 +155,11 @@ def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path)
 
     tiny = dict(dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
                 n_harmonics=16, dropout=0.0)
-    nets = {v: build(v, **tiny, **({"n_units": 8} if v == "units" else {})).eval() for v in VARIANTS}
+    own = {"units": {"n_units": 8}, "lipvoicer": {"flow_dim": 16, "flow_intermediate_dim": 32, "flow_layers": 1,
+                                                  "sampling_steps": 2, "judge": {"dim": 16, "dilations": [1]}}}
+    nets = {v: build(v, **tiny, **own.get(v, {})).eval() for v in VARIANTS}
     nets |= {"units-b": build("units", **tiny, n_units=16).eval(), "noddsp-b": build("naturall2s-noddsp", **tiny).eval()}
-    assert len(nets) == 7
+    assert len(nets) == 8
     from naturall2s.roi import MouthClip
 
     class ClipStudio(FakeStudio):  # real models take a MouthClip
@@ -173,15 +176,15 @@ def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path)
         assert len(r.wav) == T * 640 and r.mel.shape == (80, T * 4) and np.isfinite(r.wav).all()
     votes = VoteStore(tmp_path / "v.sqlite")
     app = ui.StudioApp(s, examples=[video_file], votes=votes)
-    assert app.n_slots == 7 + ui.EXTRA_SLOTS + 1 and app.build() is not None
-    for _ in range(3):  # the A/B test draws the units system too, and stores its vote
+    assert app.n_slots == 8 + ui.EXTRA_SLOTS + 1 and app.build() is not None
+    for _ in range(3):  # the A/B test draws among all eight, and stores its votes
         _, _, trial, *_ = app.ab_new_trial(ui.ROTATE, None, progress=_no_progress)
         app.ab_vote(trial, "A", 3, 3)
     assert len(votes.votes()) == 3
     *_, full = list(app.synthesize_ui(str(video_file), None, "", list(nets), progress=_no_progress))
     n = 5 * app.n_slots
     assert [r[0] for r in full[n + 5]["data"]] == [*nets, REFERENCE]
-    assert [full[5 * i + 1] for i in range(8)] == [f"### {name}" for name in [*nets, REFERENCE]]
+    assert [full[5 * i + 1] for i in range(len(nets) + 1)] == [f"### {name}" for name in [*nets, REFERENCE]]
     assert "minmax(210px, 1fr)" in ui.CSS
 
 
