@@ -44,8 +44,8 @@ CARD_METRICS = {
 
 # validation figures of the metadata shown on the card
 VAL_LABELS = {"score": "validation score (log-mel L1)", "lipread/wer": "lip-read WER", "estoi": "ESTOI",
-              "speech/wer": "speech WER", "comb": "comb dB", "unit/acc": "unit accuracy", "flow/mse": "flow-matching MSE",
-              "content/acc": "content judge's word accuracy on the output"}
+              "speech/wer": "speech WER", "comb": "comb dB", "unit/acc": "unit accuracy",
+              "flow/mse": "flow-matching MSE", "content/acc": "content judge's word accuracy on the output"}
 
 # variants that follow a published method: the paper, and what this implementation does differently
 METHODS = {
@@ -66,9 +66,10 @@ METHODS = {
         ],
     },
     "lipvoicer": {
-        "paper": "Yemini, Shamsian, Bracha, Gannot & Fetaya, \"LipVoicer: Generating Speech from Silent Videos Guided by "
-                 "Lip Reading\", ICLR 2024 (arXiv 2306.03258): a diffusion model generates the mel-spectrogram from "
-                 "the video, and at sampling time an ASR's gradient guides it toward the text a lip reader read",
+        "paper": "Yemini, Shamsian, Bracha, Gannot & Fetaya, \"LipVoicer: Generating Speech from Silent Videos "
+                 "Guided by Lip Reading\", ICLR 2024 (arXiv 2306.03258): a diffusion model generates the "
+                 "mel-spectrogram from the video, and at sampling time an ASR's gradient guides it toward the "
+                 "text a lip reader read",
         "differs": [
             "data and scale: one GRID speaker (s1, 800 training clips, 51 words) on a CPU budget of about 3 CPU-hours, "
             "not LRS2/LRS3 on GPUs; a denoiser of 2.6M parameters",

@@ -7,8 +7,8 @@ velocity ``v = x_1 - x_0`` (loss ``flow/mse``). Its clean estimate at ``t`` is `
 integrates ``dx/dt = v̂`` from noise at ``t = 0`` to ``t = 1`` with ``steps`` Euler steps.
 
 Classifier guidance (LipVoicer's ASR guidance): at every step the velocity gets
-``guidance · (‖v̂‖ / ‖g‖) · g`` with ``g = ∇_{x_t} log p_judge(words | x̂_1(x_t))``: the gradient, through the
-denoiser's clean estimate, of the log-probability that a recogniser of *clean* speech (the content judge,
+``guidance · (‖v̂‖ / ‖g‖) · g`` with ``g = ∇_{x_t} log p_judge(words | x̂_1(x_t))``: the gradient, through
+the denoiser's clean estimate, of the log-probability that a recogniser of *clean* speech (the content judge,
 :mod:`naturall2s.content`) hears the target words in it. As in LipVoicer (and Guided-TTS before it) the gradient is
 normalised per clip to the norm of the model's own update, so ``guidance`` is a fraction of that update whatever the
 step, the clip or the judge's confidence (LipVoicer normalises to the norm of the score ``ε̂/σ_t``; with a velocity

@@ -7,7 +7,8 @@
 | ``naturall2s-noddsp``| F0Head + ISTFTGenerator(prior=None)                                        |
 | ``naturall2s``      | F0Head + ControlHead → HarmonicPlusNoise (DDSP prior) → ISTFTGenerator(prior)|
 | ``units``           | MelHead + UnitHead → ISTFTGenerator(mel + unit embeddings) (Choi, Kim & Ro 2023) |
-| ``lipvoicer``       | flow-matching denoiser over the log-mel, guided by the content judge toward the word head's reading → ISTFTGenerator (after Yemini et al. 2024) |
+| ``lipvoicer``       | flow-matching denoiser over the log-mel, guided by the content judge → ISTFTGenerator  |
+|                     | (after Yemini et al., ICLR 2024: the judge's gradient toward the word head's reading)     |
 
 Every variant keeps the lip-reading CTC head: its greedy decoding is the "lip-read text".
 Models take tensors; :meth:`LipToSpeech.synthesize` is the one place a video (or a prepared
@@ -130,7 +131,8 @@ class ModelConfig:
             judge = JudgeConfig.from_dict({**JudgeConfig().to_dict(), **self.judge}).to_dict()
             self.judge = {**judge, "dilations": list(judge["dilations"])}  # as JSON gives it back
         elif self.judge:
-            raise ValueError(f"judge (the guidance's content judge) belongs to the lipvoicer variant, not {self.variant}")
+            raise ValueError(f"judge (the guidance's content judge) belongs to the lipvoicer variant, "
+                             f"not {self.variant}")
         self.roi_size = tuple(self.roi_size)
 
     @property
@@ -281,7 +283,8 @@ class LipToSpeech(nn.Module):
     @property
     def has_mel_stats(self) -> bool:
         """True when the flow's mel normalisation is set (by the flow stage, or loaded with the weights)."""
-        return hasattr(self, "flow_mel_mean") and bool((self.flow_mel_mean != 0).any() or (self.flow_mel_std != 1).any())
+        return hasattr(self, "flow_mel_mean") and bool((self.flow_mel_mean != 0).any()
+                                                       or (self.flow_mel_std != 1).any())
 
     def set_mel_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-bin mean and std (n_mels,) of real log-mels: the flow runs on ``(mel - mean) / std``."""
@@ -448,8 +451,9 @@ class LipToSpeech(nn.Module):
         generator of this call's own (the noise excitation): the same clip, model and seed give the same
         waveform (bitwise, on the same device and thread count); torch's global RNG is neither used nor advanced.
         ``steps`` and ``guidance`` (the lipvoicer variant only): Euler steps of the flow and the scale of the content
-        judge's classifier guidance (0: none); None takes the model's defaults, chosen on val (``config.sampling_steps``,
-        ``config.guidance_scale``). NaturalL2SError for bad values or for a variant that does not sample.
+        judge's classifier guidance (0: none); None takes the model's defaults, chosen on val
+        (``config.sampling_steps``, ``config.guidance_scale``). NaturalL2SError for bad values or for a variant that
+        does not sample.
         """
         from naturall2s.roi import MouthClip, extract_mouth
 

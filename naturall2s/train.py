@@ -18,8 +18,9 @@ Stages (each a run folder of its own, resumable):
 - ``judge``: the content judge (:mod:`naturall2s.content`), a word recognizer trained on the *real* log-mels of the
   training split (single process; ``--variant`` is ignored).
 - ``flow`` (``--variant lipvoicer``, after Yemini et al., ICLR 2024): the flow-matching denoiser over the log-mel
-  (:mod:`naturall2s.flow`; loss ``flow/mse``) on the frozen lip reader's cached features (front end + embedded word
-  posteriors, upsampled to 100 Hz: ``--init checkpoints/mel-gl.safetensors``, all of it fixed); ``--judge`` puts a judge run's
+  (:mod:`naturall2s.flow`; loss ``flow/mse``) on the frozen lip reader's cached features (front end + embedded
+  word posteriors, upsampled to 100 Hz: ``--init checkpoints/mel-gl.safetensors``, all of it fixed, and the cascade's
+  vocoder: ``checkpoints/mel-vocoder.safetensors``); ``--judge`` puts a judge run's
   recognizer inside the model (its sampling guidance; the checkpoint then carries it). The first flow run fits the
   per-bin statistics that normalise the mel and stores them in the model. Validation samples the speech as
   ``synthesize`` does (the config's steps and guidance; fixed noise). Its vocoder is the cascade's, composed in with

@@ -649,7 +649,7 @@ def test_lipvoicer_bad_configurations_are_clear_errors(cache, tmp_path):
         train(cfg_for(cache, tmp_path / "a", stage="synth", **lv))
     with pytest.raises(NaturalL2SError, match="has no lipreader stage"):
         train(cfg_for(cache, tmp_path / "b", stage="lipreader", **lv))
-    with pytest.raises(NaturalL2SError, match="the flow stage trains the denoiser of --variant lipvoicer, not naturall2s"):
+    with pytest.raises(NaturalL2SError, match="the flow stage trains the denoiser of --variant lipvoicer, not natu"):
         train(cfg_for(cache, tmp_path / "c", variant="naturall2s", stage="flow"))
     with pytest.raises(NaturalL2SError, match="carries its content judge"):
         train(cfg_for(cache, tmp_path / "d", variant="lipvoicer", stage="flow", arch=LIPVOICER_ARCH))
@@ -712,7 +712,8 @@ def test_figure_runs_draws_the_lipvoicer_plan(tmp_path):
                      ("flow", {"flow/mse": 0.8, "score": 0.9, "estoi": 0.3, "content/acc": 0.7, "select": -0.3})):
         folder = tmp_path / "runs" / "lipvoicer" / run
         folder.mkdir(parents=True)
-        (folder / "log.csv").write_text(f'500,train,"{{""cpu_hours"": 0.1}}"\n500,val,"{json.dumps(val).replace(chr(34), 2 * chr(34))}"\n')
+        quoted = json.dumps(val).replace(chr(34), 2 * chr(34))
+        (folder / "log.csv").write_text(f'500,train,"{{""cpu_hours"": 0.1}}"\n500,val,"{quoted}"\n')
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "figure_runs.py"), "lipvoicer", "--work", str(tmp_path),
                           "--table", "--out", str(tmp_path / "l.png")], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
