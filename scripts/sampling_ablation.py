@@ -8,8 +8,16 @@ Every (steps, guidance) pair is one system of :func:`naturall2s.evaluate.evaluat
 on the same clips, the same seed): STOI / ESTOI, the WER of the ASR under the GRID grammar and the rest of its
 columns, with paired differences against the last setting; the result files go to ``--out``. The summary table adds
 the content judge's mean log-probability (per video frame) of the word head's reading in the sampled mel, the
-quantity the guidance climbs. Choose the defaults on ``val`` (never ``test``) and compose them into the checkpoint
-with ``train --steps 0 --arch '{..., "sampling_steps": N, "guidance_scale": W}'`` (scripts/train_grid.sh, step 8).
+quantity the guidance climbs. Choose the defaults on ``val`` (never ``test``) in two passes, the guidance at the
+config's steps, then the steps at the chosen guidance (each setting of 50 clips costs about 2-3 CPU-minutes, most of it
+the scoring):
+
+    python scripts/sampling_ablation.py WORK/runs/lipvoicer/lipvoicer.safetensors --steps 10 --guidance 0 0.25 0.5 1 2
+    python scripts/sampling_ablation.py WORK/runs/lipvoicer/lipvoicer.safetensors --steps 2 4 10 20 --guidance 0 W
+
+and compose them into the checkpoint with ``train --steps 0 --arch '{"sampling_steps": N, "guidance_scale": W}'``
+(``LIPVOICER_STEPS=N LIPVOICER_GUIDANCE=W scripts/cpu_runs.sh lipvoicer``; step 8 of scripts/train_grid.sh). The
+second pass on ``test`` with the chosen W is the issue's ablation table (steps, and guidance 0 against W).
 """
 from __future__ import annotations
 
