@@ -96,13 +96,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # the real-time factor of one CPU thread, as the variant's target is stated
     try:
         model = naturall2s.load_model(args.model)
+        if Path(args.model).suffix == ".safetensors":
+            model.name = Path(args.model).stem  # as evaluate names a file's column
         systems = settings(model, args.steps, args.guidance)
         results = evaluate(systems, data_root=args.data_root, split=args.split, cache=args.cache, limit=args.limit,
                            out_dir=args.out, asr=args.asr, mos=None if args.mos == "none" else args.mos)
     except NaturalL2SError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    n = min((v["n"] for s in results["summary"].values() for v in s.values() if v.get("n")), default=0)
+    n = max((s.get("estoi", {}).get("n") or 0 for s in results["summary"].values()), default=0)
     print(f"{model.name} on {args.split} ({n} clips), seed {naturall2s.model.DEFAULT_SEED}; one CPU thread\n")
     print(summary_table(results, systems))
     print(markdown_table(results), end="")
