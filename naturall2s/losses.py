@@ -208,7 +208,8 @@ def word_ce_loss(logits: torch.Tensor, words: torch.Tensor, *, ignore_index: int
     return {"word/ce": F.cross_entropy(logits.float()[valid], words[valid].long())}
 
 
-def unit_ce_loss(logits: torch.Tensor, units: torch.Tensor, *, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def unit_ce_loss(logits: torch.Tensor, units: torch.Tensor, *,
+                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Speech-unit classification (the units variant). logits (B, F, K), units (B, F) the real speech's units, mask
     (B, F) valid frames -> {"unit/ce"} (mean over valid frames; 0 with grad when none are)."""
     n = min(logits.shape[1], units.shape[1])

@@ -654,7 +654,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         raise NaturalL2SError("the flow stage trains the denoiser on mels, not a waveform: no adversarial losses "
                               "(--adv-start -1)")
     if cfg.degrade_mel and cfg.stage != "vocoder":
-        raise NaturalL2SError("--degrade-mel degrades the real mels a vocoder trains on: it belongs to the vocoder stage")
+        raise NaturalL2SError("--degrade-mel degrades the real mels a vocoder trains on: it belongs to the vocoder "
+                              "stage")
     if cfg.select not in SELECT:
         raise NaturalL2SError(f"unknown --select {cfg.select!r}; choose one of {', '.join(SELECT)}")
     if cfg.stage == "judge":

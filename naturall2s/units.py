@@ -23,7 +23,8 @@ import torch
 N_MFCC = 13
 DELTA_WIDTH = 2  # frames each side of the regression deltas (HTK / Kaldi default)
 UNIT_FEATURE_DIM = 3 * N_MFCC  # MFCC + Δ + ΔΔ
-DEFAULT_UNITS = 200  # codebook size of the units variant (scripts/unit_purity.py on GRID s1 val: PNMI 0.60 vs 0.50 at 100)
+# codebook size of the units variant (scripts/unit_purity.py on GRID s1 val: PNMI 0.60, against 0.50 at 100)
+DEFAULT_UNITS = 200
 KMEANS_ITERS = 30
 KMEANS_SEED = 0
 MAX_FIT_FRAMES = 250_000  # frames the k-means sees at most (a seeded draw; GRID s1 train has 240k)

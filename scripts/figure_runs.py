@@ -31,7 +31,8 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
     "retrieval": (("control", "prior"), FIT_PANELS),
     # the vocoder run scores real mels + real units, the lip-reader run the whole model (predicted mels + units)
     "units": (("vocoder", "lipreader"), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
-                                         ("unit/acc", "unit accuracy ↑ (val)"), ("lipread/wer", "lip-read WER ↓ (val)"))),
+                                         ("unit/acc", "unit accuracy ↑ (val)"),
+                                         ("lipread/wer", "lip-read WER ↓ (val)"))),
     # the judge run scores real speech (word/acc), the flow run its sampled, vocoded speech
     "lipvoicer": (("judge", "flow"), (("word/acc", "judge word accuracy ↑ (val, real speech)"),
                                       ("flow/mse", "flow-matching MSE ↓ (val)"), ("estoi", "ESTOI ↑ (val)"),

@@ -158,7 +158,8 @@ def test_eight_real_systems_units_and_lipvoicer_among_them_fill_the_page(video_f
     own = {"units": {"n_units": 8}, "lipvoicer": {"flow_dim": 16, "flow_intermediate_dim": 32, "flow_layers": 1,
                                                   "sampling_steps": 2, "judge": {"dim": 16, "dilations": [1]}}}
     nets = {v: build(v, **tiny, **own.get(v, {})).eval() for v in VARIANTS}
-    nets |= {"units-b": build("units", **tiny, n_units=16).eval(), "noddsp-b": build("naturall2s-noddsp", **tiny).eval()}
+    nets |= {"units-b": build("units", **tiny, n_units=16).eval(),
+             "noddsp-b": build("naturall2s-noddsp", **tiny).eval()}
     assert len(nets) == 8
     from naturall2s.roi import MouthClip
 

@@ -568,7 +568,8 @@ def test_units_bad_configurations_are_clear_errors(cache, tmp_path):
     for seed in (1, 2):
         model = build("units", **UNITS_ARCH)
         g = torch.Generator().manual_seed(seed)
-        model.set_codebook(Codebook(mean=torch.zeros(39), std=torch.ones(39), centroids=torch.randn(8, 39, generator=g)))
+        centroids = torch.randn(8, 39, generator=g)
+        model.set_codebook(Codebook(mean=torch.zeros(39), std=torch.ones(39), centroids=centroids))
         paths.append(str(save_model(model, tmp_path / f"book{seed}.safetensors")))
     with pytest.raises(NaturalL2SError, match="different speech-unit codebooks"):
         train(TrainConfig(variant="units", stage="lipreader", steps=0, arch=UNITS_ARCH, run_dir=str(tmp_path / "f"),
@@ -698,7 +699,8 @@ def test_figure_runs_draws_the_units_plan(tmp_path):
                      ("lipreader", {"score": 1.1, "estoi": 0.35, "unit/acc": 0.2, "lipread/wer": 0.09, "select": -0.35})):
         folder = tmp_path / "runs" / "units" / run
         folder.mkdir(parents=True)
-        (folder / "log.csv").write_text(f'200,train,"{{""cpu_hours"": 0.1}}"\n200,val,"{json.dumps(val).replace(chr(34), 2 * chr(34))}"\n')
+        with open(folder / "log.csv", "w", newline="") as f:
+            csv.writer(f).writerows([[200, "train", json.dumps({"cpu_hours": 0.1})], [200, "val", json.dumps(val)]])
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "figure_runs.py"), "units", "--work", str(tmp_path),
                           "--table", "--out", str(tmp_path / "u.png")], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
