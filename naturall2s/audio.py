@@ -116,7 +116,22 @@ def fit_length(x, n: int):
 
 
 # --------------------------------------------------------------------------------------- features
-@functools.lru_cache(maxsize=None)
+def tensor_cache(build):
+    """``functools.lru_cache`` for builders of constant tensors and modules (filterbanks, windows, transforms), built
+    outside inference mode: a value first made under ``torch.inference_mode`` (the studio, streaming, evaluation)
+    would be an inference tensor, which a later training step in the same process cannot save for backward (adapting
+    a speaker in the studio after a synthesis, or tests in one process)."""
+
+    @functools.lru_cache(maxsize=None)
+    @functools.wraps(build)
+    def cached(*args, **kwargs):
+        with torch.inference_mode(False):
+            return build(*args, **kwargs)
+
+    return cached
+
+
+@tensor_cache
 def _mel_transform(device: str):
     """The MelSpectrogram (magnitude, centred, hann) shared by log_mel; one per device per process."""
     import torchaudio
@@ -166,7 +181,7 @@ def f0_voicing(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(voiced, f0, 0.0).astype(np.float32), voiced
 
 
-@functools.lru_cache(maxsize=None)
+@tensor_cache
 def _a_weighting_db(n_fft: int, sample_rate: int) -> torch.Tensor:
     """A-weighting gain in dB (IEC 61672) at the n_fft // 2 + 1 rfft bin frequencies. -> (n_fft // 2 + 1,)"""
     f = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
@@ -203,7 +218,7 @@ def loudness(wav):
 
 
 # -------------------------------------------------------------------------------------- inversion
-@functools.lru_cache(maxsize=None)
+@tensor_cache
 def _griffin_lim_transforms(n_iter: int, device: str):
     """(InverseMelScale, GriffinLim) matching log_mel's parameters; one pair per setting per process."""
     import torchaudio

@@ -7,12 +7,12 @@ samples are zeroed in both signals and masked STFT frames (those whose centre sa
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
+from naturall2s import audio
 from naturall2s.audio import SAMPLE_RATE
 
 STFT_RESOLUTIONS = ((256, 64, 256), (512, 128, 512), (1024, 256, 1024))  # (n_fft, hop, win)
@@ -108,7 +108,7 @@ def multi_resolution_stft_loss(pred: torch.Tensor, target: torch.Tensor, *, reso
     return {"stft/sc": torch.stack(sc).mean(), "stft/mag": torch.stack(mag).mean()}
 
 
-@functools.lru_cache(maxsize=None)
+@audio.tensor_cache
 def _mel_filters(n_fft: int, n_mels: int, sample_rate: int, device: str) -> torch.Tensor:
     """Slaney mel filterbank (n_fft // 2 + 1, n_mels), 0 Hz to Nyquist."""
     import torchaudio.functional as AF
@@ -132,7 +132,7 @@ def mel_loss(pred_wav: torch.Tensor, target_wav: torch.Tensor, *, scales=MEL_SCA
     return {"mel/l1": torch.stack(terms).mean()}
 
 
-@functools.lru_cache(maxsize=None)
+@audio.tensor_cache
 def _neg_stoi(sample_rate: int, extended: bool):
     import warnings
 

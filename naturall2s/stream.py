@@ -454,19 +454,20 @@ class LiveSynth:
 
 def frame_projections(fe, roi: np.ndarray, lips: np.ndarray) -> torch.Tensor:
     """The per-frame part of :class:`~naturall2s.encoders.VisualFrontEnd` (stem, trunk, lip MLP, projection; eval
-    mode, no positions): roi (T, H, W) uint8, lips (T, LIP_DIM) float32 -> (T, dim). The stem zero-pads 2 frames at
-    both ends, as the front end does for a clip."""
+    mode, no positions): roi (T, H, W) uint8, lips (T, LIP_DIM) float32 -> (T, dim) on ``fe``'s device. The stem
+    zero-pads 2 frames at both ends, as the front end does for a clip."""
     import torch.nn.functional as F
 
     from naturall2s.encoders import ROI_MEAN, ROI_STD
 
-    x = torch.from_numpy(np.ascontiguousarray(roi)).float()[None] / 255.0  # (1, T, H, W)
+    device = fe.proj.weight.device
+    x = torch.from_numpy(np.ascontiguousarray(roi)).to(device).float()[None] / 255.0  # (1, T, H, W)
     if tuple(x.shape[-2:]) != fe.in_size:
         x = F.interpolate(x, size=fe.in_size, mode="area")
     x = fe.stem(((x - ROI_MEAN) / ROI_STD)[:, None])  # (1, C, T, h, w)
     t, c, h, w = x.shape[2], x.shape[1], x.shape[3], x.shape[4]
     pooled = fe.trunk(x[0].transpose(0, 1).reshape(t, c, h, w)).mean(dim=(-2, -1))
-    return fe.proj(torch.cat([pooled, fe.lip_mlp(torch.from_numpy(np.ascontiguousarray(lips)))], dim=-1))
+    return fe.proj(torch.cat([pooled, fe.lip_mlp(torch.from_numpy(np.ascontiguousarray(lips)).to(device))], dim=-1))
 
 
 def contextualize(fe, proj: torch.Tensor) -> torch.Tensor:
@@ -488,7 +489,7 @@ def student_path(model) -> Path | None:
 
 def load_student(model):
     """The live student of ``model`` (the front end of the student checkpoint, whose transformer and norm were trained
-    by ``scripts/train_live_student.py`` on live windows), or None when it has none. Loaded with the checkpoint
+    on live windows by ``python -m naturall2s train --stage live``), or None when it has none. Loaded with the checkpoint
     loader; used only when its per-frame layers are this model's own (a student of another model is ignored)."""
     from naturall2s.checkpoints import load_model
 

@@ -26,6 +26,11 @@ Stages (each a run folder of its own, resumable):
   ``synthesize`` does (the config's steps and guidance; fixed noise). Its vocoder is the cascade's, composed in with
   ``--steps 0 --init <flow run>,checkpoints/mel-vocoder.safetensors`` (the cascade's front end is the same lip
   reader's; a later ``--init`` whose front end differs from the one the denoiser was trained on is refused).
+- ``live``: the live student of a finished model (``--init``): a copy of its front end's transformer and final norm
+  trained to give, on windows whose future is cut short (as :mod:`naturall2s.stream` runs it), the features the
+  offline model gives from the whole clip; its per-frame layers stay the model's (single process). The export is the
+  whole model with the student's transformer, read by :func:`naturall2s.stream.load_student` from
+  ``<checkpoint folder>/live/<name>.safetensors``.
 
 Runs on CPU, one CUDA GPU, or several processes under ``torchrun`` (DistributedDataParallel, gloo on CPU, nccl on GPU).
 Everything the run needs to continue lives in ``<run-dir>/state.pt``; the best model by validation score is exported
@@ -52,7 +57,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from naturall2s import audio, losses
-from naturall2s.checkpoints import load_state, save_model, save_state
+from naturall2s.checkpoints import load_model, load_state, save_model, save_state
 from naturall2s.augment import augment_clips, degrade_mels
 from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
 from naturall2s.grid import tokens_to_text
@@ -61,7 +66,7 @@ from naturall2s.errors import CheckpointError, DataError, NaturalL2SError
 from naturall2s.model import (DEFAULT_SEED, MEL_VARIANTS, SAMPLING_VARIANTS, VOCODER_VARIANTS, LipToSpeech,
                               ModelConfig, ctc_greedy_batch)
 
-STAGES = ("lipreader", "vocoder", "synth", "judge", "flow")
+STAGES = ("lipreader", "vocoder", "synth", "judge", "live", "flow")
 # the validation number that picks best.safetensors: log-mel L1 (lower), ESTOI (higher), or "guarded": the pause buzz
 # (comb dB, lower) among checkpoints whose ESTOI and speech WER (the ASR on the generated speech) have not regressed
 # beyond --guard-estoi / --guard-wer from the run's start (for adversarial fine-tuning of a finished model)
@@ -112,6 +117,9 @@ class TrainConfig:
     stop_at: int = 0
     save_minutes: float = 0.0
     export: str = ""
+    live_window: int = 50
+    live_min_window: int = 12
+    live_tail: int = 16
 
 
 # the --help of every TrainConfig field (argparse adds each default)
@@ -119,12 +127,14 @@ HELP = {
     "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp, naturall2s, units or lipvoicer",
     "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl; for units + the unit head), vocoder "
              "(the cascade's vocoder on real mels; for units on real mels and units), synth (the naturall2s "
-             "variants' speech heads and generator), judge (the content judge), flow (lipvoicer's flow-matching "
-             "denoiser over the log-mel, on the frozen front end's cached features)",
+             "variants' speech heads and generator), judge (the content judge), live (the live student of the --init "
+             "model: its transformer for streaming, see --live-window), flow (lipvoicer's flow-matching denoiser over "
+             "the log-mel, on the frozen front end's cached features)",
     "cache": "the prepared data: the output folder of `python -m naturall2s prepare`",
     "run_dir": "this run's folder: state.pt (to resume), log.csv, config.json, best.safetensors",
     "init": "checkpoints (names or .safetensors paths, comma-separated, later ones win) whose tensors of matching "
-            "name and shape start the model; with --steps 0 the model is only composed from them and exported",
+            "name and shape start the model; with --steps 0 the model is only composed from them and exported; "
+            "--stage live: the one model whose student is trained (its architecture comes from the checkpoint)",
     "freeze_frontend": "synth/vocoder: keep the visual front end and its lip-reading heads fixed; their features are "
                        "computed once and cached (the CPU recipe)",
     "steps": "training steps in all (a resumed run continues to this many; 0: compose from --init and export)",
@@ -173,7 +183,13 @@ HELP = {
     "stop_at": "stop after this step, keeping the learning-rate schedule of --steps (0: at --steps); a later run in "
                "the same --run-dir continues from there, e.g. with other --lambdas (a recipe that changes mid-run)",
     "save_minutes": "also save the resumable state this often between evaluations (0: at evaluations only)",
-    "export": "also write the best model here (e.g. checkpoints/naturall2s.safetensors)",
+    "export": "also write the best model here (e.g. checkpoints/naturall2s.safetensors; --stage live: "
+              "checkpoints/live/naturall2s.safetensors, where streaming finds a model's student)",
+    "live_window": "--stage live: the longest window of frames the student sees (live synthesis's window, 50 = 2 s); "
+                   "each batch draws one length from --live-min-window..this, ending at a random frame",
+    "live_min_window": "--stage live: the shortest window of frames (a take's start)",
+    "live_tail": "--stage live: the loss (MSE against the offline features of the whole clip) covers this many "
+                 "frames at each window's end, whose future is short",
 }
 
 
@@ -660,6 +676,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         raise NaturalL2SError(f"unknown --select {cfg.select!r}; choose one of {', '.join(SELECT)}")
     if cfg.stage == "judge":
         return train_judge(cfg)
+    if cfg.stage == "live":
+        return train_live(cfg)
     if cfg.judge and cfg.stage != "synth" and cfg.variant not in SAMPLING_VARIANTS:
         raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage (or guides the "
                               "lipvoicer variant's sampling)")
@@ -1027,6 +1045,173 @@ def unit_codebook(n_units: int, train_set: CachedGrid, run_dir: Path, *, rank: i
     return book
 
 
+# ------------------------------------------------------------------------------------------------
+# stage live: the live student
+# ------------------------------------------------------------------------------------------------
+LIVE_VAL_BATCHES, LIVE_VAL_WINDOWS = 8, 32  # validation: fixed batches of windows of the val clips
+
+
+def train_live(cfg: TrainConfig) -> dict:
+    """Stage ``live`` (see the module doc): the student (a copy of the ``--init`` model's front end whose transformer
+    and final norm train) learns, on :func:`live_windows` of the cache's train clips, the offline features of the
+    whole clips (:func:`live_loss`); best by the same loss on fixed val windows (``best``), exported by
+    :func:`export_live`. The per-frame projections are computed once (kept in ``<run-dir>/projections.pt``); each
+    step's windows are drawn from (seed, step) alone, so a run resumed from ``state.pt`` goes on exactly."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NaturalL2SError("the live stage is small: run it as one process, without torchrun")
+    if not cfg.init or "," in cfg.init:
+        raise NaturalL2SError("--stage live trains the live student of one model: --init NAME_OR_PATH")
+    require_cache(cfg)
+    _, _, device = setup_distributed(cfg)
+    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    model = load_model(cfg.init, device=device)
+    if model.config.variant != cfg.variant:
+        raise NaturalL2SError(f"--init {cfg.init} is a {model.config.variant} model: add --variant "
+                              f"{model.config.variant}")
+    train_clips, val_batches = live_data(model, cfg, device, path=run_dir / "projections.pt")
+    student = copy.deepcopy(model.frontend).train().requires_grad_(False)
+    params = [*student.transformer.parameters(), *student.norm.parameters()]
+    opt = torch.optim.AdamW([p.requires_grad_(True) for p in params], lr=cfg.lr, betas=(0.8, 0.99),
+                            weight_decay=cfg.weight_decay)
+    run = {"step": 0, "best": float("inf"), "offline": None, "cpu_seconds": 0.0}  # in state.pt beside the weights
+    state_path = run_dir / "state.pt"
+    if state_path.exists():
+        st = load_state(state_path, map_location=device)
+        student.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        set_rng_state(st["rng"])
+        run = {k: st[k] for k in run}
+    if run["offline"] is None:  # the model's own transformer on the val windows: the number to beat
+        run["offline"] = live_val_loss(model.frontend, val_batches)
+    cpu_start = time.process_time() - run["cpu_seconds"]
+    print(f"{cfg.variant} / live: {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, "
+          f"{len(train_clips)} train clips; val loss of the offline transformer on live windows {run['offline']:.4f}")
+    start = t_saved = time.time()
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
+    bar = tqdm(total=end, initial=run["step"], desc=f"{cfg.variant}/live", dynamic_ncols=True)
+    with open(run_dir / "log.csv", "a", newline="") as log_file:
+        log = csv.writer(log_file)
+        log.writerow([run["step"], "config", json.dumps(asdict(cfg))])
+        while run["step"] < end:
+            loss = live_update(student, opt, params, train_clips, cfg, step=run["step"])
+            run["step"] = step = run["step"] + 1
+            run["cpu_seconds"] = time.process_time() - cpu_start
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == 1:
+                bar.set_postfix(loss=f"{loss:.4f}")
+                log.writerow([step, "train", json.dumps({"live/mse": loss, "cpu_hours": run["cpu_seconds"] / 3600})])
+            timed_out = cfg.max_minutes > 0 and (time.time() - start) / 60 > cfg.max_minutes
+            evaluate_now = step % cfg.eval_every == 0 or step >= end or timed_out
+            if evaluate_now:
+                val = live_val_loss(student, val_batches)
+                log.writerow([step, "val", json.dumps({"live/mse": val, "live/mse_offline": run["offline"]})])
+                tqdm.write(f"step {step}: val live/mse {val:.4f} (the offline transformer: {run['offline']:.4f})")
+                if val < run["best"]:
+                    run["best"] = val
+                    export_live(model, student, cfg, facts={"steps": step, "val_mse": round(val, 5),
+                                                            "val_mse_offline_transformer": round(run["offline"], 5),
+                                                            "train_clips": len(train_clips)})
+            if evaluate_now or (cfg.save_minutes > 0 and time.time() - t_saved > 60 * cfg.save_minutes):
+                save_state({"model": student.state_dict(), "opt": opt.state_dict(), "rng": rng_state(), **run},
+                           state_path)
+                t_saved = time.time()
+            log_file.flush()
+            if timed_out:
+                break
+    bar.close()
+    return {"step": run["step"], "best": run["best"], "run_dir": str(run_dir)}
+
+
+def live_update(student, opt, params: list, clips: list, cfg: TrainConfig, *, step: int) -> float:
+    """One training step of the student on the windows of ``step`` (drawn from (seed, step)) -> its loss."""
+    x, y, m = live_windows(clips, np.random.default_rng([cfg.seed, step]), batch=cfg.batch_size, cfg=cfg)
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, cfg)
+    loss = live_loss(student, x, y, m)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
+def live_data(model: LipToSpeech, cfg: TrainConfig, device, *, path: Path) -> tuple[list, list]:
+    """-> (per train clip (per-frame projections (T, dim), the offline features of the whole clip (T, dim)), the
+    fixed validation batches of :func:`live_windows` over the val clips). The projections are
+    :func:`naturall2s.stream.frame_projections` of the cache's crops and lips (kept in ``path``, as
+    :func:`cache_features` keeps features); the features are the model's transformer over all of a clip's."""
+    from naturall2s.stream import contextualize
+
+    sets = [CachedGrid(cfg.cache, split) for split in ("train", "val")]
+    proj = cache_features(model, sets, device, True, path=path, per_frame=True)
+    model.eval()
+    with torch.no_grad():
+        clips = {n: (p.to(device), contextualize(model.frontend, p[None].to(device))[0]) for n, p in proj.items()}
+    rng = np.random.default_rng(cfg.seed + 1)
+    val = [clips[n] for n in sets[1].names]
+    val_batches = [live_windows(val, rng, batch=LIVE_VAL_WINDOWS, cfg=cfg) for _ in range(LIVE_VAL_BATCHES)]
+    return [clips[n] for n in sets[0].names], val_batches
+
+
+def live_windows(clips: list[tuple[torch.Tensor, torch.Tensor]], rng: np.random.Generator, *, batch: int,
+                 cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``batch`` windows as live synthesis runs the transformer: one length W uniform in [cfg.live_min_window,
+    cfg.live_window], then per window a random clip of ``clips`` ((projections, offline features)) and a random end
+    frame. -> (projections (B, W, dim), targets (B, W, dim), weights (B, W): 1 on each window's last
+    ``cfg.live_tail`` frames). A window longer than the clip up to its end (at a clip's start) is left-aligned and
+    padded with zeros, weighted 0."""
+    w = int(rng.integers(cfg.live_min_window, cfg.live_window + 1))
+    xs, ys, ms = [], [], []
+    for _ in range(batch):
+        proj, feats = clips[int(rng.integers(len(clips)))]
+        e = int(rng.integers(min(w, len(proj)), len(proj) + 1))
+        s = max(0, e - w)
+        m = torch.zeros(w, device=proj.device)
+        m[max(0, e - s - cfg.live_tail):e - s] = 1.0
+        xs.append(torch.nn.functional.pad(proj[s:e], (0, 0, 0, w - (e - s))))
+        ys.append(torch.nn.functional.pad(feats[s:e], (0, 0, 0, w - (e - s))))
+        ms.append(m)
+    return torch.stack(xs), torch.stack(ys), torch.stack(ms)
+
+
+def live_loss(fe, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Mean squared error, over the frames ``m`` weights, between the features a front end's transformer and norm
+    (:func:`naturall2s.stream.contextualize`, positions from 0 at each window's start) give on the projections ``x``
+    (B, W, dim) and the offline features ``y``."""
+    from naturall2s.stream import contextualize
+
+    err = ((contextualize(fe, x) - y) ** 2).mean(-1)
+    return (err * m).sum() / m.sum()
+
+
+@torch.no_grad()
+def live_val_loss(fe, batches) -> float:
+    """:func:`live_loss` of ``fe`` (eval mode) averaged over the validation batches."""
+    was_training = fe.training
+    fe.eval()
+    value = float(np.mean([live_loss(fe, *b).item() for b in batches]))
+    fe.train(was_training)
+    return value
+
+
+def export_live(model: LipToSpeech, student, cfg: TrainConfig, *, facts: dict) -> None:
+    """The whole ``model`` with the student's transformer and norm, its info + ``live_student`` (``facts`` of the
+    run's best step, the window settings, the date and this run's config), to ``<run-dir>/best.safetensors`` and
+    ``cfg.export``: what :func:`naturall2s.stream.load_student` reads."""
+    exported = copy.deepcopy(model)
+    exported.frontend.transformer.load_state_dict(student.transformer.state_dict())
+    exported.frontend.norm.load_state_dict(student.norm.state_dict())
+    facts = {"base": cfg.init, **facts, "window": cfg.live_window, "min_window": cfg.live_min_window,
+             "tail": cfg.live_tail, "date": time.strftime("%Y-%m-%d"), "train_config": asdict(cfg)}
+    info = {**(getattr(model, "info", None) or {}), "live_student": facts}
+    for path in filter(None, (Path(cfg.run_dir) / "best.safetensors", cfg.export)):
+        save_model(exported, path, info=info)
+
+
 def require_cache(cfg: TrainConfig) -> None:
     if not (Path(cfg.cache) / "manifest.json").exists():
         raise DataError(f"no prepared cache at {cfg.cache}: run `python -m naturall2s prepare --out {cfg.cache}` first")
@@ -1042,10 +1227,14 @@ def _flat(feature_maps) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def cache_features(model: LipToSpeech, datasets, device, verbose: bool,
-                   path: Path | None = None) -> dict[str, torch.Tensor]:
-    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end). With ``path``
-    they are kept there too, and read back by a resumed run whose front end and clips are the same (a fingerprint
-    of the front end's weights and the clip names decides), which spares a long run minutes at every resume."""
+                   path: Path | None = None, *, per_frame: bool = False) -> dict[str, torch.Tensor]:
+    """Front-end features (T,dim) of every whole clip, computed once in eval mode (frozen front end); ``per_frame``:
+    the front end's per-frame projections instead (:func:`naturall2s.stream.frame_projections`, before its
+    transformer). With ``path`` they are kept there too, and read back by a resumed run whose front end and clips are
+    the same (a fingerprint of the front end's weights and the clip names decides), which spares a long run minutes at
+    every resume."""
+    from naturall2s.stream import frame_projections
+
     names = [ds.names[i] for ds in datasets for i in range(len(ds))]
     fingerprint = torch.tensor([float(sum(v.double().sum() + v.double().abs().sum()
                                           for v in model.frontend.state_dict().values() if v.is_floating_point())),
@@ -1057,11 +1246,13 @@ def cache_features(model: LipToSpeech, datasets, device, verbose: bool,
     model.eval()
     cache = {}
     items = [(ds, i) for ds in datasets for i in range(len(ds))]
-    for ds, i in tqdm(items, desc="caching front-end features", disable=not verbose):
+    for ds, i in tqdm(items, desc="caching front-end " + ("projections" if per_frame else "features"),
+                      disable=not verbose):
         item = ds[i]
-        roi = item["roi"][None].to(device)
-        lips = item["lips"][None].to(device)
-        cache[item["name"]] = model.encode(roi, lips)[0].cpu()
+        if per_frame:
+            cache[item["name"]] = frame_projections(model.frontend, item["roi"].numpy(), item["lips"].numpy()).cpu()
+        else:
+            cache[item["name"]] = model.encode(item["roi"][None].to(device), item["lips"][None].to(device))[0].cpu()
     model.train()
     if path is not None:
         save_state({"fingerprint": fingerprint, "features": cache}, path)

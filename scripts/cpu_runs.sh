@@ -21,6 +21,10 @@
 #   retrieval    the retrieval prior against its control: the shipped naturall2s fine-tuned 1000 steps with the
 #                real log-mel retrieved from the training speaker's frames as an extra input (`retrieval_prior`),
 #                and the same fine-tune without it.
+#   joint        the frozen-feature question of the intelligibility diagnosis: the retrieval plan's `control` (the
+#                shipped naturall2s, 800 steps of its speech stage on frozen, cached features, 1 s crops x 16) against
+#                the same fine-tune with the front end trained too (`--no-freeze-frontend`, so whole clips: 6 x 3 s,
+#                about the same audio per step), same rate, losses and validations (val + 200 train clips / 200 steps).
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
 #                its stages IN ORDER as one background job (CHAIN below; each resumable, a finished one returns at
 #                once): `vocoder` (fits the 200 speech units, k-means over MFCC + deltas of the training split, and
@@ -42,7 +46,7 @@
 #                scripts/figure_runs.py lipvoicer --table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval|units|lipvoicer [WORK_DIR] [start|status|stop]}
+PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval|joint|units|lipvoicer [WORK_DIR] [start|status|stop]}
 shift
 case "${1:-}" in status|stop|chain) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
   *) WORK=${1:-../naturall2s-work}; ACTION=${2:-start} ;; esac
@@ -89,6 +93,15 @@ case "$PLAN" in
     COMMON=(--segment-frames 25 --batch-size 16 --lr 2e-4 --warmup 50 --adv-start -1 --eval-every 200
             --eval-train 200 --steps "${STEPS:-1000}")
     ;;
+  joint)
+    RUNS=$WORK/runs/joint
+    ARGS=(
+      [unfrozen]="$NATURALL2S_SYNTH --no-freeze-frontend --init checkpoints/naturall2s.safetensors
+        --lambdas {\"f0/l1\":0,\"stoi/neg\":20} --arch {$NATURALL2S_ARCH}"
+    )
+    COMMON=(--segment-frames 0 --batch-size 6 --lr 2e-4 --warmup 50 --adv-start -1 --eval-every 200
+            --eval-train 200 --steps "${STEPS:-800}")
+    ;;
   units)
     RUNS=$WORK/runs/units
     UNITS_ARCH='{"word_head":true,"n_units":200}'
@@ -120,7 +133,7 @@ case "$PLAN" in
       --init $RUNS/flow/best.safetensors,checkpoints/mel-vocoder.safetensors --export $RUNS/lipvoicer.safetensors"
     COMMON=()
     ;;
-  *) echo "unknown plan $PLAN (adversarial, curves, retrieval, units or lipvoicer)" >&2; exit 2 ;;
+  *) echo "unknown plan $PLAN (adversarial, curves, retrieval, joint, units or lipvoicer)" >&2; exit 2 ;;
 esac
 COMMON+=(--cache "$CACHE" --save-minutes "$SAVE_MINUTES" --threads 1 --device cpu)
 mkdir -p "$RUNS"

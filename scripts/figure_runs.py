@@ -3,6 +3,7 @@
     python scripts/figure_runs.py adversarial   # -> assets/adversarial_val.png: ESTOI, speech WER, pause buzz, MOS on val
     python scripts/figure_runs.py curves        # -> assets/curves.png: ESTOI and log-mel L1, val and the 200 train clips
     python scripts/figure_runs.py retrieval     # -> assets/retrieval.png (the same panels as curves)
+    python scripts/figure_runs.py joint         # -> assets/joint.png: the front end trained against frozen (retrieval's control)
     python scripts/figure_runs.py units         # -> assets/units.png: ESTOI, log-mel L1, unit accuracy, lip-read WER
     python scripts/figure_runs.py lipvoicer     # -> assets/lipvoicer.png: the judge's word accuracy, the flow's MSE,
                                                 #    ESTOI and log-mel L1 of the sampled speech, the judge on it
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +31,7 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
                      ("judge/mos", "MOS, distillmos ↑ (val; read only)"))),
     "curves": (("size1x", "size2x"), FIT_PANELS),
     "retrieval": (("control", "prior"), FIT_PANELS),
+    "joint": (("unfrozen", "../retrieval/control"), FIT_PANELS),  # a name is a run folder under runs/PLAN
     # the vocoder run scores real mels + real units, the lip-reader run the whole model (predicted mels + units)
     "units": (("vocoder", "lipreader"), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
                                          ("unit/acc", "unit accuracy ↑ (val)"),
@@ -96,7 +99,7 @@ def figure(runs: dict[str, tuple[list, list]], panels, out: Path, title: str) ->
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
     axes[-1].legend(list(seen.values()), list(seen), fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 45 * len(panels)), fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     print(f"wrote {out}")
@@ -110,7 +113,7 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="print the validations as a markdown table as well")
     args = p.parse_args()
     names, panels = PLANS[args.plan]
-    logs = {n: args.work / "runs" / args.plan / n / "log.csv" for n in names}
+    logs = {n.removeprefix("../"): args.work / "runs" / args.plan / n / "log.csv" for n in names}
     runs = {n: read_run(log) for n, log in logs.items() if log.is_file()}
     if not runs:
         raise SystemExit(f"no runs of plan {args.plan!r} under {args.work / 'runs' / args.plan}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
-# and the two NaturalL2S variants, then the units variant from the cascade (step 7) and the lipvoicer variant from the
-# lip reader and the cascade's vocoder (step 8), and export fp16 checkpoints into checkpoints/ (or $OUT).
+# and the two NaturalL2S variants, then the units variant from the cascade (step 7), naturall2s's live student
+# (step 8) and the lipvoicer variant from the lip reader and the cascade's vocoder (step 9), and export fp16
+# checkpoints into checkpoints/ (or $OUT).
 #
 #   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 4 h 25 min, then the
 #                                                          # adversarial stage, about 3.5 CPU-hours)
@@ -28,6 +29,7 @@ mkdir -p "$RUNS"
 
 if [ "${GPU:-0}" = 1 ]; then
   LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-1}" -m naturall2s train --device "${DEVICE:-cuda}")
+  ONE=("$PY" -m naturall2s train --device "${DEVICE:-cuda}")  # a one-process stage (live)
   LIP_STEPS=(6000)
   LIP=(--batch-size 32 --lr 6e-4 --warmup 300)
   WORDS=(--steps 6000 --batch-size 32 --lr 5e-4 --warmup 300)
@@ -38,6 +40,7 @@ if [ "${GPU:-0}" = 1 ]; then
   JOINT=(--no-freeze-frontend --segment-frames 0 --batch-size 16 --steps 3000 --lr 5e-5 --warmup 100 --adv-start 0)
 else
   LAUNCH=("$PY" -m naturall2s train --device cpu)
+  ONE=("${LAUNCH[@]}")
   LIP_STEPS=(1200 2400)
   LIP=(--batch-size 8 --lr 6e-4 --warmup 100 --threads 2)
   WORDS=(--steps 3000 --batch-size 8 --lr 5e-4 --warmup 100 --threads 2)
@@ -185,7 +188,16 @@ train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/
 "$PY" -m naturall2s train --variant units --stage lipreader --steps 0 --run-dir "$RUNS/units" --arch "$UNITS_ARCH" \
   --init "$RUNS/units-vocoder/best.safetensors,$RUNS/units-lipreader/best.safetensors" --export "$OUT/units.safetensors"
 
-# 8. the lipvoicer variant (after Yemini et al., "LipVoicer: Generating Speech from Silent Videos Guided by Lip
+# 8. the live student of naturall2s (live synthesis, docs/live.md): a copy of its front end's transformer and final
+#    norm, trained on windows of 12..50 frames of the train clips to give, on each window's last 16 frames (whose
+#    future is short), the features the offline model gives from the whole clip; one process, one thread.
+#    Streaming finds it as $OUT/live/naturall2s.safetensors. (The shipped one: 1250 steps of 32 windows on the first
+#    400 train clips, by the earlier script this stage replaces; see checkpoints/README.md.)
+"${ONE[@]}" --variant naturall2s --stage live --cache "$CACHE" --run-dir "$RUNS/live/naturall2s" \
+  --init "$OUT/naturall2s.safetensors" --steps 1250 --batch-size 32 --lr 3e-4 --warmup 60 --weight-decay 0 \
+  --eval-every 250 --save-minutes 10 --threads 1 --export "$OUT/live/naturall2s.safetensors" "${SMOKE_ARGS[@]}"
+
+# 9. the lipvoicer variant (after Yemini et al., "LipVoicer: Generating Speech from Silent Videos Guided by Lip
 #    Reading", ICLR 2024): the content judge (a frame word recognizer on the real log-mels of the training split; one
 #    process), then the flow-matching denoiser over the log-mel on the shipped lip reader's frozen, cached features
 #    (front end + embedded word posteriors at 100 Hz) with that judge inside the model (it guides the sampling toward
@@ -195,16 +207,15 @@ train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/
 #    `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (rerun this last command with them). The
 #    CPU step counts are the plan of scripts/cpu_runs.sh lipvoicer (checkpoints/README.md).
 if [ "${GPU:-0}" = 1 ]; then
-  JUDGE_RUN=("$PY" -m naturall2s train --device "${DEVICE:-cuda}" --steps 4000 --batch-size 64 --lr 1e-3 --warmup 200)
+  JUDGE=(--steps 4000 --batch-size 64 --lr 1e-3 --warmup 200)
   FLOW=(--steps 40000 --batch-size 64 --lr 5e-4 --warmup 1000 --eval-every 2000)
 else
-  JUDGE_RUN=("$PY" -m naturall2s train --device cpu --threads 1 --steps "${JUDGE_STEPS:-2000}" --batch-size 32 --lr 1e-3
-             --warmup 100)
+  JUDGE=(--steps "${JUDGE_STEPS:-2000}" --batch-size 32 --lr 1e-3 --warmup 100 --threads 1)
   FLOW=(--steps "${FLOW_STEPS:-16000}" --batch-size 16 --lr 5e-4 --warmup 200 --eval-every 2000 --threads 1
         --save-minutes 10)
 fi
-"${JUDGE_RUN[@]}" --stage judge --cache "$CACHE" --run-dir "$RUNS/judge" --segment-frames 25 --eval-every 500 \
-  "${SMOKE_ARGS[@]}"  # the judge is small: one process (no torchrun)
+"${ONE[@]}" --stage judge --cache "$CACHE" --run-dir "$RUNS/judge" --segment-frames 25 --eval-every 500 "${JUDGE[@]}" \
+  "${SMOKE_ARGS[@]}"  # the judge is small: one process
 train_stage --variant lipvoicer --stage flow --cache "$CACHE" --run-dir "$RUNS/lipvoicer-flow" \
   --init "$OUT/mel-gl.safetensors,$OUT/mel-vocoder.safetensors" --judge "$RUNS/judge/best.safetensors" \
   --segment-frames 25 --select estoi "${FLOW[@]}"

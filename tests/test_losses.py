@@ -194,3 +194,19 @@ def test_default_lambdas_cover_every_loss_key():
     assert all(torch.isfinite(v) and v.ndim == 0 for v in all_losses.values())
     total = losses.weighted_sum(all_losses, losses.DEFAULT_LAMBDAS)
     assert math.isfinite(total.item())
+
+
+def test_constant_tensors_first_built_in_inference_mode_still_train():
+    """The cached filterbanks and transforms (audio.tensor_cache) are built outside inference mode: a synthesis under
+    torch.inference_mode first (the studio, streaming), then a training step in the same process (adapting a speaker
+    in the studio) must not fail with "Inference tensors cannot be saved for backward"."""
+    from naturall2s import audio, losses
+
+    for fn in (audio._mel_transform, losses._mel_filters, losses._neg_stoi):
+        fn.cache_clear()
+    with torch.inference_mode():
+        audio.log_mel(torch.randn(1, 16000))
+        losses.mel_loss(torch.randn(1, 16000), torch.randn(1, 16000))
+    x = torch.randn(1, 16000, requires_grad=True)
+    (audio.log_mel(x).sum() + losses.mel_loss(x, torch.randn(1, 16000))["mel/l1"]).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -255,7 +255,7 @@ def test_resynthesis_bounds_script_scores_real_speech_and_refuses_a_model_withou
 def test_recipe_command_lines_run(cache, tmp_path, gpu):
     """scripts/train_grid.sh end to end with SMOKE=1 (2 steps per command) on the synthetic cache: every command of
     the CPU recipe, and of the GPU recipe run on CPU under torchrun (DEVICE=cpu), parses and runs, and the five
-    checkpoints land in OUT (never in checkpoints/)."""
+    checkpoints and naturall2s's live student land in OUT (never in checkpoints/)."""
     work = tmp_path / "work"
     (work / "cache").mkdir(parents=True)
     (work / "cache" / "grid").symlink_to(cache, target_is_directory=True)
@@ -274,6 +274,8 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
     assert load_model(out / "naturall2s.safetensors").config.prior_free_phase  # the shipped recipe's flags
     units = load_model(out / "units.safetensors")  # composed from its two stages, the codebook of the first
     assert units.has_codebook and units.config.n_units == 8 and units.config.word_head
+    student = load_model(out / "live" / "naturall2s.safetensors")  # the live stage, beside its base model
+    assert student.info["live_student"]["train_config"]["steps"] == 2
     lipvoicer = load_model(out / "lipvoicer.safetensors")  # the flow run + the cascade's vocoder, sampling defaults
     assert lipvoicer.has_mel_stats and lipvoicer.config.sampling_steps == 10 and lipvoicer.config.guidance_scale == 0.5
     cascade = load_model(out / "mel-vocoder.safetensors").state_dict()
@@ -721,3 +723,43 @@ def test_figure_runs_draws_the_lipvoicer_plan(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| flow | 500 | 0.900 | 0.300 |" in res.stdout and (tmp_path / "l.png").stat().st_size > 0
+
+
+def test_live_stage_trains_resumes_and_its_export_streams(cache, tmp_path):
+    """--stage live: the student trains 2 steps on the tiny cache and resumes to 4, exactly as a run of 4 steps; its
+    export is the whole model with only the front end's transformer and norm changed, and streaming finds it beside
+    its base model and uses it."""
+    from naturall2s.checkpoints import save_model
+    from naturall2s.errors import NaturalL2SError
+    from naturall2s.model import build
+    from naturall2s.stream import LiveSynth
+    from tests.test_stream import FakeTracker, frames
+
+    torch.manual_seed(0)
+    base = save_model(build("naturall2s", **TINY), tmp_path / "tiny.safetensors")
+    export = tmp_path / "live" / "tiny.safetensors"
+    live_kw = dict(stage="live", init=str(base), export=str(export), live_window=8, live_min_window=4, live_tail=3)
+    result = train(cfg_for(cache, tmp_path, **live_kw, steps=4, stop_at=2))
+    assert result["step"] == 2 and np.isfinite(result["best"])
+    assert train(cfg_for(cache, tmp_path, **live_kw, steps=4))["step"] == 4
+    run = Path(result["run_dir"])
+    assert load_state(run / "state.pt")["step"] == 4 and (run / "projections.pt").is_file()
+    train(cfg_for(cache, tmp_path / "whole", **{**live_kw, "export": ""}, steps=4))
+    whole = load_state(tmp_path / "whole" / "run" / "state.pt")["model"]
+    assert all(torch.equal(v, whole[k]) for k, v in load_state(run / "state.pt")["model"].items())
+    rows = list(csv.reader((run / "log.csv").read_text().splitlines()))
+    assert all(json.loads(r[2])["cpu_hours"] > 0 for r in rows if r[1] == "train")
+    vals = [json.loads(r[2]) for r in rows if r[1] == "val"]
+    assert len(vals) == 2 and all(v["live/mse"] > 0 and v["live/mse_offline"] > 0 for v in vals)
+
+    model, student = load_model(base), load_model(export)
+    assert student.info["live_student"]["train_config"]["stage"] == "live"
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, student.state_dict()[k])}
+    assert changed and all(k.startswith(("frontend.transformer.", "frontend.norm.")) for k in changed)
+    live = LiveSynth(model, lookahead=0.08, window=1.0, student=True, tracker=FakeTracker())
+    wav = np.concatenate([live.push(f) for f in frames(12)] + [live.flush()])
+    assert live.student and len(wav) == 12 * audio.SAMPLES_PER_VIDEO_FRAME and np.isfinite(wav).all()
+    with pytest.raises(NaturalL2SError, match="--init"):
+        train(cfg_for(cache, tmp_path / "none", stage="live"))
+    with pytest.raises(NaturalL2SError, match="--variant naturall2s"):
+        train(cfg_for(cache, tmp_path / "other", **{**live_kw, "export": ""}, variant="mel-gl"))
