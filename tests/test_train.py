@@ -718,9 +718,9 @@ def test_figure_runs_draws_the_lipvoicer_plan(tmp_path):
         folder.mkdir(parents=True)
         quoted = json.dumps(val).replace(chr(34), 2 * chr(34))
         (folder / "log.csv").write_text(f'500,train,"{{""cpu_hours"": 0.1}}"\n500,val,"{quoted}"\n')
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / "figure_runs.py"), "lipvoicer", "--work", str(tmp_path),
-                          "--table", "--out", str(tmp_path / "l.png")], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "figure_runs.py"), "lipvoicer", "--work",
+                          str(tmp_path), "--table", "--out", str(tmp_path / "l.png")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| flow | 500 | 0.900 | 0.300 |" in res.stdout and (tmp_path / "l.png").stat().st_size > 0
 
