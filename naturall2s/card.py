@@ -49,6 +49,27 @@ VAL_LABELS = {"score": "validation score (log-mel L1)", "lipread/wer": "lip-read
 
 # variants that follow a published method: the paper, and what this implementation does differently
 METHODS = {
+    "ltbs": {
+        "paper": "Kim, Hong, Park & Ro, \"Let There Be Sound: Reconstructing High Quality Speech from Silent Videos\", "
+                 "AAAI 2024 (arXiv 2308.15256): linguistic features condition a FastSpeech2-style variance adaptor "
+                 "(pitch, energy) and mel decoder, whose mel a flow-based post-net refines before a vocoder",
+        "differs": [
+            "data and scale: one GRID speaker (s1, 800 training clips, 51 words) on a CPU budget of about 3 CPU-hours, "
+            "not LRS2/LRS3 on GPUs",
+            "linguistic conditioning: the shared lip reader's frame word head (its posteriors over the 51 GRID words, "
+            "embedded and added to the visual features, trained on the corpus's word timings), not features derived "
+            "from an ASR model",
+            "front end: the project's lip reader (3D-conv stem, 2D trunk and transformer on 32x48 mouth crops and lip "
+            "landmarks), trained first and kept frozen, not the paper's visual encoder trained with the rest",
+            "variance adaptor, decoder and post-net at CPU size: pitch (log-F0 + voicing, pyworld) and energy "
+            "(A-weighted loudness) predictors with bucketized embeddings, the real values fed while training, four "
+            "ConvNeXt blocks at 100 Hz, a Glow-style post-net (act-norm, 1x1 convolution, affine coupling) over the "
+            "mel bins of each frame conditioned on the decoder's output, trained by maximum likelihood; "
+            "synthesize(postnet=False) skips it, its temperature is stored in the checkpoint",
+            "vocoder: the cascade's Vocos-style iSTFT generator trained on real mels (shared with mel-vocoder), not "
+            "HiFi-GAN",
+        ],
+    },
     "units": {
         "paper": "Choi, Kim & Ro, \"Intelligible Lip-to-Speech Synthesis with Speech Units\", Interspeech 2023 "
                  "(arXiv 2305.19603): the lip reader predicts the mel and discrete speech units together, and a "

@@ -40,6 +40,13 @@ DEFAULT_LAMBDAS: dict[str, float] = {
     "adv/gen": 1.0,
     "adv/feat": 2.0,
     "adv/disc": 1.0,
+    # the ltbs variant (naturall2s.ltbs): its decoder's log-mel L1 (as melhead/l1), the pitch and energy predictors
+    # (as f0/l1, vuv/bce, loud/l1), the flow post-net's negative log-likelihood of the real mel (nats per value)
+    "decoder/l1": 1.0,
+    "pitch/l1": 5.0,
+    "pitch/vuv": 1.0,
+    "energy/l1": 0.05,
+    "flow/nll": 1.0,
 }
 
 

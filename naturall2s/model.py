@@ -7,6 +7,7 @@
 | ``naturall2s-noddsp``| F0Head + ISTFTGenerator(prior=None)                                        |
 | ``naturall2s``      | F0Head + ControlHead → HarmonicPlusNoise (DDSP prior) → ISTFTGenerator(prior)|
 | ``units``           | MelHead + UnitHead → ISTFTGenerator(mel + unit embeddings) (Choi, Kim & Ro 2023) |
+| ``ltbs``            | variance adaptor + mel decoder + flow post-net → ISTFTGenerator (Kim et al. 2024)    |
 | ``lipvoicer``       | flow-matching denoiser over the log-mel, guided by the content judge → ISTFTGenerator  |
 |                     | (after Yemini et al., ICLR 2024: the judge's gradient toward the word head's reading)     |
 
@@ -31,18 +32,20 @@ from naturall2s.grid import GRID_VOCAB, tokens_to_text
 from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
 from naturall2s.generator import PRIOR_MODES, ISTFTGenerator
 from naturall2s.heads import ControlHead, F0Head, FrameUpsampler, MelHead, UnitHead
+from naturall2s.ltbs import AcousticModel, check_temperature, config_dict as ltbs_config_dict
 from naturall2s.retrieval import FrameIndex
 from naturall2s.synths import HarmonicPlusNoise
 from naturall2s.units import DEFAULT_UNITS, UNIT_FEATURE_DIM, Codebook, encode
 
-VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "lipvoicer")
-# Seed of :meth:`LipToSpeech.synthesize`'s own random generator (the DDSP noise excitation and the lipvoicer
-# variant's starting noise are its only randomness: eval mode has no dropout, Griffin-Lim starts from zero phase): the
-# same clip and model give the same waveform in the CLI, the Python API, the studio and the evaluation, whatever the
-# caller's RNG state.
+VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "ltbs", "lipvoicer")
+# Seed of :meth:`LipToSpeech.synthesize`'s own random generator (the DDSP noise excitation, the ltbs post-net's
+# noise and the lipvoicer variant's starting noise are its only randomness: eval mode has no dropout, Griffin-Lim
+# starts from zero phase): the same clip and model give the same waveform in the CLI, the Python API, the studio and
+# the evaluation, whatever the caller's RNG state.
 DEFAULT_SEED = 0
 MEL_VARIANTS = ("mel-gl", "mel-vocoder", "units")  # the speech path starts with a MelHead
-VOCODER_VARIANTS = ("mel-vocoder", "units", "lipvoicer")  # a vocoder reads the (predicted) mel: ``LipToSpeech.vocoder``
+# a vocoder reads the (predicted) mel: ``LipToSpeech.vocoder``
+VOCODER_VARIANTS = ("mel-vocoder", "units", "ltbs", "lipvoicer")
 SAMPLING_VARIANTS = ("lipvoicer",)  # the mel is sampled (synthesize's ``steps`` and ``guidance``)
 
 
@@ -84,6 +87,9 @@ class ModelConfig:
     retrieval_prior: bool = False
     # frames in the retrieval index stored with the model (set when the index is attached; 0: none stored)
     retrieval_entries: int = 0
+    # the ltbs variant's variance adaptor, mel decoder and flow post-net (naturall2s.ltbs.LTBSConfig as a dict: sizes
+    # and the post-net's default temperature; filled with its defaults for ltbs, empty for the others)
+    ltbs: dict = field(default_factory=dict)
     # the units variant: size of the speech-unit codebook (k-means over MFCCs, naturall2s.units; stored in the
     # checkpoint) that its UnitHead predicts and its vocoder reads beside the mel (0: the DEFAULT_UNITS); others 0
     n_units: int = 0
@@ -109,8 +115,11 @@ class ModelConfig:
             raise ValueError(f"unknown prior_mode {self.prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
         if self.f0_bins < 0 or self.f0_bins == 1:
             raise ValueError(f"f0_bins must be 0 (regression) or at least 2, got {self.f0_bins}")
+        if self.word_head is None:  # the variant's default
+            self.word_head = self.variant == "lipvoicer"
         if self.retrieval_prior and not self.word_head:
             raise ValueError("retrieval_prior needs word_head (the retrieval weighs candidates by word posteriors)")
+        self.ltbs = ltbs_config_dict(self.variant, self.ltbs, n_mels=self.n_mels, retrieval_prior=self.retrieval_prior)
         if self.variant == "units":
             self.n_units = self.n_units or DEFAULT_UNITS
             if self.n_units < 2:
@@ -119,8 +128,6 @@ class ModelConfig:
                 raise ValueError(f"unit_dim must be positive, got {self.unit_dim}")
         elif self.n_units:
             raise ValueError(f"n_units belongs to the units variant, not {self.variant}")
-        if self.word_head is None:
-            self.word_head = self.variant == "lipvoicer"
         if self.variant == "lipvoicer":
             if not self.word_head:
                 raise ValueError("the lipvoicer variant guides its sampling toward the word head's reading: "
@@ -199,7 +206,10 @@ class LipToSpeech(nn.Module):
             nn.init.zeros_(self.retrieval_proj.bias)
         if c.retrieval_entries:
             self.retrieval_index = FrameIndex(n_entries=c.retrieval_entries, dim=c.dim, n_mels=c.n_mels)
-        if c.predicts_mel:
+        if c.variant == "ltbs":  # naturall2s.ltbs: variance adaptor, mel decoder, flow post-net; a vocoder on its mel
+            self.acoustic = AcousticModel(c)
+            self.vocoder = self._generator(in_dim=c.n_mels, use_prior=False)
+        elif c.predicts_mel:
             self.mel_head = MelHead(
                 in_dim=c.dim, hidden=c.head_hidden, n_mels=c.n_mels, kernel_size=c.head_kernel_size
             )
@@ -325,6 +335,27 @@ class LipToSpeech(nn.Module):
         self.retrieval_index = index.to(self.device)
         self.config.retrieval_entries = int(index.keys.shape[0])
 
+    def postnet_options(self, postnet: bool = True, temperature: float | None = None) -> dict:
+        """The ltbs variant's post-net options for :meth:`decode` (``{"postnet": bool, "temperature": float}``, the
+        config's temperature when None), checked; ``{}`` for another variant, which has none to set (NaturalL2SError
+        when ``postnet=False`` or a temperature is asked of it, or for a bad value)."""
+        from naturall2s.errors import NaturalL2SError
+
+        if self.config.variant != "ltbs":
+            if postnet is not True or temperature is not None:
+                raise NaturalL2SError(f"postnet and temperature are options of the ltbs variant's flow post-net; a "
+                                      f"{self.config.variant} model has none")
+            return {}
+        if not isinstance(postnet, bool):
+            raise NaturalL2SError(f"postnet must be True or False, got {postnet!r}")
+        if temperature is None:
+            temperature = self.config.ltbs["postnet_temperature"]
+        try:
+            t = check_temperature(temperature, what="the post-net's temperature")
+            return {"postnet": postnet, "temperature": t}
+        except ValueError as e:
+            raise NaturalL2SError(str(e)) from None
+
     # ---- tensors in, tensors out -------------------------------------------------------------
     def encode(self, roi: torch.Tensor, lips: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """roi (B,T,H,W) uint8 or float in [0,1], lips (B,T,lip_dim), mask (B,T) valid → features (B,T,dim)."""
@@ -334,7 +365,8 @@ class LipToSpeech(nn.Module):
 
     def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
-               retrieved: torch.Tensor | None = None, vocode: bool = True, flow_mel: torch.Tensor | None = None,
+               retrieved: torch.Tensor | None = None, vocode: bool = True, teacher: dict | None = None,
+               postnet: bool = True, temperature: float | None = None, flow_mel: torch.Tensor | None = None,
                steps: int | None = None, guidance: float | None = None) -> dict[str, torch.Tensor]:
         """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
 
@@ -344,6 +376,12 @@ class LipToSpeech(nn.Module):
         ``generator`` draws the synthesizer's noise (None: torch's global RNG, as in training).
         ``retrieved`` (B,n_mels,4T): the retrieved real log-mel of a ``retrieval_prior`` model (None: retrieved from
         the model's own index).
+        The ltbs variant (:class:`naturall2s.ltbs.AcousticModel`) returns ``mel`` (the post-net's, or with
+        ``postnet=False`` the decoder's), ``decoder_mel`` and its pitch and energy predictions ``log_f0``,
+        ``voicing_logit``, ``loudness``; ``temperature`` (None: the config's) scales the post-net's noise, drawn from
+        ``generator``. Given ``teacher`` (the real ``f0``, ``voiced``, ``loudness``, ``mel``, ``mask``: its training)
+        the real pitch and energy drive its decoder and it returns the post-net's ``postnet_z``, ``postnet_logdet``
+        instead of ``mel`` and ``wav``.
         The units variant also returns ``unit_logits`` (B,4T,n_units) and ``units`` (B,4T) (their argmax, what its
         vocoder reads beside the predicted mel); ``vocode=False`` stops a vocoder variant before its vocoder (the
         lip-reading stage's training steps, which do not train it).
@@ -359,6 +397,13 @@ class LipToSpeech(nn.Module):
             out["word_logits"] = self.word_head(feats)
             h = h + self.word_embed(torch.softmax(out["word_logits"], dim=-1).to(h.dtype))
         h = self.upsample(h)  # (B,4T,dim) @100 Hz
+        if self.config.variant == "ltbs":
+            words = torch.softmax(out["word_logits"], dim=-1) if self.config.word_head else None
+            out.update(self.acoustic(h, words, teacher=teacher, postnet=postnet, temperature=temperature,
+                                     generator=generator))
+            if vocode and "mel" in out:
+                out["wav"] = self.vocoder(out["mel"].transpose(1, 2))
+            return out
         if self.config.retrieval_prior:
             if retrieved is None:
                 if not hasattr(self, "retrieval_index"):
@@ -404,13 +449,13 @@ class LipToSpeech(nn.Module):
         return out
 
     def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, units=None, f0_hz=None,
-                generator=None, retrieved=None, vocode: bool = True, flow_mel=None, steps=None,
-                guidance=None) -> dict[str, torch.Tensor]:
-        """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs.
+                generator=None, retrieved=None, vocode: bool = True, teacher=None, postnet: bool = True,
+                temperature=None, flow_mel=None, steps=None, guidance=None) -> dict[str, torch.Tensor]:
+        """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs (``teacher``, ``postnet``,
+        ``temperature``: the ltbs variant's; ``flow_mel``, ``steps``, ``guidance``: the lipvoicer variant's).
 
         ``mel`` (B,n_mels,F) instead runs only the vocoder on it (how the cascade's vocoder trains on real mels),
         with ``units`` (B,F) for the units variant's (the real speech's units, :meth:`units_of`).
-        ``flow_mel``, ``steps``, ``guidance``: the lipvoicer variant's (:meth:`decode`).
         One entry point, so DistributedDataParallel sees every training path.
         """
         if mel is not None:
@@ -418,7 +463,8 @@ class LipToSpeech(nn.Module):
         if feats is None:
             feats = self.encode(roi, lips, mask)
         return self.decode(feats, f0_hz=f0_hz, generator=generator, retrieved=retrieved, vocode=vocode,
-                           flow_mel=flow_mel, steps=steps, guidance=guidance)
+                           teacher=teacher, postnet=postnet, temperature=temperature, flow_mel=flow_mel, steps=steps,
+                           guidance=guidance)
 
     def sampling_options(self, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
         """(Euler steps, guidance scale) of a lipvoicer sampling: the given ones, checked, or the config's defaults
@@ -443,13 +489,17 @@ class LipToSpeech(nn.Module):
 
     @torch.inference_mode()
     def synthesize(self, video, *, detector=None, max_seconds: float | None = None,
-                   seed: int = DEFAULT_SEED, steps: int | None = None, guidance: float | None = None) -> Synthesis:
+                   seed: int = DEFAULT_SEED, postnet: bool = True, temperature: float | None = None,
+                   steps: int | None = None, guidance: float | None = None) -> Synthesis:
         """Speech for a silent talking-face video.
 
         ``video``: a path, :class:`~naturall2s.video.VideoData` or a prepared :class:`~naturall2s.roi.MouthClip`
         (the studio and the evaluator prepare a clip once and run every model on it). ``seed`` seeds a
         generator of this call's own (the noise excitation): the same clip, model and seed give the same
         waveform (bitwise, on the same device and thread count); torch's global RNG is neither used nor advanced.
+        ``postnet`` and ``temperature`` (the ltbs variant only): ``postnet=False`` gives the mel decoder's output
+        without the flow post-net (the ablation); ``temperature`` scales the post-net's noise (0: z = 0; None: the
+        model's default, ``config.ltbs["postnet_temperature"]``). NaturalL2SError for a bad value or another variant.
         ``steps`` and ``guidance`` (the lipvoicer variant only): Euler steps of the flow and the scale of the content
         judge's classifier guidance (0: none); None takes the model's defaults, chosen on val
         (``config.sampling_steps``, ``config.guidance_scale``). NaturalL2SError for bad values or for a variant that
@@ -457,7 +507,8 @@ class LipToSpeech(nn.Module):
         """
         from naturall2s.roi import MouthClip, extract_mouth
 
-        steps, guidance = self.sampling_options(steps, guidance)  # checked before any video is read
+        postnet_options = self.postnet_options(postnet, temperature)  # checked before any video is read
+        steps, guidance = self.sampling_options(steps, guidance)
         sampling = {"steps": steps, "guidance": guidance} if self.config.samples_mel else {}
         if not isinstance(video, MouthClip):
             kwargs = {"detector": detector}
@@ -470,7 +521,7 @@ class LipToSpeech(nn.Module):
         roi = torch.as_tensor(np.asarray(video.roi), device=self.device)[None]
         lips = torch.as_tensor(np.asarray(video.lips, dtype=np.float32), device=self.device)[None]
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        out = self(roi, lips, generator=generator, **sampling)
+        out = self(roi, lips, generator=generator, **postnet_options, **sampling)
         if self.config.variant == "mel-gl":
             wav = audio.griffin_lim(out["mel"][0].float().cpu())
             wav = torch.as_tensor(wav)
@@ -493,6 +544,8 @@ class LipToSpeech(nn.Module):
             voicing = torch.sigmoid(out["voicing_logit"][0]).float().cpu()
             f0 = torch.exp(out["log_f0"][0]).float().cpu() * (voicing > 0.5)
             result.f0, result.voicing = f0.numpy(), voicing.numpy()
+        if postnet_options:  # the ltbs variant: how its mel was made, and its predicted loudness (F,) dB
+            result.extras.update(postnet_options, loudness=out["loudness"][0].float().cpu().numpy())
         if "coarse" in out:
             result.coarse = out["coarse"][0].float().cpu().clamp(-1, 1).numpy()
         if "units" in out:

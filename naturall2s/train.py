@@ -15,6 +15,9 @@ Stages (each a run folder of its own, resumable):
   generator trained end to end from the front end (frozen with ``--freeze-frontend``, which caches its features once:
   the CPU recipe; or fine-tuned jointly, the GPU recipe). With ``--judge`` (a judge run's checkpoint) and a
   ``content/ce`` weight, the frozen content judge's word cross-entropy on the generated speech is a loss too.
+  For ``--variant ltbs`` (after Kim et al., AAAI 2024): its variance adaptor, mel decoder and flow post-net
+  (:mod:`naturall2s.ltbs_training`: the real pitch and energy drive the decoder; ``decoder/l1``, ``pitch/*``,
+  ``energy/l1``, ``flow/nll``); its vocoder is the cascade's (``--stage vocoder``, or composed with ``--steps 0``).
 - ``judge``: the content judge (:mod:`naturall2s.content`), a word recognizer trained on the *real* log-mels of the
   training split (single process; ``--variant`` is ignored).
 - ``flow`` (``--variant lipvoicer``, after Yemini et al., ICLR 2024): the flow-matching denoiser over the log-mel
@@ -61,6 +64,8 @@ from naturall2s.checkpoints import load_model, load_state, save_model, save_stat
 from naturall2s.augment import augment_clips, degrade_mels
 from naturall2s.data import UNKNOWN_WORD, CachedGrid, collate
 from naturall2s.grid import tokens_to_text
+from naturall2s import ltbs_training
+from naturall2s.ltbs import LOSS_KEYS as LTBS_LOSS_KEYS
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.errors import CheckpointError, DataError, NaturalL2SError
 from naturall2s.model import (DEFAULT_SEED, MEL_VARIANTS, SAMPLING_VARIANTS, VOCODER_VARIANTS, LipToSpeech,
@@ -124,12 +129,14 @@ class TrainConfig:
 
 # the --help of every TrainConfig field (argparse adds each default)
 HELP = {
-    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp, naturall2s, units or lipvoicer",
+    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp, naturall2s, units, ltbs or "
+               "lipvoicer",
     "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl; for units + the unit head), vocoder "
              "(the cascade's vocoder on real mels; for units on real mels and units), synth (the naturall2s "
-             "variants' speech heads and generator), judge (the content judge), live (the live student of the --init "
-             "model: its transformer for streaming, see --live-window), flow (lipvoicer's flow-matching denoiser over "
-             "the log-mel, on the frozen front end's cached features)",
+             "variants' speech heads and generator; for ltbs its variance adaptor, mel decoder and flow post-net), "
+             "judge (the content judge), live (the live student of the --init model: its transformer for "
+             "streaming, see --live-window), flow (lipvoicer's flow-matching denoiser over the log-mel, on the frozen "
+             "front end's cached features)",
     "cache": "the prepared data: the output folder of `python -m naturall2s prepare`",
     "run_dir": "this run's folder: state.pt (to resume), log.csv, config.json, best.safetensors",
     "init": "checkpoints (names or .safetensors paths, comma-separated, later ones win) whose tensors of matching "
@@ -198,7 +205,7 @@ STAGE_KEYS = {
     "lipreader": ("ctc", "word/ce", "melhead/l1", "unit/ce"),
     "vocoder": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg"),  # stoi/neg: weight 0 by default (not computed)
     "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "f0/ce", "vuv/bce", "loud/l1", "prior/sc",
-              "prior/mag", "content/ce"),
+              "prior/mag", "content/ce", *LTBS_LOSS_KEYS),
     "judge": ("word/ce",),
     "flow": ("flow/mse",),
 }
@@ -322,6 +329,8 @@ def mel_statistics(train_set: CachedGrid) -> tuple[torch.Tensor, torch.Tensor]:
 def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
     """Which parameters a stage trains: the vocoder stage only the vocoder, the units variant's lipreader stage all
     but its vocoder; a frozen front end stays fixed."""
+    if model.config.variant == "ltbs" and cfg.stage == "synth":
+        return ltbs_training.trainable_parameters(model, cfg)
     if cfg.stage == "vocoder":
         return list(model.vocoder.parameters())
     if cfg.stage == "flow":  # the denoiser; the features it reads (the lip reader's 100 Hz features, as every speech
@@ -455,6 +464,8 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
     mask_v = torch.arange(batch["roi"].shape[1], device=batch["roi"].device)[None] < batch["frames"][:, None]
     out_losses: dict[str, torch.Tensor] = {}
     core = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    if core.config.variant == "ltbs" and cfg.stage == "synth":
+        return ltbs_training.compute_losses(model, batch, cfg, feats)
     units = core.units_of(batch["mel"]) if core.config.variant == "units" else None  # the real speech's units
     if cfg.stage == "vocoder":
         mel = degrade_mels(batch["mel"]) if cfg.degrade_mel and model.training else batch["mel"]
@@ -650,6 +661,8 @@ def to_device(batch: dict, device) -> dict:
 def train(cfg: TrainConfig, *, on_step=None) -> dict:
     """Run one stage (see the module doc); ``on_step(step, val)`` (optional) is called after every training step
     with the validation dict at evaluation steps, else None (e.g. to drive a progress bar; rank 0 only)."""
+    if cfg.variant == "ltbs":
+        ltbs_training.check(cfg)
     if cfg.stage not in STAGES:
         raise NaturalL2SError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
     if cfg.variant in SAMPLING_VARIANTS and cfg.stage in ("synth", "lipreader"):

@@ -34,6 +34,14 @@
 #                ESTOI, then composed into WORK/runs/units/units.safetensors. Planned, not measured: about 2.6
 #                CPU-hours from 1.85 and 1.65 CPU-s/step measured in 20-step runs (checkpoints/README.md).
 #                Curves: python scripts/figure_runs.py units --table.
+#   ltbs         the ltbs variant (Kim et al., "Let There Be Sound", AAAI 2024, at CPU scale) as one background job:
+#                `synth` (variance adaptor, mel decoder and flow post-net on the shipped lip reader's frozen, cached
+#                features, the shipped cascade's vocoder fixed inside the model; 1 s crops, LTBS_STEPS x 16, selected
+#                on val ESTOI of the vocoded speech), then composed into WORK/runs/ltbs/ltbs.safetensors with the
+#                post-net temperature LTBS_TEMPERATURE (0 until chosen on val by `python scripts/postnet_ablation.py
+#                WORK/runs/ltbs/ltbs.safetensors --split val`; then rerun the plan with it: the finished stage returns
+#                at once, the composition is redone). Planned, not measured: the CPU-hours in checkpoints/README.md,
+#                from a 20-step run. Curves: python scripts/figure_runs.py ltbs --table.
 #   lipvoicer    the lipvoicer variant (Yemini et al., ICLR 2024, at CPU scale) IN ORDER as one background job: `judge`
 #                (the content judge on the training split's real log-mels, 2000 x 32 one-second crops), then `flow`
 #                (the flow-matching denoiser on the shipped lip reader's frozen, cached features, that judge inside
@@ -46,7 +54,8 @@
 #                scripts/figure_runs.py lipvoicer --table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval|joint|units|lipvoicer [WORK_DIR] [start|status|stop]}
+PLANS="adversarial|curves|retrieval|joint|units|ltbs|lipvoicer"
+PLAN=${1:?usage: scripts/cpu_runs.sh $PLANS [WORK_DIR] [start|status|stop]}
 shift
 case "${1:-}" in status|stop|chain) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
   *) WORK=${1:-../naturall2s-work}; ACTION=${2:-start} ;; esac
@@ -118,6 +127,19 @@ case "$PLAN" in
       --init $RUNS/vocoder/best.safetensors,$RUNS/lipreader/best.safetensors --export $RUNS/units.safetensors"
     COMMON=(--eval-every 200)
     ;;
+  ltbs)
+    RUNS=$WORK/runs/ltbs
+    ARGS=(
+      [synth]="--variant ltbs --stage synth --arch {\"word_head\":true} --freeze-frontend
+        --init checkpoints/mel-gl.safetensors,checkpoints/mel-vocoder.safetensors --segment-frames 25
+        --batch-size 16 --lr 5e-4 --warmup 100 --adv-start -1 --select estoi --steps ${LTBS_STEPS:-8000}"
+    )
+    CHAIN=(synth)
+    THEN="--variant ltbs --stage synth --steps 0 --run-dir $RUNS/composed
+      --arch {\"word_head\":true,\"ltbs\":{\"postnet_temperature\":${LTBS_TEMPERATURE:-0}}}
+      --init $RUNS/synth/best.safetensors,checkpoints/mel-vocoder.safetensors --export $RUNS/ltbs.safetensors"
+    COMMON=(--eval-every 400)
+    ;;
   lipvoicer)
     RUNS=$WORK/runs/lipvoicer
     ARGS=(
@@ -133,7 +155,7 @@ case "$PLAN" in
       --init $RUNS/flow/best.safetensors,checkpoints/mel-vocoder.safetensors --export $RUNS/lipvoicer.safetensors"
     COMMON=()
     ;;
-  *) echo "unknown plan $PLAN (adversarial, curves, retrieval, joint, units or lipvoicer)" >&2; exit 2 ;;
+  *) echo "unknown plan $PLAN (adversarial, curves, retrieval, joint, units, ltbs or lipvoicer)" >&2; exit 2 ;;
 esac
 COMMON+=(--cache "$CACHE" --save-minutes "$SAVE_MINUTES" --threads 1 --device cpu)
 mkdir -p "$RUNS"

@@ -4,6 +4,8 @@
     python scripts/figure_runs.py curves        # -> assets/curves.png: ESTOI and log-mel L1, val and the 200 train clips
     python scripts/figure_runs.py retrieval     # -> assets/retrieval.png (the same panels as curves)
     python scripts/figure_runs.py joint         # -> assets/joint.png: the front end trained against frozen (retrieval's control)
+    python scripts/figure_runs.py ltbs          # -> assets/ltbs.png: ESTOI and log-mel L1 of the vocoded speech, the
+                                                #    post-net's NLL, the pitch predictor's log-F0 L1
     python scripts/figure_runs.py units         # -> assets/units.png: ESTOI, log-mel L1, unit accuracy, lip-read WER
     python scripts/figure_runs.py lipvoicer     # -> assets/lipvoicer.png: the judge's word accuracy, the flow's MSE,
                                                 #    ESTOI and log-mel L1 of the sampled speech, the judge on it
@@ -32,6 +34,9 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
     "curves": (("size1x", "size2x"), FIT_PANELS),
     "retrieval": (("control", "prior"), FIT_PANELS),
     "joint": (("unfrozen", "../retrieval/control"), FIT_PANELS),  # a name is a run folder under runs/PLAN
+    # one run: the speech synthesize makes (predicted pitch and energy, post-net), vocoded by the cascade's vocoder
+    "ltbs": (("synth",), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
+                          ("flow/nll", "post-net NLL, nats per value ↓ (val)"), ("pitch/l1", "log-F0 L1 ↓ (val)"))),
     # the vocoder run scores real mels + real units, the lip-reader run the whole model (predicted mels + units)
     "units": (("vocoder", "lipreader"), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
                                          ("unit/acc", "unit accuracy ↑ (val)"),

@@ -16,7 +16,7 @@ the scoring):
     python scripts/sampling_ablation.py WORK/runs/lipvoicer/lipvoicer.safetensors --steps 2 4 10 20 --guidance 0 W
 
 and compose them into the checkpoint with ``train --steps 0 --arch '{"sampling_steps": N, "guidance_scale": W}'``
-(``LIPVOICER_STEPS=N LIPVOICER_GUIDANCE=W scripts/cpu_runs.sh lipvoicer``; step 9 of scripts/train_grid.sh). The
+(``LIPVOICER_STEPS=N LIPVOICER_GUIDANCE=W scripts/cpu_runs.sh lipvoicer``; step 10 of scripts/train_grid.sh). The
 second pass on ``test`` with the chosen W is the issue's ablation table (steps, and guidance 0 against W).
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
 # and the two NaturalL2S variants, then the units variant from the cascade (step 7), naturall2s's live student
-# (step 8) and the lipvoicer variant from the lip reader and the cascade's vocoder (step 9), and export fp16
-# checkpoints into checkpoints/ (or $OUT).
+# (step 8), the ltbs variant from the lip reader and the cascade's vocoder (step 9) and the lipvoicer variant from
+# the same (step 10), and export fp16 checkpoints into checkpoints/ (or $OUT).
 #
 #   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 4 h 25 min, then the
 #                                                          # adversarial stage, about 3.5 CPU-hours)
@@ -12,9 +12,10 @@
 # Environment: OUT (where the checkpoints go; default checkpoints/), PREPARE=0 (use the prepared cache already in
 # WORK_DIR/cache/grid), DEVICE (the GPU recipe's device, default cuda; cpu runs its commands under torchrun/gloo),
 # SMOKE=1 (every training command for 2 steps at batch 2, and UNITS=8 speech units: a test of the recipe's command
-# lines, not a training), UNITS (the units variant's codebook size, default 200), LIPVOICER_STEPS and
-# LIPVOICER_GUIDANCE (the lipvoicer variant's sampling defaults, chosen on val with scripts/sampling_ablation.py;
-# until that has run: 10 and 0.5).
+# lines, not a training), UNITS (the units variant's codebook size, default 200), LTBS_TEMPERATURE (the ltbs
+# variant's post-net temperature, chosen on val with scripts/postnet_ablation.py; until that has run: 0, z = 0),
+# LIPVOICER_STEPS and LIPVOICER_GUIDANCE (the lipvoicer variant's sampling defaults, chosen on val with
+# scripts/sampling_ablation.py; until that has run: 10 and 0.5).
 #
 # Every stage is resumable: rerun the script and finished stages resume at their last step (and stop at once).
 set -euo pipefail
@@ -197,15 +198,38 @@ train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/
   --init "$OUT/naturall2s.safetensors" --steps 1250 --batch-size 32 --lr 3e-4 --warmup 60 --weight-decay 0 \
   --eval-every 250 --save-minutes 10 --threads 1 --export "$OUT/live/naturall2s.safetensors" "${SMOKE_ARGS[@]}"
 
-# 9. the lipvoicer variant (after Yemini et al., "LipVoicer: Generating Speech from Silent Videos Guided by Lip
-#    Reading", ICLR 2024): the content judge (a frame word recognizer on the real log-mels of the training split; one
-#    process), then the flow-matching denoiser over the log-mel on the shipped lip reader's frozen, cached features
-#    (front end + embedded word posteriors at 100 Hz) with that judge inside the model (it guides the sampling toward
-#    the word head's reading) and the cascade's vocoder (mel-vocoder: the same lip reader, its vocoder trained on real
-#    mels), selected on val ESTOI of the sampled, vocoded speech; then composed (--steps 0) with the cascade's vocoder
-#    and the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE chosen on val by
-#    `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (rerun this last command with them). The
-#    CPU step counts are the plan of scripts/cpu_runs.sh lipvoicer (checkpoints/README.md).
+# 9. the ltbs variant (after Kim et al., "Let There Be Sound: Reconstructing High Quality Speech from Silent Videos",
+#    AAAI 2024): on the shipped lip reader's frozen, cached features (front end + embedded word posteriors at 100 Hz:
+#    the linguistic conditioning), a variance adaptor (pitch and energy predictors whose embeddings take the real
+#    values while training), a mel decoder and a flow post-net (maximum likelihood of the real mel's residual), with
+#    the cascade's vocoder (mel-vocoder: the same lip reader, its vocoder trained on real mels) fixed inside the model
+#    so that validation scores the vocoded speech; selected on val ESTOI; then composed (--steps 0) with the cascade
+#    and the post-net temperature LTBS_TEMPERATURE chosen on val by `scripts/postnet_ablation.py
+#    OUT/ltbs.safetensors --split val` (rerun this last command with it). The CPU step count is the plan of
+#    scripts/cpu_runs.sh ltbs (checkpoints/README.md).
+LTBS_ARCH='{"word_head": true}'
+if [ "${GPU:-0}" = 1 ]; then
+  LTBS=(--steps 20000 --batch-size 32 --lr 5e-4 --warmup 500 --eval-every 1000)
+else
+  LTBS=(--steps "${LTBS_STEPS:-8000}" --batch-size 16 --lr 5e-4 --warmup 100 --eval-every 400 --threads 1
+        --save-minutes 10)
+fi
+train_stage --variant ltbs --stage synth --cache "$CACHE" --run-dir "$RUNS/ltbs-synth" --arch "$LTBS_ARCH" \
+  --init "$OUT/mel-gl.safetensors,$OUT/mel-vocoder.safetensors" --freeze-frontend --segment-frames 25 \
+  --adv-start -1 --select estoi "${LTBS[@]}"
+"$PY" -m naturall2s train --variant ltbs --stage synth --steps 0 --run-dir "$RUNS/ltbs" \
+  --arch "{\"word_head\": true, \"ltbs\": {\"postnet_temperature\": ${LTBS_TEMPERATURE:-0}}}" \
+  --init "$RUNS/ltbs-synth/best.safetensors,$OUT/mel-vocoder.safetensors" --export "$OUT/ltbs.safetensors"
+
+# 10. the lipvoicer variant (after Yemini et al., "LipVoicer: Generating Speech from Silent Videos Guided by Lip
+#     Reading", ICLR 2024): the content judge (a frame word recognizer on the real log-mels of the training split; one
+#     process), then the flow-matching denoiser over the log-mel on the shipped lip reader's frozen, cached features
+#     (front end + embedded word posteriors at 100 Hz) with that judge inside the model (it guides the sampling toward
+#     the word head's reading) and the cascade's vocoder (mel-vocoder: the same lip reader, its vocoder trained on real
+#     mels), selected on val ESTOI of the sampled, vocoded speech; then composed (--steps 0) with the cascade's vocoder
+#     and the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE chosen on val by
+#     `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (rerun this last command with them). The
+#     CPU step counts are the plan of scripts/cpu_runs.sh lipvoicer (checkpoints/README.md).
 if [ "${GPU:-0}" = 1 ]; then
   JUDGE=(--steps 4000 --batch-size 64 --lr 1e-3 --warmup 200)
   FLOW=(--steps 40000 --batch-size 64 --lr 5e-4 --warmup 1000 --eval-every 2000)

@@ -223,6 +223,27 @@ def test_units_variant_adapts_its_vocoder_then_its_lip_reader_and_keeps_its_code
     assert result.wav.shape == (FRAMES * 640,) and np.all(np.isfinite(result.wav))
 
 
+def test_ltbs_variant_adapts_its_vocoder_then_its_speech_path(synthetic_clips, models_dir, tmp_path):
+    """The ltbs variant adapts in a chain: its vocoder on the new speaker's real mels, then (from that run) its front
+    end, variance adaptor, mel decoder and post-net; the adapted vocoder survives into the model."""
+    from naturall2s.checkpoints import load_tensors
+
+    base_path = save_model(build("ltbs", **TINY, word_head=True, ltbs={"decoder_layers": 1, "postnet_steps": 2}),
+                           tmp_path / "tiny-ltbs.safetensors", info={"step": 0, "train_config": {}})
+    path = adapt(synthetic_clips, name="new-ltbs", base=str(base_path), steps=2, threads=1,
+                 recipe={"eval_every": 1}, verbose=False)
+    a = read_metadata(path)["info"]["adapt"]
+    assert list(a["stages"]) == ["vocoder", "synth"] and a["steps"] == 4
+    before, after = load_tensors(base_path), load_tensors(path)
+    changed = {k.split(".")[0] for k in before if not np.allclose(before[k].float(), after[k].float())}
+    assert {"frontend", "acoustic", "vocoder"} <= changed
+    model = load_model("new-ltbs")
+    clip = synthetic_clip(0, frames=FRAMES)
+    result = model.synthesize(MouthClip(roi=clip["roi"], lips=clip["lips"], audio=None, fps=25.0,
+                                        detected=clip["detected"], source="synthetic"))
+    assert result.wav.shape == (FRAMES * 640,) and np.all(np.isfinite(result.wav))
+
+
 def test_lipvoicer_variant_adapts_its_vocoder_then_its_denoiser_and_keeps_its_judge(synthetic_clips, models_dir,
                                                                                      tmp_path):
     """The lipvoicer variant adapts in a chain: its vocoder on the new speaker's real mels, then its flow-matching

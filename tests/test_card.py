@@ -81,6 +81,17 @@ def test_units_card_names_its_paper_and_what_differs(tmp_path):
     assert "**Method**" not in plain.markdown()
 
 
+def test_ltbs_card_names_its_paper_and_what_differs(tmp_path):
+    model = build("ltbs", dim=32, n_layers=1, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
+                  word_head=True, ltbs={"decoder_layers": 1, "postnet_steps": 1})
+    loaded = load_model(save_model(model, tmp_path / "ltbs.safetensors",
+                                   info={"step": 5, "stage": "synth", "val": {"score": 0.6, "estoi": 0.31}}))
+    md = model_card(loaded).markdown()
+    assert "Let There Be Sound" in md and "AAAI 2024" in md
+    assert "word head" in md and "ASR" in md and "GRID" in md and "vocoder" in md and "post-net" in md
+    assert "ESTOI 0.310" in md
+
+
 def test_lipvoicer_card_names_its_paper_what_differs_and_its_sampling(tmp_path):
     model = build("lipvoicer", dim=32, n_layers=1, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
                   flow_dim=16, flow_intermediate_dim=32, flow_layers=1, sampling_steps=6, guidance_scale=0.4,

@@ -294,6 +294,42 @@ def test_reference_floor_on_real_grid_clips(grid_root, tmp_path):
     assert ref["comb_db"]["n"] == 2 and abs(ref["comb_db"]["mean"]) < 2.0
 
 
+def test_an_ltbs_model_is_scored_and_its_post_net_ablated(layout, tmp_path):
+    """An ltbs checkpoint, given by path, is scored like any system; scripts/postnet_ablation.py scores the one file
+    without its post-net and with it at each temperature (one system each) and names the best ESTOI; a model without
+    a post-net and a bad temperature are refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+
+    root, cache = layout
+    torch.manual_seed(0)
+    tiny = dict(dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1)
+    path = save_model(build("ltbs", **tiny, word_head=True, ltbs={"decoder_layers": 1, "postnet_steps": 1}),
+                      tmp_path / "tiny-ltbs.safetensors")
+    res = ev.evaluate([str(path)], data_root=root, cache=cache, limit=1, progress=False, mos=None)
+    rows = [r for r in res["clips"] if r["system"] == "tiny-ltbs"]
+    assert len(rows) == 1 and math.isfinite(rows[0]["estoi"])
+
+    script = [sys.executable, str(Path(ev.__file__).resolve().parents[1] / "scripts" / "postnet_ablation.py")]
+    common = ["--split", "test", "--cache", str(cache), "--data-root", str(root), "--limit", "1"]
+    res = subprocess.run([*script, str(path), *common, "--temperatures", "0", "0.5", "--out",
+                          str(tmp_path / "ablation")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line.split(" | ")[0] for line in res.stdout.splitlines() if line.startswith(("| no post-net", "| post-"))]
+    assert rows[:3] == ["| no post-net", "| post-net T=0", "| post-net T=0.5"]
+    assert "best ESTOI on test: post-net T=" in res.stdout and (tmp_path / "ablation" / "results.json").is_file()
+    bad = subprocess.run([*script, str(path), *common, "--temperatures", "-1"], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and "temperature must be a finite number of at least 0, got -1.0" in bad.stderr
+    plain = save_model(build("mel-vocoder", **tiny), tmp_path / "plain.safetensors")
+    bad = subprocess.run([*script, str(plain), *common], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "no post-net to ablate" in bad.stderr
+
+
 def test_a_units_model_file_is_scored_like_any_system(layout, tmp_path):
     """A units-variant checkpoint, given by path, is loaded, synthesized and scored (its column named by the file)."""
     from naturall2s.checkpoints import save_model

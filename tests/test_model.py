@@ -41,7 +41,7 @@ def test_variant_output_shapes(variant):
     if variant != "mel-gl":
         assert out["wav"].shape == (2, N)
         assert torch.isfinite(out["wav"]).all()
-    if variant.startswith("naturall2s"):
+    if variant.startswith("naturall2s") or variant == "ltbs":
         assert out["log_f0"].shape == out["voicing_logit"].shape == out["loudness"].shape == (2, F)
     assert ("coarse" in out) == (variant == "naturall2s")
     if variant == "naturall2s":
@@ -194,5 +194,5 @@ def test_synthesize_a_mouth_clip(variant):
     assert np.abs(result.wav).max() <= 1.0
     assert result.mel.shape[0] == audio.N_MELS
     assert isinstance(result.text, str) and result.seconds > 0
-    assert (result.f0 is not None) == variant.startswith("naturall2s")
+    assert (result.f0 is not None) == (variant.startswith("naturall2s") or variant == "ltbs")  # predicted pitch
     assert (result.coarse is not None) == (variant == "naturall2s")

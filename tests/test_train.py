@@ -254,8 +254,8 @@ def test_resynthesis_bounds_script_scores_real_speech_and_refuses_a_model_withou
 @pytest.mark.parametrize("gpu", ["0", "1"])
 def test_recipe_command_lines_run(cache, tmp_path, gpu):
     """scripts/train_grid.sh end to end with SMOKE=1 (2 steps per command) on the synthetic cache: every command of
-    the CPU recipe, and of the GPU recipe run on CPU under torchrun (DEVICE=cpu), parses and runs, and the five
-    checkpoints and naturall2s's live student land in OUT (never in checkpoints/)."""
+    the CPU recipe, and of the GPU recipe run on CPU under torchrun (DEVICE=cpu), parses and runs, and the
+    checkpoints (six variants) and naturall2s's live student land in OUT (never in checkpoints/)."""
     work = tmp_path / "work"
     (work / "cache").mkdir(parents=True)
     (work / "cache" / "grid").symlink_to(cache, target_is_directory=True)
@@ -268,7 +268,7 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (REPO / "checkpoints").iterdir()} == shipped
-    for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "lipvoicer"):
+    for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "ltbs", "lipvoicer"):
         model = load_model(out / f"{name}.safetensors")
         assert model.config.variant == name and model.info["train_config"]["steps"] in (0, 2)
     assert load_model(out / "naturall2s.safetensors").config.prior_free_phase  # the shipped recipe's flags
@@ -276,6 +276,7 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
     assert units.has_codebook and units.config.n_units == 8 and units.config.word_head
     student = load_model(out / "live" / "naturall2s.safetensors")  # the live stage, beside its base model
     assert student.info["live_student"]["train_config"]["steps"] == 2
+    assert load_model(out / "ltbs.safetensors").config.ltbs["postnet_temperature"] == 0.0  # until chosen on val
     lipvoicer = load_model(out / "lipvoicer.safetensors")  # the flow run + the cascade's vocoder, sampling defaults
     assert lipvoicer.has_mel_stats and lipvoicer.config.sampling_steps == 10 and lipvoicer.config.guidance_scale == 0.5
     cascade = load_model(out / "mel-vocoder.safetensors").state_dict()
