@@ -946,14 +946,7 @@ def train_judge(cfg: TrainConfig) -> dict:
     (``best`` is that accuracy). One process; resumable like the other stages."""
     from naturall2s.content import JudgeConfig, WordJudge, spec_augment
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise NaturalL2SError("the judge stage is small: run it as one process, without torchrun")
-    require_cache(cfg)
-    _, _, device = setup_distributed(cfg)
-    seed_everything(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    device, run_dir = one_process_stage(cfg)
     train_set = CachedGrid(cfg.cache, "train", segment_frames=cfg.segment_frames or None, train=True)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                                collate_fn=collate, drop_last=True)
@@ -1070,16 +1063,9 @@ def train_live(cfg: TrainConfig) -> dict:
     whole clips (:func:`live_loss`); best by the same loss on fixed val windows (``best``), exported by
     :func:`export_live`. The per-frame projections are computed once (kept in ``<run-dir>/projections.pt``); each
     step's windows are drawn from (seed, step) alone, so a run resumed from ``state.pt`` goes on exactly."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise NaturalL2SError("the live stage is small: run it as one process, without torchrun")
     if not cfg.init or "," in cfg.init:
         raise NaturalL2SError("--stage live trains the live student of one model: --init NAME_OR_PATH")
-    require_cache(cfg)
-    _, _, device = setup_distributed(cfg)
-    seed_everything(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    device, run_dir = one_process_stage(cfg)
     model = load_model(cfg.init, device=device)
     if model.config.variant != cfg.variant:
         raise NaturalL2SError(f"--init {cfg.init} is a {model.config.variant} model: add --variant "
@@ -1223,6 +1209,20 @@ def export_live(model: LipToSpeech, student, cfg: TrainConfig, *, facts: dict) -
     info = {**(getattr(model, "info", None) or {}), "live_student": facts}
     for path in filter(None, (Path(cfg.run_dir) / "best.safetensors", cfg.export)):
         save_model(exported, path, info=info)
+
+
+def one_process_stage(cfg: TrainConfig) -> tuple[torch.device, Path]:
+    """The start of a small stage that runs as one process (judge, live): refuses torchrun, checks the cache, seeds,
+    and writes the run's config.json. -> (device, run folder)"""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NaturalL2SError(f"the {cfg.stage} stage is small: run it as one process, without torchrun")
+    require_cache(cfg)
+    _, _, device = setup_distributed(cfg)
+    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    return device, run_dir
 
 
 def require_cache(cfg: TrainConfig) -> None:

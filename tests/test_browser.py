@@ -158,10 +158,13 @@ def test_live_tab_plays_speech_from_the_camera(server, driver, tmp_path):
         By.CSS_SELECTOR, "#live-camera button") if b.text.strip() == "Record"], driver, shot=tmp_path / "live.png")
     record[0].click()
     driver.find_element(By.ID, "live-listen").click()
-    played = _wait("the live player to play speech", lambda: driver.execute_script(
-        "const a = document.querySelector('#live-audio audio');"
-        "return a && !a.paused && a.currentTime > 0.5 ? a.currentTime : null;"), driver, shot=tmp_path / "live.png")
-    assert played > 0.5
+    player = _wait("the page's player to play speech", lambda: driver.execute_script(  # naturall2s/studio/live.py
+        "const p = window.naturall2sLivePlayer;"
+        "return p && p.ctx && p.ctx.state === 'running' && p.ctx.currentTime > 0.5 && p.scheduled > 8000 ?"
+        " {scheduled: p.scheduled, dropped: p.dropped, gaps: p.gaps, chunks: p.chunks} : null;"),
+        driver, shot=tmp_path / "live.png")
+    assert player["scheduled"] > 8000 and player["chunks"] > 0, player  # over 0.5 s of speech handed to Web Audio
+    assert "Listening" in driver.find_element(By.ID, "live-player").text
     crop = driver.find_element(By.CSS_SELECTOR, "#live-roi img")
     assert crop.get_attribute("src")  # the mouth crop is shown
     words = driver.find_element(By.CSS_SELECTOR, "#live-words textarea").get_attribute("value")

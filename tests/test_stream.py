@@ -256,25 +256,131 @@ def test_live_tab_session_makes_a_take(tmp_path, monkeypatch):
     studio = Studio({"tiny": tiny("naturall2s-noddsp")}, cache_dir=tmp_path)
     tab = live_tab.LiveTab(studio)
     video = frames(1)
-    roi, words, status = tab.on_frame(video[0], "tiny")
+    roi, words, status, _ = tab.on_frame(video[0], "tiny")
     assert "Speaking with" in status
     session = tab.session(None)
+    sent = []  # the audio chunks the frames' replies carry
     deadline = _time.time() + 120
     while session.pushed < 10 and _time.time() < deadline:  # the worker pushes at 25 fps (or as fast as it can)
         _time.sleep(0.1)
-    tab.on_frame(video[0], "tiny")
+        sent.append(tab.on_frame(video[0], "tiny")[3])
     wav_path, mp4_path, status = tab.stop()
+    sent.append(tab.take_audio(session))  # what Stop flushed
     assert "latency median" in status
     wav, sr = sf.read(wav_path)
     assert sr == 16000 and session.pushed >= 10 and len(wav) == session.pushed * SAMPLES_PER_FRAME
     assert Path(mp4_path).stat().st_size > 0
-    player = list(tab.audio_stream())
-    assert sum(len(c[1]) for c in player) == len(wav)  # the player got every sample of the take
+    played = {}  # what the page's player plays: each chunk once, however many replies repeat it
+    for text in sent:
+        if isinstance(text, str):
+            take, chunks = live_tab.decode_chunks(text)
+            assert take == session.take and chunks[-1][0] == max(played, default=-1) + 1  # one new chunk per reply
+            for seq, x in chunks:
+                np.testing.assert_array_equal(played.setdefault(seq, x), x)  # a repeated chunk is the same
+    assert sorted(played) == list(range(len(played)))  # none missing
+    heard = np.concatenate([played[k] for k in sorted(played)])
+    np.testing.assert_allclose(heard, wav, atol=2 / 32767)  # every sample of the take, once (the wav: int16 too)
+    assert tab.take_audio(session) is None  # nothing left to send
     assert "unknown system" in tab.on_frame(video[0], "nope")[2]
     assert "frame" in tab.on_frame(np.zeros((4, 4, 3), np.uint8), "tiny")[2]
     assert tab.stop()[0] == wav_path  # stopping again gives the same take
     fresh = live_tab.LiveTab(studio)
     assert "no take" in fresh.stop()[2]
+
+
+def test_live_chunk_encoding_round_trip():
+    from naturall2s.studio.live import decode_chunks, encode_chunks, pcm_base64
+
+    x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -3.0], np.float32)
+    text = encode_chunks(3, [(6, pcm_base64(x[:2])), (7, pcm_base64(x))])
+    assert len(text) < 120  # a small JSON text
+    take, chunks = decode_chunks(text)
+    assert take == 3 and [seq for seq, _ in chunks] == [6, 7]
+    np.testing.assert_allclose(chunks[1][1], np.clip(x, -1, 1), atol=1 / 32767)  # clipped, int16 precision
+    assert decode_chunks(encode_chunks(1, [(0, pcm_base64(np.zeros(0)))]))[1][0][1].size == 0
+
+
+def test_live_replies_repeat_the_last_chunks(tmp_path, monkeypatch):
+    """Each reply carries its new chunk and those of the last RESEND s before it (the page misses a reply now and
+    then), never more."""
+    from naturall2s.studio import live as live_tab
+
+    tab, _ = _tab_with_worker(tmp_path, monkeypatch)
+    session = live_tab.LiveSession(model_name="tiny", live=None, work=tmp_path, wav_writer=None, take=5)
+    assert tab.take_audio(session) is None
+    replies = []
+    for i in range(20):
+        session.pending.append(np.full(640 * (1 + i % 3), i / 40, np.float32))  # 40 to 120 ms of audio
+        replies.append(live_tab.decode_chunks(tab.take_audio(session)))
+    for i, (take, chunks) in enumerate(replies):
+        seqs = [seq for seq, _ in chunks]
+        assert take == 5 and seqs == list(range(seqs[0], i + 1))
+        assert sum(len(x) for _, x in chunks[1:]) <= live_tab.RESEND * 16000 < sum(len(x) for _, x in chunks) or \
+            seqs[0] == 0
+        np.testing.assert_allclose(chunks[-1][1], i / 40, atol=1 / 32767)
+
+
+def _tab_with_worker(tmp_path, monkeypatch):
+    from naturall2s import stream
+    from naturall2s.studio import live as live_tab
+    from naturall2s.studio.pipeline import Studio
+
+    monkeypatch.setattr(stream, "FrameTracker", FakeTracker)
+    tab = live_tab.LiveTab(Studio({"tiny": tiny("naturall2s-noddsp")}, cache_dir=tmp_path))
+    return tab, frames(1)[0]
+
+
+def _encoder_once_running(tab, frame):
+    """Start a take; -> (session, its ffmpeg encoder process) once the worker has pushed a few frames."""
+    import time as _time
+
+    tab.on_frame(frame, "tiny")
+    session = tab.session(None)
+    deadline = _time.time() + 60
+    while session.pushed < 3 and _time.time() < deadline:
+        _time.sleep(0.05)
+    proc = session.video._proc
+    assert proc.poll() is None
+    return session, proc
+
+
+def test_live_take_ends_when_the_camera_stops_sending(tmp_path, monkeypatch, caplog):
+    """No picture for idle_timeout s (a page gone without unload): the worker and the video encoder stop, logged; the
+    take's wav is complete and Stop still gives it; the camera's next picture starts a new take."""
+    import logging
+    import time as _time
+
+    import soundfile as sf
+
+    tab, frame = _tab_with_worker(tmp_path, monkeypatch)
+    with caplog.at_level(logging.INFO, logger="naturall2s.studio.live"):
+        session, proc = _encoder_once_running(tab, frame)
+        tab.idle_timeout = 0.5
+        deadline = _time.time() + 60
+        while not session.done and _time.time() < deadline:
+            _time.sleep(0.1)
+        session.worker.join(timeout=10)
+    assert session.done and not session.worker.is_alive() and proc.poll() is not None
+    assert "no camera picture" in session.ended and "ended: no camera picture" in caplog.text
+    wav, _ = sf.read(session.wav_path)
+    assert len(wav) == session.pushed * 640
+    assert tab.stop()[0] == str(session.wav_path)
+    tab.on_frame(frame, "tiny")  # the camera again: a new take
+    assert tab.session(None) is not session and tab.session(None).take == session.take + 1
+    tab.on_unload(None)
+
+
+def test_live_take_ends_when_the_page_unloads(tmp_path, monkeypatch, caplog):
+    import logging
+
+    tab, frame = _tab_with_worker(tmp_path, monkeypatch)
+    session, proc = _encoder_once_running(tab, frame)
+    with caplog.at_level(logging.INFO, logger="naturall2s.studio.live"):
+        tab.on_unload(None)
+    assert session.done and not session.worker.is_alive() and proc.poll() is not None
+    assert tab.session(None) is None and "the page was closed" in caplog.text
+    assert session.wav_path.stat().st_size > 44
+    tab.on_unload(None)  # again: nothing to do
 
 
 def test_two_faces_are_named_in_the_message():

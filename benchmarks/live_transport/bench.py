@@ -5,6 +5,12 @@ minimal fastrtc (WebRTC) equivalent, in headless Chromium; docs/live.md, "Gradio
         --seconds 180 --rounds 3 --out results/live/transport
     python benchmarks/live_transport/bench.py report results/live/transport/*.json
 
+The Live tab before and after a change, alternating, each from its own checkout of the repository:
+
+    git archive COMMIT naturall2s | tar -x -C ../live-before
+    nice -n 5 python benchmarks/live_transport/bench.py run --kinds gradio-before gradio --before-repo ../live-before \\
+        --seconds 90 --rounds 3 --out results/live/transport/player
+
 fastrtc needs gradio<6, so its server runs under another Python (``--fastrtc-python``: a venv with ``pip install
 fastrtc``); the Gradio server and this script run in the project's venv (selenium, Debian's chromium and
 chromium-driver).
@@ -12,8 +18,10 @@ chromium-driver).
 Method. Both servers (``probe_servers.py``) push the newest camera picture every 1/25 s into the same probe instead of
 the model (a bright picture -> 40 ms of a 1 kHz tone, a dark one -> silence), so only the transport differs; the
 model's own latency is measured apart (bench_live.py). In the browser, ``probe.js`` replaces the camera by a canvas
-drawn at 25 fps, black but white for 0.4 s every 12 s, and watches the audio that comes back in Web Audio (Gradio's
-streaming player through a MediaElementSource; fastrtc's WebRTC track through a MediaStreamSource). Each white flash
+drawn at 25 fps, black but white for 0.4 s every 12 s, and watches the audio that comes back in Web Audio (the Live
+tab's page player at its output node; before it, Gradio's streaming player through a MediaElementSource; fastrtc's
+WebRTC track through a MediaStreamSource). For the page player, each take's json also keeps its counters and chunk
+arrivals (``player``; replayed with other settings by ``player_policy.py``). Each white flash
 gives three times on one clock (the browser's and the server's are the same machine's): the flash is drawn, the
 server pushes its first bright picture, the tone's onset reaches Web Audio. Uplink = push - draw, downlink = onset -
 push, total = their sum. Runs alternate Gradio / fastrtc, a fresh server each, ``--seconds`` of take each after the
@@ -105,24 +113,32 @@ def measure(kind: str, url: str, seconds: float, server_log: Path) -> dict:
 
     d = browser()
     try:
-        attempts = (start_gradio if kind == "gradio" else start_fastrtc)(d, url)
+        attempts = (start_fastrtc if kind == "fastrtc" else start_gradio)(d, url)
         wait(d, "the first tone", lambda: d.execute_script("return window.__probe.beeps.length"))
         start = d.execute_script("return performance.timeOrigin + performance.now()")
         time.sleep(seconds)
         probe = d.execute_script("return window.__probe")
-        if kind == "gradio":  # end the take (the tab's worker would push the last picture on after the browser left)
+        player = d.execute_script(  # the Live tab's page player's counters (samples), if it has one
+            "const p = window.naturall2sLivePlayer; return p ? {scheduled: p.scheduled, dropped: p.dropped, "
+            "gaps: p.gaps, chunks: p.chunks, faster: p.faster, arrivals: p.arrivals, clock_rate: p.started && p.ctx ? (p.ctx.currentTime - p.started[0]) "
+            "/ ((performance.now() - p.started[1]) / 1000) : null} : null;")
+        if kind != "fastrtc":  # end the take (the tab's worker would push the last picture on after the browser left)
             d.find_element(By.ID, "live-stop").click()
             time.sleep(3)
     finally:
         d.quit()
     pushes = [float(x) * 1000 for x in server_log.read_text().split()] if server_log.is_file() else []
     return {"kind": kind, "seconds": seconds, "start": start, "attempts": attempts, "hooked": probe["hooked"],
-            "flashes": probe["flashes"], "server": pushes, "tones": probe["beeps"]}
+            "flashes": probe["flashes"], "server": pushes, "tones": probe["beeps"], "player": player}
 
 
-def serve(kind: str, python: str, port: int, log: Path) -> subprocess.Popen:
+def serve(kind: str, python: str, port: int, log: Path, before_repo: str | None = None) -> subprocess.Popen:
+    """A probe server; ``gradio-before`` is the Live tab of the checkout ``before_repo``."""
     env = {**os.environ, "PROBE_LOG": str(log), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([python, str(HERE / "probe_servers.py"), kind, str(port)], env=env,
+    if kind == "gradio-before":
+        env["LIVE_TAB_REPO"] = str(Path(before_repo).resolve())
+    server_kind = "fastrtc" if kind == "fastrtc" else "gradio"
+    proc = subprocess.Popen([python, str(HERE / "probe_servers.py"), server_kind, str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     end = time.time() + 300
     while time.time() < end:
@@ -144,12 +160,16 @@ def cpu_seconds(pid: int) -> float:
 def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pythons = {"gradio": sys.executable, "fastrtc": args.fastrtc_python}
+    pythons = {"gradio": sys.executable, "gradio-before": sys.executable, "fastrtc": args.fastrtc_python}
+    if "fastrtc" in args.kinds and not args.fastrtc_python:
+        raise SystemExit("fastrtc needs --fastrtc-python")
+    if "gradio-before" in args.kinds and not args.before_repo:
+        raise SystemExit("gradio-before needs --before-repo")
     for r in range(1, args.rounds + 1):
-        for i, kind in enumerate(("gradio", "fastrtc")):
-            port, log = args.port + 2 * r + i, out / f"{kind}_{r}.pushes"
+        for i, kind in enumerate(args.kinds):
+            port, log = args.port + len(args.kinds) * r + i, out / f"{kind}_{r}.pushes"
             log.unlink(missing_ok=True)
-            proc = serve(kind, pythons[kind], port, log)
+            proc = serve(kind, pythons[kind], port, log, before_repo=args.before_repo)
             try:
                 load = os.getloadavg()
                 result = measure(kind, f"http://127.0.0.1:{port}/", args.seconds, log)
@@ -163,9 +183,9 @@ def run(args) -> None:
             print(json.dumps({k: len(v) if isinstance(v, list) else v for k, v in result.items()}), flush=True)
 
 
-def events(result: dict) -> list[tuple[float, float]]:
-    """(uplink, downlink) ms per flash: each push of a bright picture with the flash drawn before it and the first tone
-    after it; a push whose tone never came (the next push came first) is left out."""
+def events(result: dict) -> list[tuple[float, float, float]]:
+    """(push time, uplink, downlink) ms per flash: each push of a bright picture with the flash drawn before it and the
+    first tone after it; a push whose tone never came (the next push came first) is left out."""
     import numpy as np
 
     flashes, pushes, tones = (np.array(sorted(result[k])) for k in ("flashes", "server", "tones"))
@@ -173,11 +193,13 @@ def events(result: dict) -> list[tuple[float, float]]:
     for p in pushes:
         before, after, later = flashes[flashes < p], tones[tones > p], pushes[pushes > p]
         if len(before) and len(after) and not (len(later) and after[0] > later[0]):
-            out.append((p - before[-1], after[0] - p))
+            out.append((p, p - before[-1], after[0] - p))
     return out
 
 
 def report(args) -> None:
+    """Per take: the totals, the drift (median total of the last minute - of the first minute); per kind: median and
+    p95 of total, uplink and downlink, and the mean drift."""
     import numpy as np
 
     parts: dict[str, dict[str, list[float]]] = {}
@@ -187,27 +209,46 @@ def report(args) -> None:
             print(f"{path}: {result['error']}")
             continue
         got = events(result)
-        row = parts.setdefault(result["kind"], {"total": [], "uplink": [], "downlink": []})
-        for up, down in got:
+        row = parts.setdefault(result["kind"], {"total": [], "uplink": [], "downlink": [], "drift": []})
+        for _, up, down in got:
             row["total"].append(up + down), row["uplink"].append(up), row["downlink"].append(down)
+        drift = ""
+        if got:
+            t0, t1 = got[0][0], got[-1][0]
+            first = [u + d for t, u, d in got if t < t0 + 60_000]
+            last = [u + d for t, u, d in got if t > t1 - 60_000]
+            if t1 - t0 >= 90_000:  # the two minutes are apart enough to say something
+                row["drift"].append(np.median(last) - np.median(first))
+                drift = f", first minute {np.median(first):.0f} ms, last minute {np.median(last):.0f} ms"
+        player = result.get("player")
+        heard = (f", page player: {player['scheduled'] / 16000:.1f} s scheduled, {player['dropped'] / 16000:.2f} s "
+                 f"dropped, {player['gaps']} chunks missing of {player['chunks']}"
+                 + (f", {player['faster'] / 16000:.1f} s played faster" if player.get("faster") is not None else "")
+                 + (f", audio clock {player['clock_rate']:.3f} x real time" if player.get("clock_rate") else "")
+                 ) if player else ""
         print(f"{path}: load {result['load_average'][0]:.1f}, server CPU {result['server_cpu_seconds']:.0f} s, "
-              f"{len(result['flashes'])} flashes, {len(got)} paired; totals (s): "
-              f"{' '.join(f'{u / 1000 + d / 1000:.2f}' for u, d in got)}")
+              f"{len(result['flashes'])} flashes, {len(got)} paired{drift}{heard}; totals (s): "
+              f"{' '.join(f'{u / 1000 + d / 1000:.2f}' for _, u, d in got)}")
     for kind, row in parts.items():
+        drift = row.pop("drift")
         print(kind, ", ".join(f"{k} median {np.median(v):.0f} ms, p95 {np.percentile(v, 95):.0f} ms (n={len(v)})"
-                              for k, v in row.items()))
+                              for k, v in row.items()),
+              f"; drift (last - first minute) mean {np.mean(drift):+.0f} ms over {len(drift)} takes" if drift else "")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="alternate the two servers and measure (writes one json per take)")
-    p.add_argument("--fastrtc-python", required=True, help="a Python with fastrtc installed (gradio<6)")
+    p.add_argument("--kinds", nargs="+", default=["gradio", "fastrtc"], choices=["gradio", "gradio-before", "fastrtc"],
+                   help="servers to alternate (default: %(default)s); gradio-before: the Live tab of --before-repo")
+    p.add_argument("--fastrtc-python", help="a Python with fastrtc installed (gradio<6), for the fastrtc kind")
+    p.add_argument("--before-repo", help="a checkout of the repository (its naturall2s/) for the gradio-before kind")
     p.add_argument("--seconds", type=float, default=180, help="take length after the first tone (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="takes of each (default: %(default)s)")
     p.add_argument("--port", type=int, default=7870, help="first port (default: %(default)s)")
     p.add_argument("--out", default="results/live/transport", help="folder of the jsons (default: %(default)s)")
-    p = sub.add_parser("report", help="median / p95 of the total, uplink and downlink latency")
+    p = sub.add_parser("report", help="median / p95 of the total, uplink and downlink latency; drift per take")
     p.add_argument("files", nargs="+", help="jsons of `run`")
     args = ap.parse_args()
     run(args) if args.cmd == "run" else report(args)

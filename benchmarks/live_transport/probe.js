@@ -1,6 +1,8 @@
 // Injected before any page script (bench.py). The camera is a canvas: black, white for WHITE ms every PERIOD ms
 // (the time of each black->white change in __probe.flashes). The speech that comes back is watched in Web Audio
 // (the time its level first rises above 0.05 RMS after 300 ms of quiet, in __probe.beeps). Times: ms since the epoch.
+// The speech is taken where each player hands it to the loudspeaker: Gradio's streaming <audio> element (the Live tab
+// before its page player), fastrtc's WebRTC track, or the Live tab's Web Audio player (window.naturall2sLivePlayer).
 (() => {
   const W = 640, H = 480, FPS = 25, PERIOD = 12000, WHITE = 400;  // ms
   const probe = window.__probe = {flashes: [], beeps: [], hooked: [], draws: 0};
@@ -28,8 +30,9 @@
     return new MediaStream(tracks);
   };
   let actx = null;
-  function watch(node, what) {
-    const sp = actx.createScriptProcessor(256, 1, 1);
+  function watch(node, what, ctx) {
+    ctx = ctx || actx;
+    const sp = ctx.createScriptProcessor(256, 1, 1);
     let on = false, lastLoud = 0;
     sp.onaudioprocess = (e) => {
       const x = e.inputBuffer.getChannelData(0);
@@ -42,9 +45,13 @@
       } else if (on && now - lastLoud > 300) on = false;
     };
     node.connect(sp);
-    sp.connect(actx.destination);
+    sp.connect(ctx.destination);
     probe.hooked.push(what);
   }
+  const pagePlayer = setInterval(() => {  // the Live tab's own player: its output node, once it exists
+    const p = window.naturall2sLivePlayer;
+    if (p && p.out) { clearInterval(pagePlayer); watch(p.out, 'page player', p.ctx); }
+  }, 100);
   function context() { if (actx === null) actx = new AudioContext(); return actx; }
   const play = HTMLMediaElement.prototype.play;
   HTMLMediaElement.prototype.play = function () {

@@ -3,6 +3,7 @@ picture is pushed, and a picture brighter than mid-grey becomes 40 ms of a 1 kHz
 The server appends the time of each dark-to-bright change it pushes (s since the epoch) to ``$PROBE_LOG``.
 
     python probe_servers.py gradio PORT     # the studio's Live tab (naturall2s/studio/live.py), Gradio 6 streaming
+                                            # ($LIVE_TAB_REPO: take naturall2s from that checkout instead of this one)
     python probe_servers.py fastrtc PORT    # its fastrtc equivalent (WebRTC both ways); run with a Python that has
                                             # fastrtc, which needs gradio<6: a venv of its own
 """
@@ -40,7 +41,7 @@ def gradio_server(port: int) -> None:
     """The Live tab as the studio builds it, its model a LiveSynth stand-in around :class:`Probe`."""
     import gradio as gr
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, os.environ.get("LIVE_TAB_REPO") or str(Path(__file__).resolve().parents[2]))
     from naturall2s.stream import LiveStats
     from naturall2s.studio.live import LiveTab
 

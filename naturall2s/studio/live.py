@@ -1,22 +1,33 @@
 """The studio's "Live" tab: the webcam in, speech out while the face speaks (:mod:`naturall2s.stream`).
 
 Gradio streaming: the webcam image component streams pictures to :meth:`LiveTab.on_frame` (``stream_every`` =
-``FRAME_EVERY``), which only stores the newest one and returns the mouth crop, the lip-read words and the status (so
-the browser sends the next picture at once). A worker thread per take pushes the newest picture into the session's
-:class:`~naturall2s.stream.LiveSynth` every 1/25 s (the browser's rate is not exactly 25 fps: the newest picture
-stands for the frame due); when it falls ``MAX_BACKLOG`` behind (a CPU too slow for the model) it skips ticks and the
-status says so. The audio goes to a streaming audio player through a generator (:meth:`LiveTab.audio_stream`, the
-"Listen" button) that yields what the model made since its last yield every ``AUDIO_EVERY`` seconds (Gradio encodes it
-with an ``ffmpeg`` on PATH; without one the tab says so). Stop flushes the take and returns it as a wav and as a dubbed
-mp4 (frames encoded as they came by :class:`naturall2s.video.RGBVideoWriter`, the audio appended to a wav file:
-nothing of the take is held in memory).
+``FRAME_EVERY``), which only stores the newest one and returns the mouth crop, the lip-read words, the status and the
+audio made since its last return (so the browser sends the next picture at once). A worker thread per take pushes the
+newest picture into the session's :class:`~naturall2s.stream.LiveSynth` every 1/25 s (the browser's rate is not exactly
+25 fps: the newest picture stands for the frame due); when it falls ``MAX_BACKLOG`` behind (a CPU too slow for the
+model) it skips ticks and the status says so.
+
+The audio goes back in the camera's own stream event: each return carries the new samples as a small JSON text
+(:func:`encode_chunks`: take id, numbered chunks of 16 kHz int16 PCM in base64, the new one and those of the last
+``RESEND`` s, as the page misses a reply now and then) in a hidden textbox, whose change runs a Web Audio player in
+the page (``PLAYER_JS``). The player schedules the chunks back to back after a jitter buffer of
+``JITTER`` s, plays 10% faster while it is more than ``CATCH_UP`` s behind and drops its queue when it would play more
+than ``MAX_LAG`` s behind, so the delay cannot grow;
+"Listen" starts it (a browser plays sound only after a click) and it plays from then on, not from the take's start.
+Stop flushes the take and returns it as a wav and as a dubbed mp4 (frames encoded as they came by
+:class:`naturall2s.video.RGBVideoWriter`, the audio appended to a wav file: nothing of the take is held in memory).
+
+A take ends without Stop when its page goes away: Gradio's ``unload`` event (the page closed or reloaded) or, if that
+never comes, no camera picture for ``IDLE_TIMEOUT`` s; its worker and video encoder stop and a line is logged.
 
 One live take at a time per browser session; sessions are keyed by Gradio's session hash. A bad frame, an unknown
 model, no face or several faces give a message in the tab; nothing raises out of a callback.
 """
 from __future__ import annotations
 
+import base64
 import html
+import json
 import logging
 import threading
 import time
@@ -32,7 +43,13 @@ log = logging.getLogger(__name__)
 
 FPS = 25
 FRAME_EVERY = 0.04  # s between webcam frames the browser sends (it may send fewer)
-AUDIO_EVERY = 0.2  # s between audio chunks sent to the player
+JITTER = 0.1  # s: the browser player's jitter buffer (a chunk after a gap plays this long after it arrives)
+MAX_LAG = 0.4  # s: the browser player drops what it has queued when it is this far behind
+CATCH_UP = 0.15  # s: the browser player plays SPEED_UP times faster while it is this far behind (catches up without
+SPEED_UP = 1.1  #    dropping; benchmarks/live_transport/player_policy.py replays measured arrivals through the choices)
+RESEND = 0.2  # s: each reply to a picture repeats the audio chunks of about this long before the new one (the page
+#               misses a reply now and then: Gradio runs a change event once for values that come at once)
+IDLE_TIMEOUT = 5.0  # s without a camera picture: the page is gone, the take ends
 TIME_LIMIT = 600  # s: the longest live take
 MAX_BACKLOG = 0.5  # s: a worker this far behind the camera skips frames to catch up
 LIVE_SESSIONS = 2  # live takes at once (each keeps a CPU core busy)
@@ -63,6 +80,11 @@ class LiveSession:
     worker: threading.Thread | None = None  # pushes ``latest`` at 25 fps
     stop: threading.Event = field(default_factory=threading.Event)
     skipped: int = 0  # 25 fps ticks skipped because the worker fell behind
+    take: int = 0  # the take's number in this server (the browser player restarts on a new one)
+    sent: int = 0  # audio chunks sent to the browser (their sequence numbers)
+    recent: list = field(default_factory=list)  # (seq, base64 PCM, samples) of the last chunks sent (RESEND)
+    last_frame: float = field(default_factory=time.monotonic)  # when the browser last sent a picture
+    ended: str = ""  # why the take ended without Stop ("" while it runs or after Stop)
 
     @property
     def wav_path(self) -> Path:
@@ -81,6 +103,8 @@ class LiveTab:
         self.lookahead = lookahead
         self.sessions: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
+        self._takes = 0
+        self.idle_timeout = IDLE_TIMEOUT
 
     # ---- session
     def _key(self, request: gr.Request | None) -> str:
@@ -105,13 +129,12 @@ class LiveTab:
                                                       channels=1, subtype="PCM_16"))
         key = self._key(request)
         with self._lock:
+            self._takes += 1
+            session.take = self._takes
             old = self.sessions.pop(key, None)
             self.sessions[key] = session
         if old is not None:
-            old.stop.set()
-            with old.lock:
-                old.done = True
-                _close(old)
+            self._end(old, "replaced by a new take")
         return session
 
     def session(self, request: gr.Request | None) -> LiveSession | None:
@@ -125,7 +148,7 @@ class LiveTab:
         returns)."""
         try:
             if frame is None:
-                return gr.skip(), gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             frame = np.asarray(frame)
             if frame.ndim == 3 and frame.shape[2] == 4:
                 frame = frame[:, :, :3]
@@ -134,22 +157,24 @@ class LiveTab:
 
             _check_frame(frame)
             session = self.session(request)
-            if session is not None and session.done and session.model_name == model_name:
-                return gr.skip(), gr.skip(), gr.skip()  # stopped: the take stays on screen until "Listen" again
+            if session is not None and session.done and not session.ended and session.model_name == model_name:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # stopped: the take stays until "Listen" again
             if session is None or session.done or session.model_name != model_name:
                 session = self.start(model_name, request)
             session.latest = frame
+            session.last_frame = time.monotonic()
             if session.worker is None:
                 session.worker = threading.Thread(target=self._work, args=(session,), daemon=True,
                                                   name="naturall2s-live")
                 session.worker.start()
             live = session.live
             roi = None if live.last_roi is None else np.kron(live.last_roi, np.ones((ROI_SCALE, ROI_SCALE), np.uint8))
-            return roi, live.text or "…", _status(live.message, session)
+            audio = self.take_audio(session)
+            return roi, live.text or "…", _status(live.message, session), gr.skip() if audio is None else audio
         except Exception as e:  # never let one request kill the stream
             log.warning("live frame failed", exc_info=e)
             msg = str(e) if isinstance(e, NaturalL2SError) else f"internal error ({type(e).__name__}): {e}"
-            return gr.skip(), gr.skip(), f"⚠️ {html.escape(msg)}"
+            return gr.skip(), gr.skip(), f"⚠️ {html.escape(msg)}", gr.skip()
 
     def _work(self, session: LiveSession) -> None:
         """The session's worker: every 1/25 s, push the newest picture; when it falls more than MAX_BACKLOG behind
@@ -157,6 +182,10 @@ class LiveTab:
         next_tick = time.perf_counter()
         session.started = next_tick
         while not session.stop.is_set():
+            idle = time.monotonic() - session.last_frame
+            if idle > self.idle_timeout:
+                self._end(session, f"no camera picture for {idle:.0f} s (the page is gone)")
+                return
             now = time.perf_counter()
             if now < next_tick:
                 time.sleep(min(next_tick - now, 0.05))
@@ -194,42 +223,61 @@ class LiveTab:
             session.error = f"the video writer stopped ({e})"
 
     # ---- audio out
-    def audio_stream(self, request: gr.Request | None = None):
-        """Generator for the streaming player ("Listen"): (16000, int16 samples) every AUDIO_EVERY s while the take
-        runs. Pressed after a Stop whose audio was all played, it ends that take, so the camera's next picture starts a new
-        one."""
+    def take_audio(self, session: LiveSession) -> str | None:
+        """The audio made since the last call as a new chunk, with the chunks of the last ``RESEND`` s before it, as the
+        page player's JSON (:func:`encode_chunks`); None if there is no new audio."""
         from naturall2s.audio import SAMPLE_RATE
 
+        with session.lock:
+            chunks, session.pending = session.pending, []
+            if not chunks:
+                return None
+            samples = np.concatenate(chunks)
+            session.recent.append((session.sent, pcm_base64(samples), len(samples)))
+            session.sent += 1
+            while sum(n for _, _, n in session.recent[1:]) > RESEND * SAMPLE_RATE:
+                session.recent.pop(0)
+            recent = [(seq, b64) for seq, b64, _ in session.recent]
+        return encode_chunks(session.take, recent)
+
+    def listen(self, request: gr.Request | None = None) -> None:
+        """"Listen" (the page's player starts in the click's own script): after a Stop it ends that take, so the
+        camera's next picture starts a new one."""
         key = self._key(request)
         with self._lock:
             old = self.sessions.get(key)
-            if old is not None and old.done and not old.pending:  # a stopped take whose audio was all played
+            if old is not None and old.done:
                 del self.sessions[key]
 
-        missing = player_available()
-        if missing:
-            gr.Warning(html.escape(missing))
-            return
-        deadline = time.perf_counter() + TIME_LIMIT
-        waited = 0.0
-        while time.perf_counter() < deadline:
-            session = self.session(request)
-            if session is None or (session.done and not session.pending and waited < 30):
-                # the camera has not sent a frame yet (or the last take is over and the next has not begun)
-                if waited > 30:
-                    return
-                time.sleep(AUDIO_EVERY)
-                waited += AUDIO_EVERY
-                continue
-            with session.lock:
-                chunks, session.pending = session.pending, []
-                done = session.done
-            if chunks:
-                wav = np.concatenate(chunks)
-                yield SAMPLE_RATE, (np.clip(wav, -1, 1) * 32767).astype(np.int16)
-            elif done:
-                return
-            time.sleep(AUDIO_EVERY)
+    def _end(self, session: LiveSession, why: str = "") -> bool:
+        """Stop the take's worker, flush its audio, close its wav and video writers (idempotent). ``why`` is set for a
+        take that ends without Stop (logged). -> whether this call ended it."""
+        session.stop.set()
+        worker = session.worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=10)
+        with session.lock:
+            if session.done:
+                return False
+            rest = session.live.flush()
+            if len(rest):
+                session.wav_writer.write(rest)
+                session.pending.append(rest)
+            session.done = True
+            session.ended = why
+            _close(session)
+        if why:
+            log.info("live take %d (%s) ended: %s; %.1f s of frames", session.take, session.model_name, why,
+                     session.pushed / FPS)
+        return True
+
+    def on_unload(self, request: gr.Request | None = None) -> None:
+        """The page was closed or reloaded (Gradio's unload event): end its take and forget it."""
+        key = self._key(request)
+        with self._lock:
+            session = self.sessions.pop(key, None)
+        if session is not None:
+            self._end(session, "the page was closed")
 
     # ---- stop
     def stop(self, request: gr.Request | None = None):
@@ -238,17 +286,7 @@ class LiveTab:
             session = self.session(request)
             if session is None or session.pushed == 0:
                 raise NaturalL2SError("start the camera and speak first: there is no take to stop")
-            session.stop.set()
-            if session.worker is not None:
-                session.worker.join(timeout=10)
-            with session.lock:
-                if not session.done:
-                    rest = session.live.flush()
-                    if len(rest):
-                        session.wav_writer.write(rest)
-                        session.pending.append(rest)
-                    session.done = True
-                    _close(session)
+            self._end(session)
             dubbed = session.work / "live_dubbed.mp4"
             if session.frames_path.is_file() and not dubbed.is_file():
                 from naturall2s.audio import SAMPLE_RATE, load_audio
@@ -272,8 +310,6 @@ class LiveTab:
         """The tab's components and events (call inside ``with gr.Tab("Live")``)."""
         names = self.studio.system_names
         gr.Markdown(LIVE_INTRO)
-        if player_available():
-            gr.Markdown(f"**Note:** {html.escape(player_available())}.")
         with gr.Row():
             with gr.Column(scale=2):
                 model = gr.Dropdown(choices=names, value="naturall2s" if "naturall2s" in names else
@@ -285,24 +321,28 @@ class LiveTab:
                                elem_id="live-roi", height=200)
                 words = gr.Textbox(label="Lip-read words", interactive=False, elem_id="live-words")
                 status = gr.Markdown(elem_id="live-status")
-        speech = gr.Audio(label="Speech, as it is made", streaming=True, autoplay=True, interactive=False,
-                          elem_id="live-audio")
+        pcm = gr.Textbox(visible="hidden", elem_id="live-pcm")  # the audio chunks for the page's player
+        gr.HTML('<div id="live-player">Speech: press <b>Listen</b> to hear it as it is made.</div>',
+                elem_id="live-player-box")
         with gr.Row():
             listen = gr.Button("Listen", variant="primary", elem_id="live-listen")
             stop = gr.Button("Stop", variant="stop", elem_id="live-stop")
         with gr.Row():
             take_wav = gr.Audio(label="The take (wav)", type="filepath", interactive=False, elem_id="live-take")
             take_video = gr.Video(label="The take, dubbed (mp4)", interactive=False, elem_id="live-dubbed")
-        camera.stream(self.on_frame, inputs=[camera, model], outputs=[roi, words, status], stream_every=FRAME_EVERY,
+        camera.stream(self.on_frame, inputs=[camera, model], outputs=[roi, words, status, pcm], stream_every=FRAME_EVERY,
                       time_limit=TIME_LIMIT, concurrency_limit=LIVE_SESSIONS, api_visibility="private",
                       show_progress="hidden")
-        listen.click(self.audio_stream, outputs=[speech], api_visibility="private", show_progress="hidden",
-                     concurrency_limit=None)
+        pcm.change(None, inputs=[pcm], js=f"(m) => {{ {PLAYER_JS} window.naturall2sLivePlayer.push(m); }}",
+                   queue=False, show_progress="hidden")
+        listen.click(self.listen, js=f"() => {{ {PLAYER_JS} window.naturall2sLivePlayer.start(); return []; }}",
+                     api_visibility="private", show_progress="hidden", queue=False)
         stop.click(self.stop, outputs=[take_wav, take_video, status], api_visibility="private",
                    concurrency_limit=None)
         model.change(lambda: (None, "", ""), outputs=[roi, words, status], api_visibility="private", queue=False)
         demo.load(lambda: gr.Dropdown(choices=self.studio.system_names), outputs=[model], api_visibility="private",
                   queue=False)
+        demo.unload(self.on_unload)
 
 
 def _status(message: str, session: LiveSession) -> str:
@@ -329,16 +369,68 @@ def _close(session: LiveSession) -> None:
             log.warning("live video writer: %s", e)
 
 
-def player_available() -> str:
-    """"" when Gradio's streaming audio player can work here, else why not: it encodes with an ``ffmpeg`` program on
-    PATH (Debian: ``apt-get install ffmpeg``; naturall2s's own ffmpeg, from imageio-ffmpeg, is not on PATH, and putting
-    it there alone would make Gradio look for an ``ffprobe`` it does not ship)."""
-    import shutil
+def pcm_base64(samples: np.ndarray) -> str:
+    """Float samples in [-1, 1] -> base64 of little-endian int16 (clipped)."""
+    return base64.b64encode((np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).round().astype("<i2").tobytes()
+                            ).decode()
 
-    if shutil.which("ffmpeg") is None:
-        return ("live playback needs the ffmpeg program on PATH (e.g. apt-get install ffmpeg); "
-                "without it, Stop still gives the take as a wav and a dubbed video")
-    return ""
+
+def encode_chunks(take: int, chunks: list[tuple[int, str]]) -> str:
+    """The JSON text the page's player reads: {"take", "rate", "chunks": [[seq, base64 int16 PCM], ...]} (oldest
+    first; the player plays each (take, seq) once)."""
+    from naturall2s.audio import SAMPLE_RATE
+
+    return json.dumps({"take": take, "rate": SAMPLE_RATE, "chunks": [[seq, b64] for seq, b64 in chunks]})
+
+
+def decode_chunks(text: str) -> tuple[int, list[tuple[int, np.ndarray]]]:
+    """The inverse of :func:`encode_chunks` -> (take, [(seq, float32 samples)]) (what the page's player reads)."""
+    m = json.loads(text)
+    return m["take"], [(seq, np.frombuffer(base64.b64decode(b64), "<i2").astype(np.float32) / 32767)
+                       for seq, b64 in m["chunks"]]
+
+
+# The page's player (defined once, by whichever handler runs first). Chunks are scheduled back to back on the
+# AudioContext's clock; after an underrun the next one starts JITTER s ahead; when a chunk would start more than
+# MAX_LAG s after now (the chunks came late and all at once) the sources not yet started are stopped and the new chunk
+# starts JITTER s ahead; a chunk that would end more than MAX_LAG + JITTER s after now (a long one, after a stall)
+# loses its head: the delay cannot grow. A chunk that starts more than CATCH_UP s ahead plays SPEED_UP times faster
+# (its pitch too), which brings the delay back down without dropping; the counter `faster` counts those samples. A chunk already played (take, seq) is skipped (each reply repeats the
+# last RESEND s); a gap in seq (a chunk missed beyond that) is counted.
+# Its counters (window.naturall2sLivePlayer: scheduled, dropped, gaps, chunks, in samples or chunks) and its last
+# arrivals ([audio clock, chunk's duration, queue ahead of the clock] in s) are for tests and measurements.
+PLAYER_JS = (
+    "if (!window.naturall2sLivePlayer) { const P = window.naturall2sLivePlayer = {ctx: null, out: null, "
+    "listening: false, next: 0, take: -1, seq: -1, queued: [], arrivals: [], scheduled: 0, dropped: 0, gaps: 0, chunks: 0, "
+    f"faster: 0, JITTER: {JITTER}, MAX_LAG: {MAX_LAG}, CATCH_UP: {CATCH_UP}, SPEED_UP: {SPEED_UP}}};"
+    "P.show = () => { const el = document.getElementById('live-player'); if (el) el.textContent = P.listening ? "
+    "`Listening: ${(P.scheduled / 16000).toFixed(1)} s played` + (P.dropped ? `, ${(P.dropped / 16000).toFixed(1)} s "
+    "dropped to keep up` : '') : 'Speech: press Listen to hear it as it is made.'; };"
+    "P.start = () => { if (!P.ctx) { P.ctx = new AudioContext(); P.out = P.ctx.createGain(); "
+    "P.out.connect(P.ctx.destination); P.started = [P.ctx.currentTime, performance.now()]; } P.ctx.resume(); P.listening = true; P.next = 0; P.show(); };"
+    "P.push = (text) => { if (!text) return; let m; try { m = JSON.parse(text); } catch (e) { return; } "
+    "if (m.take !== P.take) { P.take = m.take; P.seq = -1; } "
+    "for (const [seq, b64] of m.chunks) { if (seq <= P.seq) continue; "
+    "if (P.seq >= 0 && seq > P.seq + 1) P.gaps += seq - P.seq - 1; P.seq = seq; P.chunks++; "
+    "if (P.listening && P.ctx) P.play(b64, m.rate); } P.show(); };"
+    "P.play = (b64, rate) => { const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)); "
+    "const pcm = new Int16Array(bytes.buffer); if (!pcm.length) return; "
+    "const buf = P.ctx.createBuffer(1, pcm.length, rate); const x = buf.getChannelData(0); "
+    "for (let i = 0; i < pcm.length; i++) x[i] = pcm[i] / 32767; "
+    "const now = P.ctx.currentTime; P.queued = P.queued.filter((q) => q.end > now); "
+    "P.arrivals.push([now, buf.duration, P.next - now]); if (P.arrivals.length > 3000) P.arrivals.shift(); "
+    "if (P.next < now) P.next = now + P.JITTER; "
+    "else if (P.next - now > P.MAX_LAG) { for (const q of P.queued) { if (q.start > now) { "
+    "q.src.stop(); P.dropped += q.n; P.scheduled -= q.n; } } P.queued = P.queued.filter((q) => q.start <= now); "
+    "P.next = Math.max(now + P.JITTER, P.queued.length ? P.queued[P.queued.length - 1].end : 0); } "
+    "const r = P.next - now > P.CATCH_UP ? P.SPEED_UP : 1; "
+    "const skip = Math.max(0, P.next + buf.duration / r - now - P.MAX_LAG - P.JITTER) * r; "
+    "if (skip >= buf.duration) { P.dropped += pcm.length; return; } "
+    "const n = Math.round((buf.duration - skip) * rate); P.dropped += pcm.length - n; if (r > 1) P.faster += n; "
+    "const src = P.ctx.createBufferSource(); src.buffer = buf; src.playbackRate.value = r; src.connect(P.out); "
+    "src.start(P.next, skip); const d = (buf.duration - skip) / r; "
+    "P.queued.push({src, start: P.next, end: P.next + d, n}); P.next += d; P.scheduled += n; }; }"
+)
 
 
 def add_live_tab(studio_app, demo) -> LiveTab:
