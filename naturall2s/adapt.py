@@ -19,8 +19,10 @@ The pipeline (:func:`adapt`), resumable at every step (its work folder is ``<out
    composed into one checkpoint by ``train --steps 0``; ``units`` its multi-input ``vocoder`` on the new speaker's
    real mels and units (the base's codebook, kept), then its ``lipreader`` stage from that run (:data:`CHAINED`):
    the last run is the model; ``ltbs`` likewise its ``vocoder``, then its ``synth`` stage from that run: the
-   front end, variance adaptor, mel decoder and post-net on the new speaker's real pitch, energy and mels): the
-   recipe :data:`RECIPE` with the base model's own
+   front end, variance adaptor, mel decoder and post-net on the new speaker's real pitch, energy and mels;
+   ``lipvoicer`` likewise its ``vocoder`` on the real mels, then its ``flow`` stage (the denoiser on the new
+   speaker's mels, the base's lip reader, mel statistics and content judge kept: the judge that guides the sampling
+   was trained on the base speaker's speech)): the recipe :data:`RECIPE` with the base model's own
    architecture, feature noise and loss weights (its stored training config), the synth stage with the adversarial
    losses against the base model's own discriminators when it ships them (:func:`with_discriminator`), each run
    selected on the validation clips. ``keep_base``: a prepared cache of the base speaker whose training clips are
@@ -74,12 +76,14 @@ HOLDOUT_SEED = 0
 # what adapting each variant trains: stages of naturall2s.train, in order (several: composed into one checkpoint)
 ADAPT_STAGES = {"naturall2s": ("synth",), "naturall2s-noddsp": ("synth",), "mel-gl": ("lipreader",),
                 "mel-vocoder": ("lipreader", "vocoder"), "units": ("vocoder", "lipreader"),
-                "ltbs": ("vocoder", "synth")}
+                "ltbs": ("vocoder", "synth"), "lipvoicer": ("vocoder", "flow")}
 # the variant a stage of a base variant trains as, when not the base's own: the cascade's lip reader is a mel-gl one
 STAGE_VARIANT = {"mel-vocoder": {"lipreader": "mel-gl"}}
 # variants whose stages chain: each stage's run starts from the previous one's best checkpoint, so the last run is
 # the whole model (the units lip reader stage carries the adapted vocoder and the base's unit codebook)
-CHAINED = ("units", "ltbs")  # ltbs: its synth run (the front end + acoustic model) carries the adapted vocoder
+# ltbs: its synth run (the front end + acoustic model) carries the adapted vocoder; lipvoicer: its flow run carries
+# the adapted vocoder, the base's judge and mel statistics
+CHAINED = ("units", "ltbs", "lipvoicer")
 # the adaptation recipe (what trains, how long, how): everything, whole clips, augmentation, the base model's loss
 # weights, 100 steps (issue #17's trial: 300 steps at 2e-4). An entry named after a stage overrides the common entries
 # for that stage's run: the end-to-end variants' synth stage at 5e-4 for 200 steps, with the adversarial losses from

@@ -44,7 +44,8 @@ CARD_METRICS = {
 
 # validation figures of the metadata shown on the card
 VAL_LABELS = {"score": "validation score (log-mel L1)", "lipread/wer": "lip-read WER", "estoi": "ESTOI",
-              "speech/wer": "speech WER", "comb": "comb dB", "unit/acc": "unit accuracy"}
+              "speech/wer": "speech WER", "comb": "comb dB", "unit/acc": "unit accuracy",
+              "flow/mse": "flow-matching MSE", "content/acc": "content judge's word accuracy on the output"}
 
 # variants that follow a published method: the paper, and what this implementation does differently
 METHODS = {
@@ -85,6 +86,28 @@ METHODS = {
             "landmarks, with CTC and frame word heads), not the paper's visual encoder",
         ],
     },
+    "lipvoicer": {
+        "paper": "Yemini, Shamsian, Bracha, Gannot & Fetaya, \"LipVoicer: Generating Speech from Silent Videos "
+                 "Guided by Lip Reading\", ICLR 2024 (arXiv 2306.03258): a diffusion model generates the "
+                 "mel-spectrogram from the video, and at sampling time an ASR's gradient guides it toward the "
+                 "text a lip reader read",
+        "differs": [
+            "data and scale: one GRID speaker (s1, 800 training clips, 51 words) on a CPU budget of about 3 CPU-hours, "
+            "not LRS2/LRS3 on GPUs; a denoiser of 2.6M parameters",
+            "generative model: rectified flow (flow matching, a few Euler steps) with a dilated ConvNeXt denoiser over "
+            "time, not their DDPM with a DiffWave-style network and hundreds of steps; no classifier-free guidance on "
+            "the video (their w1)",
+            "conditioning: the shared lip reader's features plus its frame word posteriors, upsampled to 100 Hz as the "
+            "other variants' speech heads get them (the front end frozen), not their lip and face-image encoders",
+            "the ASR: the project's content judge, a frame-level word recognizer trained on the real log-mels of the "
+            "GRID s1 training clips and shipped inside this checkpoint, applied to the denoiser's clean estimate, not "
+            "a CTC recogniser trained on noisy mels",
+            "the text: the word head's frame-by-frame reading (the argmax word of each video frame) from the same "
+            "video, not a separate lip-reading model's transcript; the gradient is normalised per clip to the norm "
+            "of the flow's velocity (theirs: of the score)",
+            "vocoder: the cascade's Vocos-style iSTFT generator trained on real mels (reused as it is), not HiFi-GAN",
+        ],
+    },
 }
 
 
@@ -108,6 +131,7 @@ class ModelCard:
     scores_ci: dict[str, float] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     adversarial: str | None = None  # the discriminators of an adversarial last stage ("mrd"), else None
+    sampling: str | None = None  # a sampling variant's defaults (Euler steps, guidance), else None
 
     @property
     def vocabulary_size(self) -> int | None:
@@ -136,6 +160,8 @@ class ModelCard:
             f"- **Data**: {self.data}",
             f"- **Training**: {self._training()}",
         ]
+        if self.sampling:
+            lines.append(f"- **Sampling**: {self.sampling}")
         if self.val:
             val = ", ".join(f"{label} {self.val[k]:.3f}" for k, label in VAL_LABELS.items() if k in self.val)
             if val:
@@ -260,4 +286,15 @@ def model_card(model) -> ModelCard:
         sources=sources,
         adversarial=train_config.get("disc") if train_config.get("adv_start", -1) >= 0 and stage != "lipreader"
         else None,
+        sampling=_sampling(model.config),
     )
+
+
+def _sampling(config) -> str | None:
+    """How a sampling variant makes its mel by default (``synthesize``'s ``steps`` and ``guidance`` change it)."""
+    if not getattr(config, "samples_mel", False):
+        return None
+    guided = (f"classifier guidance {config.guidance_scale:g} by the content judge inside the checkpoint toward the "
+              "word head's reading" if config.guidance_scale > 0 else "no classifier guidance")
+    return (f"{config.sampling_steps} Euler steps of the flow from seeded noise, {guided} (the defaults of "
+            "`synthesize`, whose `steps` and `guidance` options change them)")

@@ -35,6 +35,7 @@ DEFAULT_LAMBDAS: dict[str, float] = {
     "loud/l1": 0.05,  # in dB
     "stoi/neg": 0.0,  # negative differentiable ESTOI of the waveform (torch_stoi); 0: off (not even computed)
     "unit/ce": 0.5,  # speech-unit classification of the units variant's UnitHead (weighted like word/ce)
+    "flow/mse": 1.0,  # flow-matching velocity error of the lipvoicer variant's denoiser (naturall2s.flow)
     "content/ce": 0.0,  # word cross-entropy of the frozen content judge on the waveform (needs TrainConfig.judge)
     "adv/gen": 1.0,
     "adv/feat": 2.0,

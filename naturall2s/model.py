@@ -8,6 +8,8 @@
 | ``naturall2s``      | F0Head + ControlHead → HarmonicPlusNoise (DDSP prior) → ISTFTGenerator(prior)|
 | ``units``           | MelHead + UnitHead → ISTFTGenerator(mel + unit embeddings) (Choi, Kim & Ro 2023) |
 | ``ltbs``            | variance adaptor + mel decoder + flow post-net → ISTFTGenerator (Kim et al. 2024)    |
+| ``lipvoicer``       | flow-matching denoiser over the log-mel, guided by the content judge → ISTFTGenerator  |
+|                     | (after Yemini et al., ICLR 2024: the judge's gradient toward the word head's reading)     |
 
 Every variant keeps the lip-reading CTC head: its greedy decoding is the "lip-read text".
 Models take tensors; :meth:`LipToSpeech.synthesize` is the one place a video (or a prepared
@@ -23,6 +25,9 @@ import torch
 import torch.nn as nn
 
 from naturall2s import audio
+from naturall2s.content import JudgeConfig, WordJudge
+from naturall2s.errors import NaturalL2SError
+from naturall2s.flow import FlowDenoiser, flow_targets, sample, word_log_prob
 from naturall2s.grid import GRID_VOCAB, tokens_to_text
 from naturall2s.encoders import CTCHead, VisualFrontEnd, WordHead
 from naturall2s.generator import PRIOR_MODES, ISTFTGenerator
@@ -32,13 +37,16 @@ from naturall2s.retrieval import FrameIndex
 from naturall2s.synths import HarmonicPlusNoise
 from naturall2s.units import DEFAULT_UNITS, UNIT_FEATURE_DIM, Codebook, encode
 
-VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "ltbs")
-# Seed of :meth:`LipToSpeech.synthesize`'s own random generator (the DDSP noise excitation is its only randomness:
-# eval mode has no dropout, Griffin-Lim starts from zero phase): the same clip and model give the same waveform in
-# the CLI, the Python API, the studio and the evaluation, whatever the caller's RNG state.
+VARIANTS = ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "ltbs", "lipvoicer")
+# Seed of :meth:`LipToSpeech.synthesize`'s own random generator (the DDSP noise excitation, the ltbs post-net's
+# noise and the lipvoicer variant's starting noise are its only randomness: eval mode has no dropout, Griffin-Lim
+# starts from zero phase): the same clip and model give the same waveform in the CLI, the Python API, the studio and
+# the evaluation, whatever the caller's RNG state.
 DEFAULT_SEED = 0
 MEL_VARIANTS = ("mel-gl", "mel-vocoder", "units")  # the speech path starts with a MelHead
-VOCODER_VARIANTS = ("mel-vocoder", "units", "ltbs")  # a vocoder reads the (predicted) mel: ``LipToSpeech.vocoder``
+# a vocoder reads the (predicted) mel: ``LipToSpeech.vocoder``
+VOCODER_VARIANTS = ("mel-vocoder", "units", "ltbs", "lipvoicer")
+SAMPLING_VARIANTS = ("lipvoicer",)  # the mel is sampled (synthesize's ``steps`` and ``guidance``)
 
 
 @dataclass
@@ -63,7 +71,7 @@ class ModelConfig:
     feature_dropout: float = 0.0  # dropout on front-end features before the speech heads
     # frame-level word classifier on the front end; its posteriors, embedded, are added to the (dropped-out)
     # features the speech heads read: learned text guidance, from the video alone at inference
-    word_head: bool = False
+    word_head: bool | None = None  # None: the variant's default (on for lipvoicer, whose guidance reads it; else off)
     # scale of the gradient from the DDSP synthesizer into the F0 predictor (1: plain end to end). Oscillator-phase
     # gradients are large and erratic; at 1 they pushed the F0 head into its bounds within 100 steps on GRID.
     f0_grad_scale: float = 1.0
@@ -86,6 +94,15 @@ class ModelConfig:
     # checkpoint) that its UnitHead predicts and its vocoder reads beside the mel (0: the DEFAULT_UNITS); others 0
     n_units: int = 0
     unit_dim: int = 64  # the vocoder's unit embedding
+    # the lipvoicer variant: its flow-matching denoiser over the log-mel (naturall2s.flow), the sampling defaults of
+    # synthesize (Euler steps, classifier-guidance scale; chosen on val, stored with the model) and the architecture
+    # of its content judge (naturall2s.content.JudgeConfig as a dict; the judge's weights are in the checkpoint)
+    flow_dim: int = 192
+    flow_intermediate_dim: int = 576
+    flow_layers: int = 8
+    sampling_steps: int = 10
+    guidance_scale: float = 0.5
+    judge: dict = field(default_factory=dict)
     sample_rate: int = audio.SAMPLE_RATE
     hop_length: int = audio.HOP_LENGTH
     n_fft: int = audio.N_FFT
@@ -98,6 +115,8 @@ class ModelConfig:
             raise ValueError(f"unknown prior_mode {self.prior_mode!r}; choose one of {', '.join(PRIOR_MODES)}")
         if self.f0_bins < 0 or self.f0_bins == 1:
             raise ValueError(f"f0_bins must be 0 (regression) or at least 2, got {self.f0_bins}")
+        if self.word_head is None:  # the variant's default
+            self.word_head = self.variant == "lipvoicer"
         if self.retrieval_prior and not self.word_head:
             raise ValueError("retrieval_prior needs word_head (the retrieval weighs candidates by word posteriors)")
         self.ltbs = ltbs_config_dict(self.variant, self.ltbs, n_mels=self.n_mels, retrieval_prior=self.retrieval_prior)
@@ -109,6 +128,18 @@ class ModelConfig:
                 raise ValueError(f"unit_dim must be positive, got {self.unit_dim}")
         elif self.n_units:
             raise ValueError(f"n_units belongs to the units variant, not {self.variant}")
+        if self.variant == "lipvoicer":
+            if not self.word_head:
+                raise ValueError("the lipvoicer variant guides its sampling toward the word head's reading: "
+                                 "word_head must be true")
+            check_sampling(self.sampling_steps, self.guidance_scale, what="the config's")
+            if min(self.flow_dim, self.flow_intermediate_dim, self.flow_layers) < 1:
+                raise ValueError("flow_dim, flow_intermediate_dim and flow_layers must be positive")
+            judge = JudgeConfig.from_dict({**JudgeConfig().to_dict(), **self.judge}).to_dict()
+            self.judge = {**judge, "dilations": list(judge["dilations"])}  # as JSON gives it back
+        elif self.judge:
+            raise ValueError(f"judge (the guidance's content judge) belongs to the lipvoicer variant, "
+                             f"not {self.variant}")
         self.roi_size = tuple(self.roi_size)
 
     @property
@@ -118,6 +149,10 @@ class ModelConfig:
     @property
     def predicts_mel(self) -> bool:
         return self.variant in MEL_VARIANTS
+
+    @property
+    def samples_mel(self) -> bool:
+        return self.variant in SAMPLING_VARIANTS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,6 +222,16 @@ class LipToSpeech(nn.Module):
                 self.register_buffer("unit_mean", torch.zeros(UNIT_FEATURE_DIM))
                 self.register_buffer("unit_std", torch.ones(UNIT_FEATURE_DIM))
                 self.register_buffer("unit_centroids", torch.zeros(c.n_units, UNIT_FEATURE_DIM))
+        elif c.samples_mel:
+            self.denoiser = FlowDenoiser(n_mels=c.n_mels, cond_dim=c.dim, dim=c.flow_dim,
+                                         intermediate_dim=c.flow_intermediate_dim, n_layers=c.flow_layers)
+            self.judge = WordJudge(JudgeConfig.from_dict(c.judge))
+            for p in self.judge.parameters():  # a fixed part of the model: trained by its own stage (judge)
+                p.requires_grad_(False)
+            self.vocoder = self._generator(in_dim=c.n_mels, use_prior=False)
+            # the per-bin statistics that normalise the log-mel for the flow (set by the flow stage; stored)
+            self.register_buffer("flow_mel_mean", torch.zeros(c.n_mels))
+            self.register_buffer("flow_mel_std", torch.ones(c.n_mels))
         else:
             self.f0_head = F0Head(in_dim=c.dim, hidden=c.head_hidden, kernel_size=c.head_kernel_size, n_bins=c.f0_bins)
             if c.uses_ddsp:
@@ -244,6 +289,47 @@ class LipToSpeech(nn.Module):
             raise ValueError("this units model has no codebook yet (a training stage fits it: naturall2s.units)")
         return encode(mel, self.unit_mean, self.unit_std, self.unit_centroids)
 
+    # ---- the lipvoicer variant's mel statistics (stored in the checkpoint) -----------------------
+    @property
+    def has_mel_stats(self) -> bool:
+        """True when the flow's mel normalisation is set (by the flow stage, or loaded with the weights)."""
+        return hasattr(self, "flow_mel_mean") and bool((self.flow_mel_mean != 0).any()
+                                                       or (self.flow_mel_std != 1).any())
+
+    def set_mel_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-bin mean and std (n_mels,) of real log-mels: the flow runs on ``(mel - mean) / std``."""
+        self.flow_mel_mean.copy_(mean.to(self.flow_mel_mean))
+        self.flow_mel_std.copy_(std.clamp(min=1e-3).to(self.flow_mel_std))
+
+    def normalise_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        return (mel - self.flow_mel_mean[:, None]) / self.flow_mel_std[:, None]
+
+    def denormalise_mel(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.flow_mel_std[:, None] + self.flow_mel_mean[:, None]
+
+    def sample_mel(self, h: torch.Tensor, words: torch.Tensor, *, steps: int, guidance: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """The lipvoicer variant's log-mel for the 100 Hz features ``h`` (B, 4T, dim): ``steps`` Euler steps of the
+        flow from noise drawn from ``generator``, guided (``guidance`` > 0) by the content judge toward the frame
+        words ``words`` (B, T) (:func:`naturall2s.flow.sample`). -> (B, n_mels, 4T)."""
+        noise = torch.randn((h.shape[0], self.config.n_mels, h.shape[1]), generator=generator, device=h.device,
+                            dtype=h.dtype)
+
+        def log_prob(x1_hat: torch.Tensor) -> torch.Tensor:  # called where gradients are recorded
+            return word_log_prob(self.judge, self.denormalise_mel(x1_hat), words.clone())
+
+        x = sample(self.denoiser, self.denoiser.condition(h), noise, steps=steps, guidance=guidance,
+                   log_prob=log_prob)
+        return self.denormalise_mel(x)
+
+    def train(self, mode: bool = True):
+        """As nn.Module.train, but the lipvoicer variant's content judge stays in eval mode (a fixed recogniser: its
+        batch-norm statistics are those of real speech)."""
+        super().train(mode)
+        if hasattr(self, "judge"):
+            self.judge.eval()
+        return self
+
     def attach_index(self, index: FrameIndex) -> None:
         """Store a retrieval index (of this model's own front-end features) with the model; it is saved with it."""
         self.retrieval_index = index.to(self.device)
@@ -280,7 +366,8 @@ class LipToSpeech(nn.Module):
     def decode(self, feats: torch.Tensor, *, f0_hz: torch.Tensor | None = None,
                generator: torch.Generator | None = None,
                retrieved: torch.Tensor | None = None, vocode: bool = True, teacher: dict | None = None,
-               postnet: bool = True, temperature: float | None = None) -> dict[str, torch.Tensor]:
+               postnet: bool = True, temperature: float | None = None, flow_mel: torch.Tensor | None = None,
+               steps: int | None = None, guidance: float | None = None) -> dict[str, torch.Tensor]:
         """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
 
         Returns a dict with ``ctc_log_probs`` (B,T,V), ``word_logits`` (B,T,V) with ``word_head``, and, per variant, ``mel`` (B,n_mels,4T) /
@@ -298,6 +385,11 @@ class LipToSpeech(nn.Module):
         The units variant also returns ``unit_logits`` (B,4T,n_units) and ``units`` (B,4T) (their argmax, what its
         vocoder reads beside the predicted mel); ``vocode=False`` stops a vocoder variant before its vocoder (the
         lip-reading stage's training steps, which do not train it).
+        The lipvoicer variant samples ``mel`` with ``steps`` Euler steps and classifier guidance ``guidance`` (None:
+        the config's ``sampling_steps`` / ``guidance_scale``), the starting noise from ``generator``, and returns
+        ``words`` (B,T), the word head's reading it was guided toward; given ``flow_mel`` (B,n_mels,4T), real
+        log-mels, it instead returns one flow-matching draw (the flow stage's training): ``velocity`` and
+        ``velocity_target`` (B,n_mels,4T), the draw's noise and time from ``generator``.
         """
         out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
         h = self.feature_dropout(feats)
@@ -318,6 +410,18 @@ class LipToSpeech(nn.Module):
                     raise ValueError("this model reads a retrieved prior but stores no retrieval index")
                 retrieved = self.retrieval_index.retrieve(feats, torch.log_softmax(out["word_logits"], dim=-1))
             h = h + self.retrieval_proj(retrieved[..., : h.shape[1]].transpose(1, 2).to(h.dtype))
+        if self.config.samples_mel:
+            if flow_mel is not None:
+                x_t, t, out["velocity_target"] = flow_targets(self.normalise_mel(flow_mel[..., : h.shape[1]]),
+                                                              generator=generator)
+                out["velocity"] = self.denoiser(x_t, t, self.denoiser.condition(h))
+                return out
+            out["words"] = out["word_logits"].argmax(-1)
+            steps, guidance = self.sampling_options(steps, guidance)
+            out["mel"] = self.sample_mel(h, out["words"], steps=steps, guidance=guidance, generator=generator)
+            if vocode:
+                out["wav"] = self.vocoder(out["mel"].transpose(1, 2))
+            return out
         if self.config.predicts_mel:
             out["mel"] = self.mel_head(h)
             units = None
@@ -346,9 +450,9 @@ class LipToSpeech(nn.Module):
 
     def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, units=None, f0_hz=None,
                 generator=None, retrieved=None, vocode: bool = True, teacher=None, postnet: bool = True,
-                temperature=None) -> dict[str, torch.Tensor]:
+                temperature=None, flow_mel=None, steps=None, guidance=None) -> dict[str, torch.Tensor]:
         """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs (``teacher``, ``postnet``,
-        ``temperature``: the ltbs variant's).
+        ``temperature``: the ltbs variant's; ``flow_mel``, ``steps``, ``guidance``: the lipvoicer variant's).
 
         ``mel`` (B,n_mels,F) instead runs only the vocoder on it (how the cascade's vocoder trains on real mels),
         with ``units`` (B,F) for the units variant's (the real speech's units, :meth:`units_of`).
@@ -359,7 +463,24 @@ class LipToSpeech(nn.Module):
         if feats is None:
             feats = self.encode(roi, lips, mask)
         return self.decode(feats, f0_hz=f0_hz, generator=generator, retrieved=retrieved, vocode=vocode,
-                           teacher=teacher, postnet=postnet, temperature=temperature)
+                           teacher=teacher, postnet=postnet, temperature=temperature, flow_mel=flow_mel, steps=steps,
+                           guidance=guidance)
+
+    def sampling_options(self, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
+        """(Euler steps, guidance scale) of a lipvoicer sampling: the given ones, checked, or the config's defaults
+        (chosen on val). NaturalL2SError for a bad value, or for either given to a variant that does not sample."""
+        if not self.config.samples_mel:
+            if steps is not None or guidance is not None:
+                raise NaturalL2SError(f"steps and guidance are options of the sampling variants "
+                                      f"({', '.join(SAMPLING_VARIANTS)}); a {self.config.variant} model has none")
+            return 0, 0.0
+        steps = self.config.sampling_steps if steps is None else steps
+        guidance = self.config.guidance_scale if guidance is None else guidance
+        try:
+            check_sampling(steps, guidance)
+        except ValueError as e:
+            raise NaturalL2SError(str(e)) from None
+        return int(steps), float(guidance)
 
     # ---- video in, audio out -----------------------------------------------------------------
     @property
@@ -368,7 +489,8 @@ class LipToSpeech(nn.Module):
 
     @torch.inference_mode()
     def synthesize(self, video, *, detector=None, max_seconds: float | None = None,
-                   seed: int = DEFAULT_SEED, postnet: bool = True, temperature: float | None = None) -> Synthesis:
+                   seed: int = DEFAULT_SEED, postnet: bool = True, temperature: float | None = None,
+                   steps: int | None = None, guidance: float | None = None) -> Synthesis:
         """Speech for a silent talking-face video.
 
         ``video``: a path, :class:`~naturall2s.video.VideoData` or a prepared :class:`~naturall2s.roi.MouthClip`
@@ -378,10 +500,16 @@ class LipToSpeech(nn.Module):
         ``postnet`` and ``temperature`` (the ltbs variant only): ``postnet=False`` gives the mel decoder's output
         without the flow post-net (the ablation); ``temperature`` scales the post-net's noise (0: z = 0; None: the
         model's default, ``config.ltbs["postnet_temperature"]``). NaturalL2SError for a bad value or another variant.
+        ``steps`` and ``guidance`` (the lipvoicer variant only): Euler steps of the flow and the scale of the content
+        judge's classifier guidance (0: none); None takes the model's defaults, chosen on val
+        (``config.sampling_steps``, ``config.guidance_scale``). NaturalL2SError for bad values or for a variant that
+        does not sample.
         """
         from naturall2s.roi import MouthClip, extract_mouth
 
         postnet_options = self.postnet_options(postnet, temperature)  # checked before any video is read
+        steps, guidance = self.sampling_options(steps, guidance)
+        sampling = {"steps": steps, "guidance": guidance} if self.config.samples_mel else {}
         if not isinstance(video, MouthClip):
             kwargs = {"detector": detector}
             if max_seconds is not None:
@@ -393,7 +521,7 @@ class LipToSpeech(nn.Module):
         roi = torch.as_tensor(np.asarray(video.roi), device=self.device)[None]
         lips = torch.as_tensor(np.asarray(video.lips, dtype=np.float32), device=self.device)[None]
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        out = self(roi, lips, generator=generator, **postnet_options)
+        out = self(roi, lips, generator=generator, **postnet_options, **sampling)
         if self.config.variant == "mel-gl":
             wav = audio.griffin_lim(out["mel"][0].float().cpu())
             wav = torch.as_tensor(wav)
@@ -422,6 +550,11 @@ class LipToSpeech(nn.Module):
             result.coarse = out["coarse"][0].float().cpu().clamp(-1, 1).numpy()
         if "units" in out:
             result.extras["units"] = out["units"][0].cpu().numpy()  # (F,) the predicted speech units
+        if sampling:  # how it was sampled, and how well the judge hears the word head's reading in it
+            words = out["words"]
+            judged = word_log_prob(self.judge, out["mel"], words) / max(1, words.shape[1])
+            result.extras.update(sampling, words=words[0].cpu().numpy(),
+                                 judge_log_prob=float(judged[0]))  # mean per video frame
         return result
 
     def stream(self, **kw):
@@ -430,6 +563,16 @@ class LipToSpeech(nn.Module):
         from naturall2s.stream import LiveSynth
 
         return LiveSynth(self, **kw)
+
+
+def check_sampling(steps, guidance, *, what: str = "") -> None:
+    """ValueError unless ``steps`` is an int ≥ 1 and ``guidance`` a finite number ≥ 0."""
+    prefix = f"{what} " if what else ""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"{prefix}sampling steps must be a whole number of at least 1, got {steps!r}")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)) or not np.isfinite(guidance) \
+            or guidance < 0:
+        raise ValueError(f"{prefix}guidance scale must be a finite number of at least 0, got {guidance!r}")
 
 
 def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:

@@ -20,6 +20,15 @@ Stages (each a run folder of its own, resumable):
   ``energy/l1``, ``flow/nll``); its vocoder is the cascade's (``--stage vocoder``, or composed with ``--steps 0``).
 - ``judge``: the content judge (:mod:`naturall2s.content`), a word recognizer trained on the *real* log-mels of the
   training split (single process; ``--variant`` is ignored).
+- ``flow`` (``--variant lipvoicer``, after Yemini et al., ICLR 2024): the flow-matching denoiser over the log-mel
+  (:mod:`naturall2s.flow`; loss ``flow/mse``) on the frozen lip reader's cached features (front end + embedded
+  word posteriors, upsampled to 100 Hz: ``--init checkpoints/mel-gl.safetensors``, all of it fixed, and the cascade's
+  vocoder: ``checkpoints/mel-vocoder.safetensors``); ``--judge`` puts a judge run's
+  recognizer inside the model (its sampling guidance; the checkpoint then carries it). The first flow run fits the
+  per-bin statistics that normalise the mel and stores them in the model. Validation samples the speech as
+  ``synthesize`` does (the config's steps and guidance; fixed noise). Its vocoder is the cascade's, composed in with
+  ``--steps 0 --init <flow run>,checkpoints/mel-vocoder.safetensors`` (the cascade's front end is the same lip
+  reader's; a later ``--init`` whose front end differs from the one the denoiser was trained on is refused).
 - ``live``: the live student of a finished model (``--init``): a copy of its front end's transformer and final norm
   trained to give, on windows whose future is cut short (as :mod:`naturall2s.stream` runs it), the features the
   offline model gives from the whole clip; its per-frame layers stay the model's (single process). The export is the
@@ -59,9 +68,10 @@ from naturall2s import ltbs_training
 from naturall2s.ltbs import LOSS_KEYS as LTBS_LOSS_KEYS
 from naturall2s.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from naturall2s.errors import CheckpointError, DataError, NaturalL2SError
-from naturall2s.model import MEL_VARIANTS, VOCODER_VARIANTS, LipToSpeech, ModelConfig, ctc_greedy_batch
+from naturall2s.model import (DEFAULT_SEED, MEL_VARIANTS, SAMPLING_VARIANTS, VOCODER_VARIANTS, LipToSpeech,
+                              ModelConfig, ctc_greedy_batch)
 
-STAGES = ("lipreader", "vocoder", "synth", "judge", "live")
+STAGES = ("lipreader", "vocoder", "synth", "judge", "live", "flow")
 # the validation number that picks best.safetensors: log-mel L1 (lower), ESTOI (higher), or "guarded": the pause buzz
 # (comb dB, lower) among checkpoints whose ESTOI and speech WER (the ASR on the generated speech) have not regressed
 # beyond --guard-estoi / --guard-wer from the run's start (for adversarial fine-tuning of a finished model)
@@ -119,12 +129,14 @@ class TrainConfig:
 
 # the --help of every TrainConfig field (argparse adds each default)
 HELP = {
-    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp, naturall2s, units or ltbs",
+    "variant": "which system to train: mel-gl, mel-vocoder, naturall2s-noddsp, naturall2s, units, ltbs or "
+               "lipvoicer",
     "stage": "what to train: lipreader (front end + CTC + mel head = mel-gl; for units + the unit head), vocoder "
              "(the cascade's vocoder on real mels; for units on real mels and units), synth (the naturall2s "
              "variants' speech heads and generator; for ltbs its variance adaptor, mel decoder and flow post-net), "
              "judge (the content judge), live (the live student of the --init model: its transformer for "
-             "streaming, see --live-window)",
+             "streaming, see --live-window), flow (lipvoicer's flow-matching denoiser over the log-mel, on the frozen "
+             "front end's cached features)",
     "cache": "the prepared data: the output folder of `python -m naturall2s prepare`",
     "run_dir": "this run's folder: state.pt (to resume), log.csv, config.json, best.safetensors",
     "init": "checkpoints (names or .safetensors paths, comma-separated, later ones win) whose tensors of matching "
@@ -155,7 +167,8 @@ HELP = {
     "degrade_mel": "vocoder: blur (time and frequency) and noise the real mels the vocoder reads, a random amount "
                    "per clip, as predicted mels are blurred (the units variant's vocoder then leans on the units)",
     "teacher_f0": "synth: drive the DDSP synthesizer with the real F0 of voiced frames while training",
-    "judge": "synth: a content judge checkpoint (--stage judge) for the content/ce loss and the content/acc probe",
+    "judge": "synth: a content judge checkpoint (--stage judge) for the content/ce loss and the content/acc probe; "
+             "lipvoicer: the judge that guides its sampling, stored inside the model",
     "select": f"which validation number picks best.safetensors: {', '.join(SELECT)} (mel: log-mel L1; estoi: "
               "differentiable ESTOI; guarded: least pause buzz among checkpoints without ESTOI or speech-WER "
               "regressions from the run's start)",
@@ -194,6 +207,7 @@ STAGE_KEYS = {
     "synth": ("stft/sc", "stft/mag", "mel/l1", "stoi/neg", "f0/l1", "f0/ce", "vuv/bce", "loud/l1", "prior/sc",
               "prior/mag", "content/ce", *LTBS_LOSS_KEYS),
     "judge": ("word/ce",),
+    "flow": ("flow/mse",),
 }
 ADV_KEYS = ("adv/gen", "adv/feat")
 
@@ -226,15 +240,28 @@ def seed_everything(seed: int):
 def build_model(cfg: TrainConfig) -> LipToSpeech:
     """A fresh model of ``cfg.variant``; ``cfg.init`` (comma-separated checkpoints, later ones win) fills every
     tensor whose name and shape match, e.g. the lip reader's front end, or a vocoder run plus the lip reader."""
+    from naturall2s.checkpoints import load_tensors, read_metadata, resolve
+
+    arch = dict(cfg.arch)
+    inits = [p.strip() for p in cfg.init.split(",") if p.strip()]
+    if cfg.variant in SAMPLING_VARIANTS and "judge" not in arch:  # the judge's architecture: --judge's, else --init's
+        if cfg.judge:
+            arch["judge"] = judge_config(cfg.judge)
+        else:
+            stored = [c["judge"] for c in (read_metadata(resolve(p))["config"] for p in inits)
+                      if c.get("variant") == cfg.variant and c.get("judge")]
+            if stored:
+                arch["judge"] = stored[-1]
     try:
-        model = LipToSpeech(ModelConfig(variant=cfg.variant, **cfg.arch))
+        model = LipToSpeech(ModelConfig(variant=cfg.variant, **arch))
     except (TypeError, ValueError) as e:
         raise NaturalL2SError(f"--variant {cfg.variant} --arch {json.dumps(cfg.arch)}: {e}") from None
-    from naturall2s.checkpoints import load_tensors
 
     own = model.state_dict()
     codebook_from = None  # the units' codebook: every --init that carries one must carry the same
-    for path in filter(None, (p.strip() for p in cfg.init.split(","))):
+    model.judge_source = None  # the lipvoicer variant: where its content judge's weights came from
+    denoised_on = None  # the lipvoicer variant: (checkpoint, the conditioning its denoiser was trained on)
+    for path in inits:
         tensors = load_tensors(path)
         matched = {k: v.float() for k, v in tensors.items() if k in own and own[k].shape == v.shape}
         book = matched.get("unit_centroids")
@@ -246,8 +273,57 @@ def build_model(cfg: TrainConfig) -> LipToSpeech:
                     "checkpoint (it inherits the codebook)")
             codebook_from = (path, book)
         model.load_state_dict(matched, strict=False)
+        if any(k.startswith("judge.") for k in matched):
+            model.judge_source = path
+        if any(k.startswith("denoiser.") for k in matched):
+            denoised_on = (path, {k: v for k, v in matched.items() if k.startswith(CONDITIONING)})
         print(f"init: {len(matched)}/{len(own)} tensors from {path}")
+    if denoised_on is not None:
+        state = model.state_dict()
+        changed = [k for k, v in denoised_on[1].items() if not torch.equal(state[k], v)]
+        if changed:
+            raise NaturalL2SError(f"a later --init replaced the front end whose features the denoiser of "
+                                  f"{denoised_on[0]} was trained on ({changed[0]}, ...): compose it with checkpoints "
+                                  "of the same front end (the cascade's is the shipped lip reader's) or put it last")
+    if cfg.judge and hasattr(model, "judge"):
+        from naturall2s.content import load_judge
+
+        model.judge.load_state_dict(load_judge(cfg.judge).state_dict())
+        model.judge_source = cfg.judge
+        print(f"judge: the content judge of {cfg.judge} guides the sampling")
     return model
+
+
+# what the lipvoicer denoiser reads: the front end's features + the word head's posteriors, embedded and upsampled
+CONDITIONING = ("frontend.", "word_head.", "word_embed.", "upsample.")
+
+
+def judge_config(path: str) -> dict:
+    """The architecture (JudgeConfig as a dict) of a content judge checkpoint; NaturalL2SError if it is not one."""
+    from naturall2s.checkpoints import read_metadata, resolve
+    from naturall2s.content import JUDGE_KIND
+
+    config = read_metadata(resolve(path))["config"]
+    if config.get("kind") != JUDGE_KIND:
+        raise NaturalL2SError(f"--judge {path} is not a content judge (a `train --stage judge` run's checkpoint) but a "
+                              f"{config.get('variant', 'different')} model")
+    return config
+
+
+def require_sampling_parts(model: LipToSpeech) -> None:
+    """A lipvoicer model to train or compose must have its content judge and its mel statistics from somewhere."""
+    if not model.config.samples_mel:
+        return
+    if model.judge_source is None:
+        raise NaturalL2SError("the lipvoicer variant carries its content judge (it guides the sampling): give --judge "
+                              "PATH (a `train --stage judge` run's checkpoint) or --init a lipvoicer checkpoint that "
+                              "has one")
+
+
+def mel_statistics(train_set: CachedGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std (n_mels,) of the training clips' real log-mels: the lipvoicer flow's normalisation."""
+    mels = torch.cat([torch.from_numpy(r["mel"].astype(np.float32)) for r in train_set.records], dim=1)
+    return mels.mean(dim=1), mels.std(dim=1)
 
 
 def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
@@ -257,6 +333,9 @@ def trainable_parameters(model: LipToSpeech, cfg: TrainConfig):
         return ltbs_training.trainable_parameters(model, cfg)
     if cfg.stage == "vocoder":
         return list(model.vocoder.parameters())
+    if cfg.stage == "flow":  # the denoiser; the features it reads (the lip reader's 100 Hz features, as every speech
+        # head of it gets them: CONDITIONING), the judge and the vocoder stay fixed, so the cascade composes with it
+        return list(model.denoiser.parameters())
     frozen = set()
     if cfg.stage == "lipreader" and hasattr(model, "vocoder"):
         frozen = {id(p) for p in model.vocoder.parameters()}
@@ -391,6 +470,17 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
     if cfg.stage == "vocoder":
         mel = degrade_mels(batch["mel"]) if cfg.degrade_mel and model.training else batch["mel"]
         out = model(mel=mel, units=units)
+    elif cfg.stage == "flow":
+        if cfg.feature_noise > 0 and model.training:
+            feats = feats + cfg.feature_noise * torch.randn_like(feats)
+        # validation: a fixed draw (the same noise and times at every validation) and the speech synthesize makes
+        g = None if model.training else torch.Generator(device=feats.device).manual_seed(DEFAULT_SEED)
+        out = model(feats=feats, flow_mel=batch["mel"], generator=g)
+        mask_f = audio_mask(batch, batch["mel"].shape[-1])
+        out_losses["flow/mse"] = flow_mse(out["velocity"], out["velocity_target"], mask_f)
+        out_losses.update(losses.word_ce_loss(out["word_logits"], batch["words"], ignore_index=UNKNOWN_WORD))
+        if not model.training:
+            out = model(feats=feats, generator=g)
     else:
         if feats is not None and cfg.feature_noise > 0 and model.training:
             feats = feats + cfg.feature_noise * torch.randn_like(feats)
@@ -430,6 +520,13 @@ def compute_losses(model, batch: dict, cfg: TrainConfig, feats: torch.Tensor | N
         prior = losses.multi_resolution_stft_loss(out["coarse"], batch["audio"], mask=mask_a)
         out_losses.update({k.replace("stft/", "prior/"): v for k, v in prior.items()})
     return out_losses, out
+
+
+def flow_mse(velocity: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``flow/mse``: the flow-matching loss, mean squared velocity error over valid frames (B,n_mels,F)."""
+    from naturall2s.flow import masked_mse
+
+    return masked_mse(velocity, target, mask)
 
 
 def random_crops(real: torch.Tensor, fake: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -568,6 +665,13 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         ltbs_training.check(cfg)
     if cfg.stage not in STAGES:
         raise NaturalL2SError(f"unknown stage {cfg.stage!r}; choose one of {', '.join(STAGES)}")
+    if cfg.variant in SAMPLING_VARIANTS and cfg.stage in ("synth", "lipreader"):
+        raise NaturalL2SError(f"variant {cfg.variant} has no {cfg.stage} stage: train its denoiser with --stage flow "
+                              "(on the shipped lip reader's front end: --init checkpoints/mel-gl.safetensors) and its "
+                              "vocoder with --stage vocoder (or compose the cascade's with --steps 0)")
+    if cfg.stage == "flow" and cfg.variant not in SAMPLING_VARIANTS:
+        raise NaturalL2SError(f"the flow stage trains the denoiser of --variant {' or '.join(SAMPLING_VARIANTS)}, "
+                              f"not {cfg.variant}")
     if cfg.stage == "synth" and cfg.variant in MEL_VARIANTS:
         raise NaturalL2SError(f"variant {cfg.variant} has no synth stage: train it with --stage lipreader / vocoder")
     if cfg.stage == "vocoder" and cfg.variant not in VOCODER_VARIANTS:
@@ -575,6 +679,9 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     if cfg.stage == "lipreader" and cfg.variant not in ("mel-gl", "units"):
         raise NaturalL2SError("the lipreader stage trains --variant mel-gl (front end + CTC + mel head) or units "
                               "(+ the unit head)")
+    if cfg.stage == "flow" and cfg.adv_start >= 0:
+        raise NaturalL2SError("the flow stage trains the denoiser on mels, not a waveform: no adversarial losses "
+                              "(--adv-start -1)")
     if cfg.degrade_mel and cfg.stage != "vocoder":
         raise NaturalL2SError("--degrade-mel degrades the real mels a vocoder trains on: it belongs to the vocoder "
                               "stage")
@@ -584,8 +691,9 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         return train_judge(cfg)
     if cfg.stage == "live":
         return train_live(cfg)
-    if cfg.judge and cfg.stage != "synth":
-        raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage")
+    if cfg.judge and cfg.stage != "synth" and cfg.variant not in SAMPLING_VARIANTS:
+        raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage (or guides the "
+                              "lipvoicer variant's sampling)")
     if loss_weights(cfg)["content/ce"] and not cfg.judge:
         raise NaturalL2SError("the content/ce loss needs a content judge: --judge PATH (a judge run's checkpoint)")
     if cfg.init_disc and cfg.steps and not (cfg.adv_start >= 0 and cfg.stage != "lipreader"):
@@ -593,6 +701,9 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
                               "(or later) on the synth or vocoder stage, or drop --init-disc")
     if cfg.steps == 0:
         model = build_model(cfg)
+        require_sampling_parts(model)
+        if model.config.samples_mel and not model.has_mel_stats:
+            raise NaturalL2SError("this lipvoicer model has no mel statistics yet: --init its flow run's checkpoint")
         info = {"step": 0, "stage": "compose", "init": cfg.init, "train_config": asdict(cfg)}
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
         save_model(model, Path(cfg.run_dir) / "best.safetensors", info=info)
@@ -621,6 +732,9 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     model = build_model(cfg).to(device)
     if model.config.variant == "units" and not model.has_codebook:  # fitted once on the training split, kept
         model.set_codebook(unit_codebook(model.config.n_units, train_set, run_dir, rank=rank, world=world))
+    require_sampling_parts(model)
+    if model.config.samples_mel and not model.has_mel_stats:  # the flow's normalisation, from the training split
+        model.set_mel_stats(*mel_statistics(train_set))
     params = trainable_parameters(model, cfg)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -653,7 +767,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
 
     # frozen front end: its features are computed once (per clip, eval mode) and reused every step
     feats_cache = None
-    if cfg.freeze_frontend and cfg.stage == "synth":
+    if cfg.stage == "flow" or (cfg.freeze_frontend and cfg.stage == "synth"):
         whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
         whole_clips.segment_frames = None
         feats_cache = cache_features(model, [whole_clips, val_set], device, is_main,
@@ -708,11 +822,14 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         fit_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(fit_set, pick.tolist()),
                                                  batch_size=cfg.batch_size, collate_fn=collate)
 
+    # the lipvoicer variant's own judge (it guides the sampling) also reads the validation speech: content/acc
+    probe = model.judge if judge is None and model.config.samples_mel else judge
+
     def validate() -> dict:
         fo = feats_of if feats_cache is not None else None
-        val = evaluate(model, val_loader, cfg, fo, judge, asr=asr, mos=mos, retrieved_of=retrieved_of)
+        val = evaluate(model, val_loader, cfg, fo, probe, asr=asr, mos=mos, retrieved_of=retrieved_of)
         if fit_loader is not None:
-            fit = evaluate(model, fit_loader, cfg, fo, judge, retrieved_of=retrieved_of)
+            fit = evaluate(model, fit_loader, cfg, fo, probe, retrieved_of=retrieved_of)
             val |= {f"train/{k}": v for k, v in fit.items() if k != "select"}
         return val
 
@@ -836,13 +953,14 @@ def train_judge(cfg: TrainConfig) -> dict:
     val_loader = torch.utils.data.DataLoader(CachedGrid(cfg.cache, "val"), batch_size=cfg.batch_size, collate_fn=collate)
     judge = WordJudge(JudgeConfig(**cfg.arch)).to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
-    step, best = 0, -1.0
+    step, best, cpu_before = 0, -1.0, -time.process_time()
     state_path = run_dir / "state.pt"
     if state_path.exists():
         st = load_state(state_path, map_location=device)
         judge.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, best = st["step"], st["best"]
+        cpu_before += st.get("cpu_seconds", 0.0)
     print(f"judge: {sum(p.numel() for p in judge.parameters()) / 1e6:.2f}M parameters, {len(train_set)} train clips")
     bar = tqdm(total=cfg.steps, initial=step, desc="judge", dynamic_ncols=True)
     with open(run_dir / "log.csv", "a", newline="") as log_file:
@@ -864,7 +982,8 @@ def train_judge(cfg: TrainConfig) -> dict:
                 bar.update(1)
                 if step % cfg.log_every == 0:
                     bar.set_postfix(loss=f"{float(total.detach()):.3f}")
-                    log.writerow([step, "train", json.dumps({"word/ce": float(total.detach())})])
+                    log.writerow([step, "train", json.dumps({"word/ce": float(total.detach()),
+                                                             "cpu_hours": (cpu_before + time.process_time()) / 3600})])
                 if step % cfg.eval_every == 0 or step >= cfg.steps:
                     acc = judge_accuracy(judge, val_loader, device)
                     log.writerow([step, "val", json.dumps({"word/acc": acc})])
@@ -875,8 +994,8 @@ def train_judge(cfg: TrainConfig) -> dict:
                         info = {"step": step, "val": {"word/acc": acc}, "stage": "judge", "train_config": asdict(cfg)}
                         for path in filter(None, (run_dir / "best.safetensors", cfg.export)):
                             save_model(judge, path, info=info)
-                    save_state({"model": judge.state_dict(), "opt": opt.state_dict(), "step": step, "best": best},
-                               state_path)
+                    save_state({"model": judge.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                                "cpu_seconds": cpu_before + time.process_time()}, state_path)
                 if step >= cfg.steps:
                     break
     bar.close()

@@ -43,9 +43,20 @@
 #                WORK/runs/ltbs/ltbs.safetensors --split val`; then rerun the plan with it: the finished stage returns
 #                at once, the composition is redone). Planned, not measured: the CPU-hours in checkpoints/README.md,
 #                from a 20-step run. Curves: python scripts/figure_runs.py ltbs --table.
+#   lipvoicer    the lipvoicer variant (Yemini et al., ICLR 2024, at CPU scale) IN ORDER as one background job: `judge`
+#                (the content judge on the training split's real log-mels, 2000 x 32 one-second crops), then `flow`
+#                (the flow-matching denoiser on the shipped lip reader's frozen, cached features, that judge inside
+#                the model to guide the sampling, the shipped cascade's vocoder; 1 s crops, FLOW_STEPS x 16, selected
+#                on val ESTOI of the sampled speech), then composed into WORK/runs/lipvoicer/lipvoicer.safetensors with
+#                the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE (10 / 0.5 until chosen on val by
+#                `python scripts/sampling_ablation.py WORK/runs/lipvoicer/lipvoicer.safetensors --split val`; then
+#                rerun the plan with them: the finished stages return at once, the composition is redone). Planned,
+#                not measured: see checkpoints/README.md for the CPU-hours from 20-step runs. Curves: python
+#                scripts/figure_runs.py lipvoicer --table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PLAN=${1:?usage: scripts/cpu_runs.sh adversarial|curves|retrieval|joint|units|ltbs [WORK_DIR] [start|status|stop]}
+PLANS="adversarial|curves|retrieval|joint|units|ltbs|lipvoicer"
+PLAN=${1:?usage: scripts/cpu_runs.sh $PLANS [WORK_DIR] [start|status|stop]}
 shift
 case "${1:-}" in status|stop|chain) ACTION=$1; WORK=${2:-../naturall2s-work} ;;
   *) WORK=${1:-../naturall2s-work}; ACTION=${2:-start} ;; esac
@@ -130,7 +141,22 @@ case "$PLAN" in
       --init $RUNS/synth/best.safetensors,checkpoints/mel-vocoder.safetensors --export $RUNS/ltbs.safetensors"
     COMMON=(--eval-every 400)
     ;;
-  *) echo "unknown plan $PLAN (adversarial, curves, retrieval, joint, units or ltbs)" >&2; exit 2 ;;
+  lipvoicer)
+    RUNS=$WORK/runs/lipvoicer
+    ARGS=(
+      [judge]="--stage judge --segment-frames 25 --batch-size 32 --lr 1e-3 --warmup 100 --eval-every 500
+        --steps ${JUDGE_STEPS:-2000}"
+      [flow]="--variant lipvoicer --stage flow --init checkpoints/mel-gl.safetensors,checkpoints/mel-vocoder.safetensors
+        --judge $RUNS/judge/best.safetensors --segment-frames 25 --batch-size 16 --lr 5e-4 --warmup 200
+        --select estoi --eval-every 2000 --steps ${FLOW_STEPS:-16000}"
+    )
+    CHAIN=(judge flow)
+    THEN="--variant lipvoicer --stage flow --steps 0 --run-dir $RUNS/composed
+      --arch {\"sampling_steps\":${LIPVOICER_STEPS:-10},\"guidance_scale\":${LIPVOICER_GUIDANCE:-0.5}}
+      --init $RUNS/flow/best.safetensors,checkpoints/mel-vocoder.safetensors --export $RUNS/lipvoicer.safetensors"
+    COMMON=()
+    ;;
+  *) echo "unknown plan $PLAN (adversarial, curves, retrieval, joint, units, ltbs or lipvoicer)" >&2; exit 2 ;;
 esac
 COMMON+=(--cache "$CACHE" --save-minutes "$SAVE_MINUTES" --threads 1 --device cpu)
 mkdir -p "$RUNS"

@@ -7,6 +7,8 @@
     python scripts/figure_runs.py ltbs          # -> assets/ltbs.png: ESTOI and log-mel L1 of the vocoded speech, the
                                                 #    post-net's NLL, the pitch predictor's log-F0 L1
     python scripts/figure_runs.py units         # -> assets/units.png: ESTOI, log-mel L1, unit accuracy, lip-read WER
+    python scripts/figure_runs.py lipvoicer     # -> assets/lipvoicer.png: the judge's word accuracy, the flow's MSE,
+                                                #    ESTOI and log-mel L1 of the sampled speech, the judge on it
     options: --work ../naturall2s-work (the plan's runs are WORK/runs/PLAN/<run>/log.csv), --out PNG, --table
 
 Reads each run's ``log.csv`` (written by ``python -m naturall2s train``): its ``val`` rows (the keys ``train/...`` are
@@ -39,6 +41,10 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
     "units": (("vocoder", "lipreader"), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
                                          ("unit/acc", "unit accuracy ↑ (val)"),
                                          ("lipread/wer", "lip-read WER ↓ (val)"))),
+    # the judge run scores real speech (word/acc), the flow run its sampled, vocoded speech
+    "lipvoicer": (("judge", "flow"), (("word/acc", "judge word accuracy ↑ (val, real speech)"),
+                                      ("flow/mse", "flow-matching MSE ↓ (val)"), ("estoi", "ESTOI ↑ (val)"),
+                                      ("content/acc", "judge word accuracy ↑ (val, sampled speech)"))),
 }
 TABLE_KEYS = (("score", "val log-mel L1"), ("estoi", "val ESTOI"), ("train/score", "train log-mel L1"),
               ("train/estoi", "train ESTOI"))

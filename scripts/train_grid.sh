@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shipped checkpoints on GRID s1 from scratch: prepare → lip reader (= mel-gl) → vocoder (mel-vocoder)
 # and the two NaturalL2S variants, then the units variant from the cascade (step 7), naturall2s's live student
-# (step 8) and the ltbs variant from the lip reader and the cascade's vocoder (step 9), and export fp16 checkpoints
-# into checkpoints/ (or $OUT).
+# (step 8), the ltbs variant from the lip reader and the cascade's vocoder (step 9) and the lipvoicer variant from
+# the same (step 10), and export fp16 checkpoints into checkpoints/ (or $OUT).
 #
 #   scripts/train_grid.sh [DATA_ROOT] [WORK_DIR]           # the CPU recipe (2 cores: about 4 h 25 min, then the
 #                                                          # adversarial stage, about 3.5 CPU-hours)
@@ -13,7 +13,9 @@
 # WORK_DIR/cache/grid), DEVICE (the GPU recipe's device, default cuda; cpu runs its commands under torchrun/gloo),
 # SMOKE=1 (every training command for 2 steps at batch 2, and UNITS=8 speech units: a test of the recipe's command
 # lines, not a training), UNITS (the units variant's codebook size, default 200), LTBS_TEMPERATURE (the ltbs
-# variant's post-net temperature, chosen on val with scripts/postnet_ablation.py; until that has run: 0, z = 0).
+# variant's post-net temperature, chosen on val with scripts/postnet_ablation.py; until that has run: 0, z = 0),
+# LIPVOICER_STEPS and LIPVOICER_GUIDANCE (the lipvoicer variant's sampling defaults, chosen on val with
+# scripts/sampling_ablation.py; until that has run: 10 and 0.5).
 #
 # Every stage is resumable: rerun the script and finished stages resume at their last step (and stop at once).
 set -euo pipefail
@@ -187,7 +189,6 @@ train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/
 "$PY" -m naturall2s train --variant units --stage lipreader --steps 0 --run-dir "$RUNS/units" --arch "$UNITS_ARCH" \
   --init "$RUNS/units-vocoder/best.safetensors,$RUNS/units-lipreader/best.safetensors" --export "$OUT/units.safetensors"
 
-
 # 8. the live student of naturall2s (live synthesis, docs/live.md): a copy of its front end's transformer and final
 #    norm, trained on windows of 12..50 frames of the train clips to give, on each window's last 16 frames (whose
 #    future is short), the features the offline model gives from the whole clip; one process, one thread.
@@ -219,5 +220,31 @@ train_stage --variant ltbs --stage synth --cache "$CACHE" --run-dir "$RUNS/ltbs-
 "$PY" -m naturall2s train --variant ltbs --stage synth --steps 0 --run-dir "$RUNS/ltbs" \
   --arch "{\"word_head\": true, \"ltbs\": {\"postnet_temperature\": ${LTBS_TEMPERATURE:-0}}}" \
   --init "$RUNS/ltbs-synth/best.safetensors,$OUT/mel-vocoder.safetensors" --export "$OUT/ltbs.safetensors"
+
+# 10. the lipvoicer variant (after Yemini et al., "LipVoicer: Generating Speech from Silent Videos Guided by Lip
+#     Reading", ICLR 2024): the content judge (a frame word recognizer on the real log-mels of the training split; one
+#     process), then the flow-matching denoiser over the log-mel on the shipped lip reader's frozen, cached features
+#     (front end + embedded word posteriors at 100 Hz) with that judge inside the model (it guides the sampling toward
+#     the word head's reading) and the cascade's vocoder (mel-vocoder: the same lip reader, its vocoder trained on real
+#     mels), selected on val ESTOI of the sampled, vocoded speech; then composed (--steps 0) with the cascade's vocoder
+#     and the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE chosen on val by
+#     `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (rerun this last command with them). The
+#     CPU step counts are the plan of scripts/cpu_runs.sh lipvoicer (checkpoints/README.md).
+if [ "${GPU:-0}" = 1 ]; then
+  JUDGE=(--steps 4000 --batch-size 64 --lr 1e-3 --warmup 200)
+  FLOW=(--steps 40000 --batch-size 64 --lr 5e-4 --warmup 1000 --eval-every 2000)
+else
+  JUDGE=(--steps "${JUDGE_STEPS:-2000}" --batch-size 32 --lr 1e-3 --warmup 100 --threads 1)
+  FLOW=(--steps "${FLOW_STEPS:-16000}" --batch-size 16 --lr 5e-4 --warmup 200 --eval-every 2000 --threads 1
+        --save-minutes 10)
+fi
+"${ONE[@]}" --stage judge --cache "$CACHE" --run-dir "$RUNS/judge" --segment-frames 25 --eval-every 500 "${JUDGE[@]}" \
+  "${SMOKE_ARGS[@]}"  # the judge is small: one process
+train_stage --variant lipvoicer --stage flow --cache "$CACHE" --run-dir "$RUNS/lipvoicer-flow" \
+  --init "$OUT/mel-gl.safetensors,$OUT/mel-vocoder.safetensors" --judge "$RUNS/judge/best.safetensors" \
+  --segment-frames 25 --select estoi "${FLOW[@]}"
+"$PY" -m naturall2s train --variant lipvoicer --stage flow --steps 0 --run-dir "$RUNS/lipvoicer" \
+  --arch "{\"sampling_steps\": ${LIPVOICER_STEPS:-10}, \"guidance_scale\": ${LIPVOICER_GUIDANCE:-0.5}}" \
+  --init "$RUNS/lipvoicer-flow/best.safetensors,$OUT/mel-vocoder.safetensors" --export "$OUT/lipvoicer.safetensors"
 
 "$PY" -m naturall2s models

@@ -244,6 +244,34 @@ def test_ltbs_variant_adapts_its_vocoder_then_its_speech_path(synthetic_clips, m
     assert result.wav.shape == (FRAMES * 640,) and np.all(np.isfinite(result.wav))
 
 
+def test_lipvoicer_variant_adapts_its_vocoder_then_its_denoiser_and_keeps_its_judge(synthetic_clips, models_dir,
+                                                                                     tmp_path):
+    """The lipvoicer variant adapts in a chain: its vocoder on the new speaker's real mels, then its flow-matching
+    denoiser from that run; the lip reader, the content judge that guides the sampling and the mel statistics stay
+    the base's."""
+    import torch
+
+    from naturall2s.checkpoints import load_tensors
+
+    base = build("lipvoicer", **TINY, flow_dim=16, flow_intermediate_dim=32, flow_layers=1, sampling_steps=2,
+                 judge={"dim": 16, "dilations": [1]})
+    base.set_mel_stats(torch.full((80,), -5.0), torch.full((80,), 2.0))
+    base_path = save_model(base, tmp_path / "tiny-lipvoicer.safetensors", info={"step": 0, "train_config": {}})
+    path = adapt(synthetic_clips, name="new-lipvoicer", base=str(base_path), steps=2, threads=1,
+                 recipe={"eval_every": 1}, verbose=False)
+    a = read_metadata(path)["info"]["adapt"]
+    assert list(a["stages"]) == ["vocoder", "flow"] and a["steps"] == 4
+    before, after = load_tensors(base_path), load_tensors(path)
+    changed = {k.split(".")[0] for k in before if not np.allclose(before[k].float(), after[k].float())}
+    assert changed == {"denoiser", "vocoder"}, changed
+    model = load_model("new-lipvoicer")
+    clip = synthetic_clip(0, frames=FRAMES)
+    result = model.synthesize(MouthClip(roi=clip["roi"], lips=clip["lips"], audio=None, fps=25.0,
+                                        detected=clip["detected"], source="synthetic"))
+    assert result.wav.shape == (FRAMES * 640,) and np.all(np.isfinite(result.wav))
+    assert result.extras["steps"] == 2
+
+
 def interrupt_then_resume(clips, models_dir: Path, *, stop_at: str, name: str, **kwargs) -> tuple[Path, list]:
     """adapt() stopped (Ctrl-C) at the first progress message starting with ``stop_at``, then run again to the end:
     (the checkpoint, the second run's [(fraction, message)])."""

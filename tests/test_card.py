@@ -90,3 +90,16 @@ def test_ltbs_card_names_its_paper_and_what_differs(tmp_path):
     assert "Let There Be Sound" in md and "AAAI 2024" in md
     assert "word head" in md and "ASR" in md and "GRID" in md and "vocoder" in md and "post-net" in md
     assert "ESTOI 0.310" in md
+
+
+def test_lipvoicer_card_names_its_paper_what_differs_and_its_sampling(tmp_path):
+    model = build("lipvoicer", dim=32, n_layers=1, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
+                  flow_dim=16, flow_intermediate_dim=32, flow_layers=1, sampling_steps=6, guidance_scale=0.4,
+                  judge={"dim": 16, "dilations": [1]})
+    loaded = load_model(save_model(model, tmp_path / "lipvoicer.safetensors",
+                                   info={"step": 5, "stage": "flow", "val": {"score": 0.7, "flow/mse": 0.9}}))
+    md = model_card(loaded).markdown()
+    assert "LipVoicer" in md and "ICLR 2024" in md
+    for fact in ("GRID s1", "rectified flow", "DDPM", "content judge", "word head", "vocoder"):
+        assert fact in md, fact
+    assert "6 Euler steps" in md and "classifier guidance 0.4" in md and "flow-matching MSE 0.900" in md

@@ -56,3 +56,20 @@ def test_models_lists_every_checkpoint_with_its_step():
     assert set(lines) == set(available_models())
     for name, cols in lines.items():
         assert cols[4].isdigit(), f"{name} shows no step: {cols}"
+
+
+def test_synthesize_refuses_sampling_options_a_model_does_not_have_before_reading_the_video(tmp_path):
+    """--steps / --guidance belong to lipvoicer models: for another model, or with a bad value, the command says so
+    (exit 2, no traceback) before it looks at the video."""
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+
+    plain = save_model(build("mel-gl", dim=32, n_layers=1, n_heads=2, head_hidden=32), tmp_path / "plain.safetensors")
+    tiny = save_model(build("lipvoicer", dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32,
+                            gen_intermediate_dim=64, gen_layers=1, flow_dim=16, flow_intermediate_dim=32, flow_layers=1,
+                            judge={"dim": 16, "dilations": [1]}), tmp_path / "tiny.safetensors")
+    for model, flags, message in ((plain, ["--steps", "4"], "a mel-gl model has none"),
+                                  (tiny, ["--guidance", "-1"], "guidance scale must be a finite number of at least 0")):
+        res = subprocess.run([sys.executable, "-m", "naturall2s", "synthesize", str(tmp_path / "missing.mp4"),
+                              "--model", str(model), *flags], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr

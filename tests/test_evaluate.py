@@ -343,3 +343,37 @@ def test_a_units_model_file_is_scored_like_any_system(layout, tmp_path):
     rows = [r for r in res["clips"] if r["system"] == "tiny-units"]
     assert len(rows) == 1 and math.isfinite(rows[0]["estoi"]) and "lipread_wer" in rows[0]
 
+
+def test_a_lipvoicer_model_is_scored_and_its_sampling_ablated(layout, tmp_path):
+    """A lipvoicer checkpoint is scored by evaluate like any system; scripts/sampling_ablation.py scores it at every
+    (steps, guidance) pair as one system each and tables them with the judge's log-probability; a model that does
+    not sample and a bad setting are refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from naturall2s.checkpoints import save_model
+    from naturall2s.model import build
+
+    root, cache = layout
+    torch.manual_seed(0)
+    tiny = dict(dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1)
+    path = save_model(build("lipvoicer", **tiny, flow_dim=16, flow_intermediate_dim=32, flow_layers=1,
+                            judge={"dim": 16, "dilations": [1]}), tmp_path / "tiny-lipvoicer.safetensors")
+    res = ev.evaluate([str(path)], data_root=root, cache=cache, limit=1, progress=False, mos=None)
+    rows = [r for r in res["clips"] if r["system"] == "tiny-lipvoicer"]
+    assert len(rows) == 1 and math.isfinite(rows[0]["estoi"])
+
+    script = [sys.executable, str(Path(ev.__file__).resolve().parents[1] / "scripts" / "sampling_ablation.py")]
+    common = ["--split", "test", "--cache", str(cache), "--data-root", str(root), "--limit", "1"]
+    res = subprocess.run([*script, str(path), *common, "--steps", "1", "3", "--guidance", "0", "0.5", "--out",
+                          str(tmp_path / "ablation")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| 1", "0"], ["| 1", "0.5"], ["| 3", "0"], ["| 3", "0.5"]]
+    assert (tmp_path / "ablation" / "results.json").is_file()
+    bad = subprocess.run([*script, str(path), *common, "--steps", "0"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "sampling steps must be a whole number of at least 1, got 0" in bad.stderr
+    plain = save_model(build("mel-vocoder", **tiny), tmp_path / "plain.safetensors")
+    bad = subprocess.run([*script, str(plain), *common], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "no sampling to ablate" in bad.stderr

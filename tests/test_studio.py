@@ -145,8 +145,8 @@ def test_run_compares_every_system_with_the_clip_reference(studio, video_file):
     assert rows[0][1] == "low words" and rows[2][1] == ""
 
 
-def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path):
-    """Every variant (the units one included, and two more systems: seven) through the real pipeline and page:
+def test_every_variant_and_two_more_systems_fill_the_page(video_file, tmp_path):
+    """Every variant (units, ltbs and lipvoicer included) and two more systems through the real pipeline and page:
     each column has its audio, mel and lip-read text, the table a row each, and the page has a column slot per
     system (they wrap in the CSS grid of 210 px columns)."""
     from naturall2s.model import VARIANTS, build
@@ -154,7 +154,9 @@ def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path)
 
     tiny = dict(dim=32, n_layers=1, n_heads=2, head_hidden=32, gen_dim=32, gen_intermediate_dim=64, gen_layers=1,
                 n_harmonics=16, dropout=0.0)
-    nets = {v: build(v, **tiny, **({"n_units": 8} if v == "units" else {})).eval() for v in VARIANTS}
+    own = {"units": {"n_units": 8}, "lipvoicer": {"flow_dim": 16, "flow_intermediate_dim": 32, "flow_layers": 1,
+                                                  "sampling_steps": 2, "judge": {"dim": 16, "dilations": [1]}}}
+    nets = {v: build(v, **tiny, **own.get(v, {})).eval() for v in VARIANTS}
     nets |= {"units-b": build("units", **tiny, n_units=16).eval(),
              "noddsp-b": build("naturall2s-noddsp", **tiny).eval()}
     assert len(nets) == len(VARIANTS) + 2
@@ -175,7 +177,7 @@ def test_seven_real_systems_units_among_them_fill_the_page(video_file, tmp_path)
     votes = VoteStore(tmp_path / "v.sqlite")
     app = ui.StudioApp(s, examples=[video_file], votes=votes)
     assert app.n_slots == len(nets) + ui.EXTRA_SLOTS + 1 and app.build() is not None
-    for _ in range(3):  # the A/B test draws the units system too, and stores its vote
+    for _ in range(3):  # the A/B test draws among them all, and stores its votes
         _, _, trial, *_ = app.ab_new_trial(ui.ROTATE, None, progress=_no_progress)
         app.ab_vote(trial, "A", 3, 3)
     assert len(votes.votes()) == 3

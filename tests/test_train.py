@@ -268,7 +268,7 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (REPO / "checkpoints").iterdir()} == shipped
-    for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "ltbs"):
+    for name in ("mel-gl", "mel-vocoder", "naturall2s-noddsp", "naturall2s", "units", "ltbs", "lipvoicer"):
         model = load_model(out / f"{name}.safetensors")
         assert model.config.variant == name and model.info["train_config"]["steps"] in (0, 2)
     assert load_model(out / "naturall2s.safetensors").config.prior_free_phase  # the shipped recipe's flags
@@ -277,6 +277,10 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
     student = load_model(out / "live" / "naturall2s.safetensors")  # the live stage, beside its base model
     assert student.info["live_student"]["train_config"]["steps"] == 2
     assert load_model(out / "ltbs.safetensors").config.ltbs["postnet_temperature"] == 0.0  # until chosen on val
+    lipvoicer = load_model(out / "lipvoicer.safetensors")  # the flow run + the cascade's vocoder, sampling defaults
+    assert lipvoicer.has_mel_stats and lipvoicer.config.sampling_steps == 10 and lipvoicer.config.guidance_scale == 0.5
+    cascade = load_model(out / "mel-vocoder.safetensors").state_dict()
+    assert all(torch.equal(v, cascade[k]) for k, v in lipvoicer.state_dict().items() if k.startswith("vocoder."))
 
 
 def test_adversarial_run_resumes_exactly_to_the_step(cache, tmp_path, monkeypatch):
@@ -575,6 +579,103 @@ def test_units_bad_configurations_are_clear_errors(cache, tmp_path):
                           init=",".join(paths)))
 
 
+LIPVOICER_ARCH = {**TINY, "flow_dim": 16, "flow_intermediate_dim": 32, "flow_layers": 2, "sampling_steps": 2,
+                  "guidance_scale": 0.5}
+TINY_JUDGE = {"dim": 16, "dilations": [1, 2]}
+
+
+def test_lipvoicer_stages_train_compose_load_and_synthesize(cache, tmp_path):
+    """The lipvoicer variant's recipe on the tiny cache: a judge run and a lip reader, then the flow stage on the lip
+    reader's frozen front end with that judge inside (flow/mse trained, the sampled speech validated, resumable),
+    composed with a cascade's vocoder (--steps 0); the loaded model speaks a clip of 640 samples per frame, the same
+    waveform every time, and guidance changes it."""
+    from naturall2s.content import load_judge
+    from naturall2s.roi import MouthClip
+
+    judge_path = tmp_path / "judge.safetensors"
+    train(cfg_for(cache, tmp_path / "j", stage="judge", arch=TINY_JUDGE, export=str(judge_path)))
+    lip = Path(train(cfg_for(cache, tmp_path / "lip", variant="mel-gl", stage="lipreader",
+                             arch={**TINY, "word_head": True}))["run_dir"]) / "best.safetensors"
+    voc = Path(train(cfg_for(cache, tmp_path / "voc", variant="mel-vocoder", stage="vocoder", segment_frames=6,
+                             init=str(lip), arch={**TINY, "word_head": True}))["run_dir"]) / "best.safetensors"
+    flow_cfg = cfg_for(cache, tmp_path / "flow", variant="lipvoicer", stage="flow", arch=LIPVOICER_ARCH,
+                       init=str(lip), judge=str(judge_path), segment_frames=6, select="estoi")
+    run = Path(train(flow_cfg)["run_dir"])
+    assert load_state(run / "state.pt")["step"] == 2 and (run / "features.pt").is_file()  # cached front end
+    rows = list(csv.reader((run / "log.csv").read_text().splitlines()))
+    train_rows = [json.loads(r[2]) for r in rows if r[1] == "train"]
+    val_rows = [json.loads(r[2]) for r in rows if r[1] == "val"]
+    assert train_rows and all(np.isfinite(r["flow/mse"]) and r["flow/mse"] > 0 for r in train_rows)
+    assert val_rows and all(np.isfinite(r["flow/mse"]) and np.isfinite(r["estoi"]) and 0 <= r["content/acc"] <= 1
+                            for r in val_rows)
+    flow = load_model(run / "best.safetensors")
+    lipreader, judge = load_model(lip), load_judge(judge_path)
+    assert flow.config.variant == "lipvoicer" and flow.config.judge["dim"] == 16 and flow.has_mel_stats
+    for k, v in judge.state_dict().items():  # the judge travels inside the model
+        assert torch.equal(flow.state_dict()[f"judge.{k}"], v), k
+    for k, v in lipreader.state_dict().items():  # the lip reader's features and heads stay as they were
+        if k.startswith(("frontend.", "ctc.", "word_head.", "word_embed.", "upsample.")):
+            assert torch.equal(flow.state_dict()[k], v), k
+    # a resumed flow run continues to the step
+    assert train(cfg_for(cache, tmp_path / "flow", variant="lipvoicer", stage="flow", arch=LIPVOICER_ARCH,
+                         init=str(lip), judge=str(judge_path), segment_frames=6, select="estoi", steps=3))["step"] == 3
+
+    out = tmp_path / "lipvoicer.safetensors"
+    train(TrainConfig(variant="lipvoicer", stage="flow", steps=0, arch={**LIPVOICER_ARCH, "sampling_steps": 3},
+                      run_dir=str(tmp_path / "c"), cache=str(tmp_path / "nowhere"),
+                      init=f"{run / 'best.safetensors'},{voc}", export=str(out)))
+    model = load_model(out)
+    vocoder = load_model(voc)
+    assert model.config.sampling_steps == 3 and model.config.judge["dim"] == 16  # the judge's config from --init
+    for k, v in vocoder.state_dict().items():
+        if k.startswith("vocoder."):
+            assert torch.equal(model.state_dict()[k], v), k
+    assert torch.equal(model.flow_mel_mean, flow.flow_mel_mean) and torch.equal(model.judge.out.weight,
+                                                                                flow.judge.out.weight)
+    clip = synthetic_clip(7, frames=10)
+    mouth = MouthClip(roi=clip["roi"], lips=clip["lips"], audio=None, fps=25.0, detected=clip["detected"], source="")
+    first, again = model.synthesize(mouth), model.synthesize(mouth)
+    assert first.wav.shape == (10 * audio.SAMPLES_PER_VIDEO_FRAME,) and np.isfinite(first.wav).all()
+    np.testing.assert_array_equal(first.wav, again.wav)  # DEFAULT_SEED: the same clip gives the same waveform
+    assert first.extras["steps"] == 3 and first.extras["guidance"] == 0.5 and first.mel.shape == (audio.N_MELS, 40)
+    unguided = model.synthesize(mouth, guidance=0.0)
+    assert not np.array_equal(first.wav, unguided.wav)
+    assert not np.array_equal(first.wav, model.synthesize(mouth, seed=1).wav)  # another seed, other noise
+
+
+def test_lipvoicer_bad_configurations_are_clear_errors(cache, tmp_path):
+    from naturall2s.errors import NaturalL2SError
+
+    judge_path = tmp_path / "judge.safetensors"
+    train(cfg_for(cache, tmp_path / "j", stage="judge", arch=TINY_JUDGE, export=str(judge_path)))
+    lv = dict(variant="lipvoicer", arch=LIPVOICER_ARCH, judge=str(judge_path))
+    with pytest.raises(NaturalL2SError, match="has no synth stage: train its denoiser with --stage flow"):
+        train(cfg_for(cache, tmp_path / "a", stage="synth", **lv))
+    with pytest.raises(NaturalL2SError, match="has no lipreader stage"):
+        train(cfg_for(cache, tmp_path / "b", stage="lipreader", **lv))
+    with pytest.raises(NaturalL2SError, match="the flow stage trains the denoiser of --variant lipvoicer, not natu"):
+        train(cfg_for(cache, tmp_path / "c", variant="naturall2s", stage="flow"))
+    with pytest.raises(NaturalL2SError, match="carries its content judge"):
+        train(cfg_for(cache, tmp_path / "d", variant="lipvoicer", stage="flow", arch=LIPVOICER_ARCH))
+    with pytest.raises(NaturalL2SError, match="no adversarial losses"):
+        train(cfg_for(cache, tmp_path / "e", stage="flow", adv_start=0, **lv))
+    model = Path(train(cfg_for(cache, tmp_path / "f", variant="mel-gl", stage="lipreader"))["run_dir"])
+    with pytest.raises(NaturalL2SError, match="is not a content judge"):
+        train(cfg_for(cache, tmp_path / "g", variant="lipvoicer", stage="flow", arch=LIPVOICER_ARCH,
+                      judge=str(model / "best.safetensors")))
+    with pytest.raises(NaturalL2SError, match="guidance scale must be a finite number of at least 0"):
+        train(cfg_for(cache, tmp_path / "h", stage="flow", **{**lv, "arch": {**LIPVOICER_ARCH, "guidance_scale": -1}}))
+    with pytest.raises(NaturalL2SError, match="no mel statistics yet"):  # composed without a flow run
+        train(TrainConfig(steps=0, stage="flow", run_dir=str(tmp_path / "i"), **lv))
+    # a denoiser composed with a vocoder checkpoint of another front end (it would read features it never saw)
+    flow = Path(train(cfg_for(cache, tmp_path / "k", stage="flow", init=str(model / "best.safetensors"),
+                              **lv))["run_dir"]) / "best.safetensors"
+    other = Path(train(cfg_for(cache, tmp_path / "l", variant="mel-vocoder", stage="vocoder", seed=5))["run_dir"])
+    with pytest.raises(NaturalL2SError, match="replaced the front end whose features the denoiser"):
+        train(TrainConfig(variant="lipvoicer", stage="flow", steps=0, arch=LIPVOICER_ARCH, run_dir=str(tmp_path / "m"),
+                          init=f"{flow},{other / 'best.safetensors'}"))
+
+
 def test_figure_runs_tables_validations_with_their_cpu_hours(tmp_path):
     """scripts/figure_runs.py reads a plan's log.csv files: each validation with the CPU-hours logged before it."""
     run = tmp_path / "runs" / "curves" / "size1x"
@@ -608,6 +709,21 @@ def test_figure_runs_draws_the_units_plan(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| lipreader | 200 | 1.100 | 0.350 |" in res.stdout and (tmp_path / "u.png").stat().st_size > 0
+
+
+def test_figure_runs_draws_the_lipvoicer_plan(tmp_path):
+    """The lipvoicer plan's two runs (the judge on real speech, the flow run on its sampled speech) draw and table."""
+    for run, val in (("judge", {"word/acc": 0.95}),
+                     ("flow", {"flow/mse": 0.8, "score": 0.9, "estoi": 0.3, "content/acc": 0.7, "select": -0.3})):
+        folder = tmp_path / "runs" / "lipvoicer" / run
+        folder.mkdir(parents=True)
+        quoted = json.dumps(val).replace(chr(34), 2 * chr(34))
+        (folder / "log.csv").write_text(f'500,train,"{{""cpu_hours"": 0.1}}"\n500,val,"{quoted}"\n')
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "figure_runs.py"), "lipvoicer", "--work",
+                          str(tmp_path), "--table", "--out", str(tmp_path / "l.png")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| flow | 500 | 0.900 | 0.300 |" in res.stdout and (tmp_path / "l.png").stat().st_size > 0
 
 
 def test_live_stage_trains_resumes_and_its_export_streams(cache, tmp_path):

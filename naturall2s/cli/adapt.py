@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(stage lipreader), mel-vocoder those and then its vocoder on the clips' real mels, "
                              "units its vocoder on the clips' real mels and units, then its lip reader and unit head, "
                              "ltbs its vocoder on the clips' real mels, then its front end, variance adaptor, mel "
-                             "decoder and post-net (default: %(default)s)")
+                             "decoder and post-net, lipvoicer its vocoder on the clips' real mels, then its "
+                             "flow-matching denoiser (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, metavar="M",
                         help="cap on the wall time in minutes: training stops there and keeps its best checkpoint so "
                              "far; resumable; 0: no cap (default: %(default)s, what the recipe takes on one CPU "

@@ -20,6 +20,11 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed of the noise excitation: the same clip, model and seed give the same waveform "
                              "(default: %(default)s, as in the studio and the evaluation)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="lipvoicer models: Euler steps of the flow (default: the model's, chosen on val)")
+    parser.add_argument("--guidance", type=float, default=None, metavar="W",
+                        help="lipvoicer models: scale of the content judge's guidance toward the lip-read words, 0 for "
+                             "none (default: the model's, chosen on val)")
     parser.add_argument("--device", default="cpu", help="torch device to run the model on (default: %(default)s)")
 
 
@@ -33,9 +38,10 @@ def run(args) -> int:
     from naturall2s.roi import extract_mouth
 
     model = load_model(args.model, device=args.device)
+    model.sampling_options(args.steps, args.guidance)  # a bad value (or one for a model that does not sample): now
     kwargs = {"max_seconds": args.max_seconds} if args.max_seconds is not None else {}
     clip = extract_mouth(args.video, detector=get_detector(args.detector), **kwargs)
-    result = model.synthesize(clip, seed=args.seed)
+    result = model.synthesize(clip, seed=args.seed, steps=args.steps, guidance=args.guidance)
     save_audio(args.output, result.wav, result.sample_rate)
     duration = len(result.wav) / result.sample_rate
     print(f"{args.output}: {duration:.2f} s of speech from {model.name} in {result.seconds:.2f} s "
