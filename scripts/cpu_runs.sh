@@ -26,6 +26,10 @@
 #                shipped naturall2s, 800 steps of its speech stage on frozen, cached features, 1 s crops x 16) against
 #                the same fine-tune with the front end trained too (`--no-freeze-frontend`, so whole clips: 6 x 3 s,
 #                about the same audio per step), same rate, losses and validations (val + 200 train clips / 200 steps).
+#                `augmented` continues `unfrozen` from its best (step 800) for 1600 more steps with the video
+#                augmented (--augment: crop shift, contrast, a masked span) at half the rate, a fresh cosine: the
+#                curves show a fit limited by generalisation (train ESTOI keeps rising, val flat), not by steps.
+#                Start it alone once `unfrozen` is done: ONLY=augmented scripts/cpu_runs.sh joint
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
 #                its stages IN ORDER as one background job (CHAIN below; each resumable, a finished one returns at
 #                once): `vocoder` (fits the 200 speech units, k-means over MFCC + deltas of the training split, and
@@ -107,10 +111,11 @@ case "$PLAN" in
     RUNS=$WORK/runs/joint
     ARGS=(
       [unfrozen]="$NATURALL2S_SYNTH --no-freeze-frontend --init checkpoints/naturall2s.safetensors
-        --lambdas {\"f0/l1\":0,\"stoi/neg\":20} --arch {$NATURALL2S_ARCH}"
+        --lambdas {\"f0/l1\":0,\"stoi/neg\":20} --arch {$NATURALL2S_ARCH} --lr 2e-4 --steps ${STEPS:-800}"
+      [augmented]="$NATURALL2S_SYNTH --no-freeze-frontend --init $RUNS/unfrozen/best.safetensors --augment
+        --lambdas {\"f0/l1\":0,\"stoi/neg\":20} --arch {$NATURALL2S_ARCH} --lr 1e-4 --steps ${AUG_STEPS:-1600}"
     )
-    COMMON=(--segment-frames 0 --batch-size 6 --lr 2e-4 --warmup 50 --adv-start -1 --eval-every 200
-            --eval-train 200 --steps "${STEPS:-800}")
+    COMMON=(--segment-frames 0 --batch-size 6 --warmup 50 --adv-start -1 --eval-every 200 --eval-train 200)
     ;;
   units)
     RUNS=$WORK/runs/units
