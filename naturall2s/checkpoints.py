@@ -7,9 +7,16 @@ safetensors metadata, so a file is self-describing and loading never unpickles a
 step) is a ``torch.save`` dict of tensors and plain types, read back with ``weights_only=True``. A shipped model's
 adversarial discriminators (to continue its adversarial training, e.g. when ``adapt`` fine-tunes it):
 ``checkpoints/discriminators/<name>.safetensors`` (:func:`discriminator_path`; fp16, their kind in the metadata).
+
+Shipped files share weights: the variants start from the same front end and vocoder, and a live student is its
+model with a new front end. :func:`pack` stores a tensor that is byte-identical to one an earlier file holds as a
+reference in the metadata (``"shared"``: the owner's file relative to this one, its tensor name and the SHA-256 of the
+bytes), and :func:`load_tensors` reads it back from the owner, checking the hash. A file written by :func:`save_model`
+(``train --export``, ``adapt``) holds all its weights; only the shipped set is packed (``scripts/pack_checkpoints.py``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +33,7 @@ DISC_FORMAT = "naturall2s-discriminator/1"  # a model's discriminators: their ki
 DISC_FOLDER = "discriminators"  # beside the model files: <folder>/discriminators/<model name>.safetensors
 MODELS_ENV = "NATURALL2S_MODELS"  # overrides the user models folder
 DEFAULT_USER_MODELS = Path("~/.cache/naturall2s/models")
+SHARED_KEY = "shared"  # metadata: {tensor name: [owner file relative to this one, owner tensor name, sha256 of bytes]}
 
 
 def user_models_dir() -> Path:
@@ -88,15 +96,102 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def load_tensors(name_or_path: str | Path) -> dict[str, torch.Tensor]:
-    """The raw tensors of a checkpoint (as stored, fp16), e.g. to initialise part of another model."""
+    """The raw tensors of a checkpoint (as stored, fp16), e.g. to initialise part of another model; tensors the file
+    shares with another shipped file (:func:`pack`) are read from it and checked against their stored hash."""
     from safetensors.torch import load_file
 
     path = resolve(name_or_path)
     read_metadata(path)  # refuses files that are not ours
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as e:
         raise CheckpointError(f"{path} is corrupt ({e})") from None
+    state.update(_shared_tensors(path))
+    return state
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes: equal digests mean the same stored tensor."""
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _shared_refs(path: Path) -> dict[str, list[str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get(SHARED_KEY, "{}"))
+
+
+def _owner_path(path: Path, rel: str) -> Path:
+    """The owner file of a shared tensor: a .safetensors file in this file's folder or the one above (a live student
+    shares with its model), never elsewhere."""
+    owner = (path.parent / rel).resolve()
+    allowed = {path.parent.resolve(), path.parent.resolve().parent}
+    if owner.suffix != ".safetensors" or owner.parent not in allowed:
+        raise CheckpointError(f"{path} shares weights with {rel!r}, outside its checkpoints folder")
+    if not owner.is_file():
+        raise CheckpointError(f"{path} shares weights with {rel}, which is missing: restore the checkpoints folder "
+                              f"as shipped (git checkout checkpoints)")
+    return owner
+
+
+def _shared_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    refs = _shared_refs(path)
+    by_owner: dict[str, list[tuple[str, str, str]]] = {}
+    for name, (rel, owner_name, digest) in refs.items():
+        by_owner.setdefault(rel, []).append((name, owner_name, digest))
+    out = {}
+    for rel, items in by_owner.items():
+        owner = _owner_path(path, rel)
+        with safe_open(str(owner), framework="pt") as f:
+            for name, owner_name, digest in items:
+                if owner_name not in f.keys():
+                    raise CheckpointError(f"{path}: its shared tensor {name} is not in {rel} any more")
+                t = f.get_tensor(owner_name)
+                if _tensor_digest(t) != digest:
+                    raise CheckpointError(f"{path}: its shared tensor {name} changed in {rel} (the two files are "
+                                          f"from different versions; restore both as shipped)")
+                out[name] = t
+    return out
+
+
+def pack(paths: list[str | Path]) -> dict[str, tuple[int, int]]:
+    """Rewrite shipped checkpoints so that each tensor is stored once: in ``paths`` order, a tensor byte-identical
+    to one an earlier file stores becomes a reference to it (metadata ``"shared"``). A file whose content would not
+    change is not rewritten (the shipped files' history only grows). Returns {path: (bytes before, bytes after)}."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    stored: dict[str, tuple[Path, str]] = {}  # digest -> (file, name) of a tensor held in a file's own bytes
+    sizes = {}
+    for p in map(Path, paths):
+        state = load_tensors(p)  # already-shared tensors resolved, so packing twice gives the same files
+        with safe_open(str(p), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        old_refs = json.loads(meta.get(SHARED_KEY, "{}"))
+        own, refs = {}, {}
+        for name in sorted(state):
+            t, digest = state[name], _tensor_digest(state[name])
+            if digest in stored:
+                owner, owner_name = stored[digest]
+                refs[name] = [os.path.relpath(owner, p.resolve().parent), owner_name, digest]
+            else:
+                own[name] = t.contiguous()
+        before = p.stat().st_size
+        if refs != old_refs:
+            meta.pop(SHARED_KEY, None)
+            if refs:
+                meta[SHARED_KEY] = json.dumps(refs, sort_keys=True)
+            with atomic_path(p) as tmp:
+                save_file(own, str(tmp), metadata=meta)
+        for name, t in own.items():
+            stored.setdefault(_tensor_digest(t), (p.resolve(), name))
+        sizes[str(p)] = (before, p.stat().st_size)
+    return sizes
 
 
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu"):
