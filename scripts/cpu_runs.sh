@@ -30,6 +30,10 @@
 #                augmented (--augment: crop shift, contrast, a masked span) at half the rate, a fresh cosine: the
 #                curves show a fit limited by generalisation (train ESTOI keeps rising, val flat), not by steps.
 #                Start it alone once `unfrozen` is done: ONLY=augmented scripts/cpu_runs.sh joint
+#                `adversarial` gives a joint fine-tune back the naturalness its plain losses take away (on `val`,
+#                `unfrozen` had MOS 2.85 and pause buzz 10.8 dB against v5's 3.25 and 4.8): v5's adversarial stage
+#                (frozen front end, 1 s crops x 8, LSGAN + feature matching vs MRD, --select guarded) from
+#                ADV_INIT (default: `unfrozen`'s best), its discriminators warm from v5's, ADV_STEPS (1000) steps.
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
 #                its stages IN ORDER as one background job (CHAIN below; each resumable, a finished one returns at
 #                once): `vocoder` (fits the 200 speech units, k-means over MFCC + deltas of the training split, and
@@ -109,13 +113,17 @@ case "$PLAN" in
     ;;
   joint)
     RUNS=$WORK/runs/joint
+    JOINT="$NATURALL2S_SYNTH --no-freeze-frontend --arch {$NATURALL2S_ARCH} --lambdas {\"f0/l1\":0,\"stoi/neg\":20}
+      --segment-frames 0 --batch-size 6 --warmup 50 --adv-start -1 --eval-train 200"
     ARGS=(
-      [unfrozen]="$NATURALL2S_SYNTH --no-freeze-frontend --init checkpoints/naturall2s.safetensors
-        --lambdas {\"f0/l1\":0,\"stoi/neg\":20} --arch {$NATURALL2S_ARCH} --lr 2e-4 --steps ${STEPS:-800}"
-      [augmented]="$NATURALL2S_SYNTH --no-freeze-frontend --init $RUNS/unfrozen/best.safetensors --augment
-        --lambdas {\"f0/l1\":0,\"stoi/neg\":20} --arch {$NATURALL2S_ARCH} --lr 1e-4 --steps ${AUG_STEPS:-1600}"
+      [unfrozen]="$JOINT --init checkpoints/naturall2s.safetensors --lr 2e-4 --steps ${STEPS:-800}"
+      [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"
+      [adversarial]="$NATURALL2S_SYNTH --arch {$NATURALL2S_ARCH} --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors}
+        --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1} --disc mrd
+        --init-disc checkpoints/discriminators/naturall2s.safetensors --segment-frames 25 --batch-size 8 --lr 1e-4
+        --lr-disc 2e-4 --warmup 50 --adv-start 0 --select guarded --steps ${ADV_STEPS:-1000}"
     )
-    COMMON=(--segment-frames 0 --batch-size 6 --warmup 50 --adv-start -1 --eval-every 200 --eval-train 200)
+    COMMON=(--eval-every 200)
     ;;
   units)
     RUNS=$WORK/runs/units

@@ -33,7 +33,7 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
                      ("judge/mos", "MOS, distillmos ↑ (val; read only)"))),
     "curves": (("size1x", "size2x"), FIT_PANELS),
     "retrieval": (("control", "prior"), FIT_PANELS),
-    "joint": (("unfrozen", "../retrieval/control"), FIT_PANELS),  # a name is a run folder under runs/PLAN
+    "joint": (("unfrozen", "augmented", "../retrieval/control"), FIT_PANELS),  # a name is a run folder under runs/PLAN
     # one run: the speech synthesize makes (predicted pitch and energy, post-net), vocoded by the cascade's vocoder
     "ltbs": (("synth",), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
                           ("flow/nll", "post-net NLL, nats per value ↓ (val)"), ("pitch/l1", "log-F0 L1 ↓ (val)"))),
