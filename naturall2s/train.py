@@ -658,9 +658,8 @@ def to_device(batch: dict, device) -> dict:
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, *, on_step=None) -> dict:
-    """Run one stage (see the module doc); ``on_step(step, val)`` (optional) is called after every training step
-    with the validation dict at evaluation steps, else None (e.g. to drive a progress bar; rank 0 only)."""
+def check_config(cfg: TrainConfig) -> None:
+    """NaturalL2SError, naming the fix, for a stage, variant and option that do not go together."""
     if cfg.variant == "ltbs":
         ltbs_training.check(cfg)
     if cfg.stage not in STAGES:
@@ -687,10 +686,6 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
                               "stage")
     if cfg.select not in SELECT:
         raise NaturalL2SError(f"unknown --select {cfg.select!r}; choose one of {', '.join(SELECT)}")
-    if cfg.stage == "judge":
-        return train_judge(cfg)
-    if cfg.stage == "live":
-        return train_live(cfg)
     if cfg.judge and cfg.stage != "synth" and cfg.variant not in SAMPLING_VARIANTS:
         raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage (or guides the "
                               "lipvoicer variant's sampling)")
@@ -699,17 +694,33 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     if cfg.init_disc and cfg.steps and not (cfg.adv_start >= 0 and cfg.stage != "lipreader"):
         raise NaturalL2SError("--init-disc starts the discriminators of the adversarial losses: set --adv-start 0 "
                               "(or later) on the synth or vocoder stage, or drop --init-disc")
+
+
+def compose(cfg: TrainConfig) -> dict:
+    """``--steps 0``: the model composed from ``--init`` (e.g. a vocoder run and a lip-reader run), saved to the run
+    folder and ``--export``; no training."""
+    model = build_model(cfg)
+    require_sampling_parts(model)
+    if model.config.samples_mel and not model.has_mel_stats:
+        raise NaturalL2SError("this lipvoicer model has no mel statistics yet: --init its flow run's checkpoint")
+    info = {"step": 0, "stage": "compose", "init": cfg.init, "train_config": asdict(cfg)}
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    save_model(model, Path(cfg.run_dir) / "best.safetensors", info=info)
+    if cfg.export:
+        save_model(model, cfg.export, info=info)
+    return {"step": 0, "best": float("nan"), "run_dir": cfg.run_dir}
+
+
+def train(cfg: TrainConfig, *, on_step=None) -> dict:
+    """Run one stage (see the module doc); ``on_step(step, val)`` (optional) is called after every training step
+    with the validation dict at evaluation steps, else None (e.g. to drive a progress bar; rank 0 only)."""
+    check_config(cfg)
+    if cfg.stage == "judge":
+        return train_judge(cfg)
+    if cfg.stage == "live":
+        return train_live(cfg)
     if cfg.steps == 0:
-        model = build_model(cfg)
-        require_sampling_parts(model)
-        if model.config.samples_mel and not model.has_mel_stats:
-            raise NaturalL2SError("this lipvoicer model has no mel statistics yet: --init its flow run's checkpoint")
-        info = {"step": 0, "stage": "compose", "init": cfg.init, "train_config": asdict(cfg)}
-        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        save_model(model, Path(cfg.run_dir) / "best.safetensors", info=info)
-        if cfg.export:
-            save_model(model, cfg.export, info=info)
-        return {"step": 0, "best": float("nan"), "run_dir": cfg.run_dir}
+        return compose(cfg)
 
     require_cache(cfg)
     rank, world, device = setup_distributed(cfg)
