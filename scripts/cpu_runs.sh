@@ -8,7 +8,7 @@
 #   scripts/cpu_runs.sh PLAN [WORK_DIR]          # start, or resume after an interruption (the same command)
 #   scripts/cpu_runs.sh PLAN [WORK_DIR] status   # where each run stands (last validation, progress)
 #   scripts/cpu_runs.sh PLAN [WORK_DIR] stop     # end the runs (each resumes from its last save)
-#   ONLY="size1x" scripts/cpu_runs.sh curves    # start some of a plan's runs only (names as in its status)
+#   ONLY="size1x" scripts/cpu_runs.sh curves    # start (or, with stop, end) some of a plan's runs only
 #
 # Plans:
 #   adversarial  v5's adversarial fine-tuning of the three waveform models from the shipped checkpoints (also
@@ -34,6 +34,8 @@
 #                `unfrozen` had MOS 2.85 and pause buzz 10.8 dB against v5's 3.25 and 4.8): v5's adversarial stage
 #                (frozen front end, 1 s crops x 8, LSGAN + feature matching vs MRD, --select guarded) from
 #                ADV_INIT (default: `unfrozen`'s best), its discriminators warm from v5's, ADV_STEPS (1000) steps.
+#                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
+#                serves every checkpoint of the run): train --stage live, twice the shipped student's 1250 steps.
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
 #                its stages IN ORDER as one background job (CHAIN below; each resumable, a finished one returns at
 #                once): `vocoder` (fits the 200 speech units, k-means over MFCC + deltas of the training split, and
@@ -122,6 +124,8 @@ case "$PLAN" in
         --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1} --disc mrd
         --init-disc checkpoints/discriminators/naturall2s.safetensors --segment-frames 25 --batch-size 8 --lr 1e-4
         --lr-disc 2e-4 --warmup 50 --adv-start 0 --select guarded --steps ${ADV_STEPS:-1000}"
+      [student]="--variant naturall2s --stage live --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --steps 2500
+        --batch-size 32 --lr 3e-4 --warmup 60 --weight-decay 0"
     )
     COMMON=(--eval-every 200)
     ;;
@@ -183,7 +187,7 @@ if [ "$ACTION" = status ]; then
 fi
 if [ "$ACTION" = stop ]; then
   # a chain's job ends with its running stage (set -e), before the next one starts
-  for v in "${!ARGS[@]}"; do pkill -f -- "--run-dir $RUNS/$v( |$)" && echo "$v: stopped" || true; done
+  for v in ${ONLY:-"${!ARGS[@]}"}; do pkill -f -- "--run-dir $RUNS/$v( |$)" && echo "$v: stopped" || true; done
   exit 0
 fi
 if [ "$ACTION" = chain ]; then  # the background job of a chained plan: its stages in order, then THEN
