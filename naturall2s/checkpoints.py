@@ -237,8 +237,8 @@ def available_models() -> list[str]:
     order = {v: i for i, v in enumerate(VARIANTS)}
     shipped = sorted(shipped, key=lambda n: (order.get(n, len(order)), n))
     user = user_models_dir()
-    own = sorted(p.stem for p in user.glob("*.safetensors")
-                 if p.stem not in shipped and not p.name.startswith("."))  # dot files: writes in flight if user.is_dir() else []
+    own = sorted(p.stem for p in user.glob("*.safetensors")  # dot files: writes in flight
+                 if p.stem not in shipped and not p.name.startswith(".")) if user.is_dir() else []
     return shipped + own
 
 

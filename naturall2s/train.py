@@ -711,6 +711,48 @@ def compose(cfg: TrainConfig) -> dict:
     return {"step": 0, "best": float("nan"), "run_dir": cfg.run_dir}
 
 
+@dataclass
+class FrozenInputs:
+    """What a frozen front end gives every step, computed once per clip: its features (``feats``: {clip name:
+    (T, D)}, the flow stage and ``--freeze-frontend`` synth stages) and the retrieval prior's retrieved real mel
+    (``retrieved``: {clip name: (n_mels, 4T)}, a training clip's own frames left out: it must not hear itself)."""
+
+    feats: dict | None
+    retrieved: dict | None
+    device: torch.device
+
+    @classmethod
+    def prepare(cls, model, cfg: TrainConfig, train_set, val_set, run_dir: Path, device, is_main: bool):
+        feats = retrieved = None
+        if cfg.stage == "flow" or (cfg.freeze_frontend and cfg.stage == "synth"):
+            whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
+            whole_clips.segment_frames = None
+            feats = cache_features(model, [whole_clips, val_set], device, is_main,
+                                   path=run_dir / "features.pt" if is_main else None)
+        if model.config.retrieval_prior:
+            if feats is None:
+                raise NaturalL2SError("retrieval_prior trains on a frozen front end: add --freeze-frontend")
+            retrieved = retrieve_all(model, feats, whole_clips, val_set, verbose=is_main)
+        return cls(feats, retrieved, device)
+
+    def feats_of(self, batch) -> torch.Tensor | None:
+        """(B, T, D) features of the batch's crops, or None when the front end runs."""
+        if self.feats is None:
+            return None
+        t = batch["roi"].shape[1]
+        rows = [self.feats[name][int(s) : int(s) + t] for name, s in zip(batch["name"], batch["start"])]
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(self.device)
+
+    def retrieved_of(self, batch) -> torch.Tensor | None:
+        """(B, n_mels, 4T) retrieved real mel of the batch's crops, or None without the retrieval prior."""
+        if self.retrieved is None:
+            return None
+        a, t = audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH, batch["roi"].shape[1]
+        rows = [self.retrieved[name][:, int(s) * a : (int(s) + t) * a].T
+                for name, s in zip(batch["name"], batch["start"])]
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).transpose(1, 2).to(self.device)
+
+
 def train(cfg: TrainConfig, *, on_step=None) -> dict:
     """Run one stage (see the module doc); ``on_step(step, val)`` (optional) is called after every training step
     with the validation dict at evaluation steps, else None (e.g. to drive a progress bar; rank 0 only)."""
@@ -776,37 +818,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
     n_params = sum(p.numel() for p in params)
 
-    # frozen front end: its features are computed once (per clip, eval mode) and reused every step
-    feats_cache = None
-    if cfg.stage == "flow" or (cfg.freeze_frontend and cfg.stage == "synth"):
-        whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
-        whole_clips.segment_frames = None
-        feats_cache = cache_features(model, [whole_clips, val_set], device, is_main,
-                                     path=run_dir / "features.pt" if is_main else None)
-
-    def feats_of(batch):
-        if feats_cache is None:
-            return None
-        t = batch["roi"].shape[1]
-        rows = [feats_cache[name][int(s) : int(s) + t] for name, s in zip(batch["name"], batch["start"])]
-        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(device)
-
-    # retrieval prior: the training split's frames indexed by the frozen features; every clip's retrieved mel is
-    # computed once (a training clip's own frames left out: it must not hear itself)
-    retrieved_cache = None
-    if model.config.retrieval_prior:
-        if feats_cache is None:
-            raise NaturalL2SError("retrieval_prior trains on a frozen front end: add --freeze-frontend")
-        retrieved_cache = retrieve_all(model, feats_cache, whole_clips, val_set, verbose=is_main)
-
-    def retrieved_of(batch):
-        if retrieved_cache is None:
-            return None
-        a, t = audio.SAMPLES_PER_VIDEO_FRAME // audio.HOP_LENGTH, batch["roi"].shape[1]
-        rows = [retrieved_cache[name][:, int(s) * a : (int(s) + t) * a].T
-                for name, s in zip(batch["name"], batch["start"])]
-        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).transpose(1, 2).to(device)
-
+    frozen = FrozenInputs.prepare(model, cfg, train_set, val_set, run_dir, device, is_main)
+    feats_of, retrieved_of = frozen.feats_of, frozen.retrieved_of
 
     # resume
     step, best, baseline, start_time, cpu_before = 0, float("inf"), None, time.time(), -time.process_time()
@@ -837,7 +850,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     probe = model.judge if judge is None and model.config.samples_mel else judge
 
     def validate() -> dict:
-        fo = feats_of if feats_cache is not None else None
+        fo = feats_of if frozen.feats is not None else None
         val = evaluate(model, val_loader, cfg, fo, probe, asr=asr, mos=mos, retrieved_of=retrieved_of)
         if fit_loader is not None:
             fit = evaluate(model, fit_loader, cfg, fo, probe, retrieved_of=retrieved_of)
@@ -888,7 +901,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
                                              generator=torch.Generator())  # its own seed draw: not from torch's RNG
         for batch in loader:
             batch = to_device(batch, device)
-            if retrieved_cache is not None:
+            if frozen.retrieved is not None:
                 batch["retrieved"] = retrieved_of(batch)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
