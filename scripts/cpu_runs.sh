@@ -33,7 +33,8 @@
 #                `adversarial` gives a joint fine-tune back the naturalness its plain losses take away (on `val`,
 #                `unfrozen` had MOS 2.85 and pause buzz 10.8 dB against v5's 3.25 and 4.8): v5's adversarial stage
 #                (frozen front end, 1 s crops x 8, LSGAN + feature matching vs MRD, --select guarded) from
-#                ADV_INIT (default: `unfrozen`'s best), its discriminators warm from v5's, ADV_STEPS (1000) steps.
+#                ADV_INIT (default: `unfrozen`'s best), its discriminators warm from v5's, ADV_STEPS (1000) steps;
+#                `adversarial-stoi40` the same with twice the ESTOI loss (`adversarial` gave back the joint gain).
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
 #                serves every checkpoint of the run): train --stage live, twice the shipped student's 1250 steps.
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
@@ -117,13 +118,14 @@ case "$PLAN" in
     RUNS=$WORK/runs/joint
     JOINT="$NATURALL2S_SYNTH --no-freeze-frontend --arch {$NATURALL2S_ARCH} --lambdas {\"f0/l1\":0,\"stoi/neg\":20}
       --segment-frames 0 --batch-size 6 --warmup 50 --adv-start -1 --eval-train 200"
+    ADV="$NATURALL2S_SYNTH --arch {$NATURALL2S_ARCH} --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --disc mrd
+      --init-disc checkpoints/discriminators/naturall2s.safetensors --segment-frames 25 --batch-size 8 --lr 1e-4
+      --lr-disc 2e-4 --warmup 50 --adv-start 0 --select guarded --steps ${ADV_STEPS:-1000}"
     ARGS=(
       [unfrozen]="$JOINT --init checkpoints/naturall2s.safetensors --lr 2e-4 --steps ${STEPS:-800}"
       [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"
-      [adversarial]="$NATURALL2S_SYNTH --arch {$NATURALL2S_ARCH} --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors}
-        --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1} --disc mrd
-        --init-disc checkpoints/discriminators/naturall2s.safetensors --segment-frames 25 --batch-size 8 --lr 1e-4
-        --lr-disc 2e-4 --warmup 50 --adv-start 0 --select guarded --steps ${ADV_STEPS:-1000}"
+      [adversarial]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1}"
+      [adversarial-stoi40]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1}"
       [student]="--variant naturall2s --stage live --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --steps 2500
         --batch-size 32 --lr 3e-4 --warmup 60 --weight-decay 0"
     )
