@@ -319,6 +319,18 @@ def _load_systems(models) -> list[SpeechSystem]:
     return out
 
 
+
+def add_scoring_arguments(ap, *, out: str) -> None:
+    """The options of a script that scores settings of one model with :func:`evaluate` (the ablation scripts):
+    ``--cache``, ``--data-root``, ``--limit``, ``--out`` (default ``out``), ``--asr``, ``--mos`` (default none)."""
+    ap.add_argument("--cache", default="../naturall2s-work/cache/grid", help="prepared cache (default: %(default)s)")
+    ap.add_argument("--data-root", default="../shared/data/grid", help="GRID root (default: %(default)s)")
+    ap.add_argument("--limit", type=int, default=None, help="score only the first N clips of the split")
+    ap.add_argument("--out", default=out, help="result files (default: %(default)s)")
+    ap.add_argument("--asr", default="auto", help="recogniser for the WER (default: %(default)s)")
+    ap.add_argument("--mos", default="none", help="MOS predictor, or none (default: %(default)s)")
+
+
 def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, split: str = "test",
              cache: str | Path | None = None, reference: bool = False, out_dir: str | Path | None = None,
              limit: int | None = None, asr: str = "auto", grammar: str | None = "grid", speaker: str = "auto",

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from naturall2s.errors import NaturalL2SError  # noqa: E402
+from naturall2s.evaluate import add_scoring_arguments  # noqa: E402
 
 
 class Setting:
@@ -75,12 +76,7 @@ def main(argv=None) -> int:
                     help="split to score (default: %(default)s; choose the temperature on val)")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 0.33, 0.67, 1.0],
                     help="post-net temperatures; 0 is z = 0 (default: %(default)s)")
-    ap.add_argument("--cache", default="../naturall2s-work/cache/grid", help="prepared cache (default: %(default)s)")
-    ap.add_argument("--data-root", default="../shared/data/grid", help="GRID root (default: %(default)s)")
-    ap.add_argument("--limit", type=int, default=None, help="score only the first N clips of the split")
-    ap.add_argument("--out", default="results/postnet_ablation", help="result files (default: %(default)s)")
-    ap.add_argument("--asr", default="auto", help="recogniser for the WER (default: %(default)s)")
-    ap.add_argument("--mos", default="none", help="MOS predictor, or none (default: %(default)s)")
+    add_scoring_arguments(ap, out="results/postnet_ablation")
     args = ap.parse_args(argv)
 
     import torch

@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from naturall2s.errors import NaturalL2SError  # noqa: E402
+from naturall2s.evaluate import add_scoring_arguments  # noqa: E402
 
 
 class Setting:
@@ -80,12 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, nargs="+", default=[2, 4, 10, 20], help="Euler steps (default: %(default)s)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[0.0, 0.5],
                     help="guidance scales; 0 is no guidance (default: %(default)s)")
-    ap.add_argument("--cache", default="../naturall2s-work/cache/grid", help="prepared cache (default: %(default)s)")
-    ap.add_argument("--data-root", default="../shared/data/grid", help="GRID root (default: %(default)s)")
-    ap.add_argument("--limit", type=int, default=None, help="score only the first N clips of the split")
-    ap.add_argument("--out", default="results/sampling_ablation", help="result files (default: %(default)s)")
-    ap.add_argument("--asr", default="auto", help="recogniser for the WER (default: %(default)s)")
-    ap.add_argument("--mos", default="none", help="MOS predictor, or none (default: %(default)s)")
+    add_scoring_arguments(ap, out="results/sampling_ablation")
     args = ap.parse_args(argv)
 
     import torch
