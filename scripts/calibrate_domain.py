@@ -78,7 +78,7 @@ def audio_summaries(groups, work: Path) -> dict[str, tuple]:
             continue
         a = c["audio"]
         if a.size and float(np.abs(a).max()) > 0:
-            emb, f0 = domain._audio_summary(a.astype(np.float32))
+            emb, f0 = domain.voice_summary(a.astype(np.float32))
             done[key] = [emb.tolist(), f0]
         else:
             done[key] = [None, None]
