@@ -74,8 +74,11 @@ from naturall2s.model import (DEFAULT_SEED, MEL_VARIANTS, SAMPLING_VARIANTS, VOC
 STAGES = ("lipreader", "vocoder", "synth", "judge", "live", "flow")
 # the validation number that picks best.safetensors: log-mel L1 (lower), ESTOI (higher), or "guarded": the pause buzz
 # (comb dB, lower) among checkpoints whose ESTOI and speech WER (the ASR on the generated speech) have not regressed
-# beyond --guard-estoi / --guard-wer from the run's start (for adversarial fine-tuning of a finished model)
-SELECT = ("mel", "estoi", "guarded")
+# beyond --guard-estoi / --guard-wer from the run's start (for adversarial fine-tuning of a finished model), or
+# "intelligible": the highest ESTOI among checkpoints whose pause buzz and speech WER have not risen beyond --guard-comb
+# / --guard-wer from the run's start (for fine-tuning a natural model towards intelligibility)
+SELECT = ("mel", "estoi", "guarded", "intelligible")
+BASELINE_SELECTS = ("guarded", "intelligible")  # selections that validate the run's start as their baseline
 GUARDED = ("estoi", "speech/wer", "comb")  # what the guarded selection reads (the start's values are its baseline)
 DISCRIMINATORS = ("mpd", "mrd")  # --disc: any of these joined by "+" (benchmarks/bench_layers.py gives their cost)
 
@@ -110,6 +113,7 @@ class TrainConfig:
     select: str = "mel"
     guard_estoi: float = 0.01
     guard_wer: float = 0.03
+    guard_comb: float = 1.0
     lambdas: dict = field(default_factory=dict)
     arch: dict = field(default_factory=dict)
     eval_every: int = 250
@@ -171,9 +175,12 @@ HELP = {
              "lipvoicer: the judge that guides its sampling, stored inside the model",
     "select": f"which validation number picks best.safetensors: {', '.join(SELECT)} (mel: log-mel L1; estoi: "
               "differentiable ESTOI; guarded: least pause buzz among checkpoints without ESTOI or speech-WER "
-              "regressions from the run's start)",
+              "regressions from the run's start; intelligible: highest ESTOI among checkpoints without pause-buzz or "
+              "speech-WER regressions from the run's start)",
     "guard_estoi": "--select guarded: refuse checkpoints whose val ESTOI fell more than this below the start's",
-    "guard_wer": "--select guarded: refuse checkpoints whose val speech WER (the ASR on the generated speech) rose "
+    "guard_comb": "--select intelligible: refuse checkpoints whose val pause buzz (comb dB) rose more than this "
+                  "above the start's",
+    "guard_wer": "--select guarded or intelligible: refuse checkpoints whose val speech WER (the ASR on the generated speech) rose "
                  "more than this above the start's",
     "lambdas": "loss weights overriding losses.DEFAULT_LAMBDAS, a JSON object, e.g. '{\"stoi/neg\": 10, "
                "\"f0/l1\": 0}'",
@@ -417,7 +424,8 @@ def _tuples(x):
 
 def select_value(val: dict, cfg: TrainConfig, baseline: dict | None = None) -> float:
     """The number (lower is better) that picks best.safetensors, per ``cfg.select``; for ``guarded``, +inf when the
-    checkpoint's ESTOI or speech WER regressed beyond the guards from ``baseline`` (the run's start)."""
+    checkpoint's ESTOI or speech WER regressed beyond the guards from ``baseline`` (the run's start); for
+    ``intelligible``, -ESTOI, or +inf when its pause buzz or speech WER regressed."""
     if cfg.select == "estoi" and "estoi" in val:
         return -val["estoi"]
     if cfg.select == "guarded":
@@ -425,6 +433,11 @@ def select_value(val: dict, cfg: TrainConfig, baseline: dict | None = None) -> f
                          or val["speech/wer"] > baseline["speech/wer"] + cfg.guard_wer):
             return float("inf")
         return val["comb"] if math.isfinite(val["comb"]) else val["score"]  # clips without pauses: log-mel L1
+    if cfg.select == "intelligible":
+        if baseline and (val["comb"] > baseline["comb"] + cfg.guard_comb
+                         or val["speech/wer"] > baseline["speech/wer"] + cfg.guard_wer):
+            return float("inf")
+        return -val["estoi"]
     return val["score"]
 
 
@@ -805,7 +818,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
 
         judge = load_judge(cfg.judge, device=device)
     asr = mos = None
-    if cfg.select == "guarded" and is_main:  # the speech is transcribed and scored at every validation
+    if cfg.select in BASELINE_SELECTS and is_main:  # the speech is transcribed and scored at every validation
         from naturall2s.asr import get_asr
         from naturall2s.naturalness import MOSPredictorUnavailableError, get_mos_predictor
 
@@ -868,7 +881,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     log = csv.writer(log_file) if log_file else None
     if log is not None:  # every (re)start records its configuration: a recipe changed on resume stays on record
         log.writerow([step, "config", json.dumps(asdict(cfg))])
-    if cfg.select == "guarded" and baseline is None and is_main:
+    if cfg.select in BASELINE_SELECTS and baseline is None and is_main:
         # the start is the bar every later checkpoint must clear (and the best model until one does)
         val = validate()
         baseline = {k: val[k] for k in GUARDED if k in val}

@@ -35,6 +35,12 @@
 #                (frozen front end, 1 s crops x 8, LSGAN + feature matching vs MRD, --select guarded) from
 #                ADV_INIT (default: `unfrozen`'s best), its discriminators warm from v5's, ADV_STEPS (1000) steps;
 #                `adversarial-stoi40` the same with twice the ESTOI loss (`adversarial` gave back the joint gain).
+#                `unfrozen`, the adversarial runs and `student` ran from the then-shipped v5 (they made v6; v5 is
+#                `git show 5675caa:checkpoints/naturall2s.safetensors`, its discriminators likewise).
+#                `adv-unfrozen` (2026-12-07, from the shipped v6 and its discriminators): both at once, the front
+#                end trained on whole clips (6 x 3 s, lr 1e-4) WITH the adversarial losses and `stoi/neg` 40, so that
+#                the joint stage's ESTOI gain need not be given back to naturalness afterwards; --select intelligible
+#                (the highest val ESTOI among checkpoints whose pause buzz rose < 1 dB and speech WER < 0.03 from v6's).
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
 #                serves every checkpoint of the run): train --stage live, twice the shipped student's 1250 steps.
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
@@ -126,6 +132,10 @@ case "$PLAN" in
       [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"
       [adversarial]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1}"
       [adversarial-stoi40]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1}"
+      [adv-unfrozen]="$NATURALL2S_SYNTH --no-freeze-frontend --arch {$NATURALL2S_ARCH}
+        --init checkpoints/naturall2s.safetensors --disc mrd --init-disc checkpoints/discriminators/naturall2s.safetensors
+        --segment-frames 0 --batch-size 6 --lr 1e-4 --lr-disc 2e-4 --warmup 50 --adv-start 0 --select intelligible
+        --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1} --steps ${AU_STEPS:-2400}"
       [student]="--variant naturall2s --stage live --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --steps 2500
         --batch-size 32 --lr 3e-4 --warmup 60 --weight-decay 0"
     )

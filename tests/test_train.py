@@ -344,6 +344,18 @@ def test_guarded_selection_refuses_regressions_and_prefers_less_buzz():
     assert select_value({"score": 0.6, "estoi": 0.4}, TrainConfig(select="mel")) == 0.6
 
 
+def test_intelligible_selection_prefers_estoi_without_buzz_or_wer_regressions():
+    from naturall2s.train import select_value
+
+    cfg = TrainConfig(select="intelligible", guard_comb=1.0, guard_wer=0.03)
+    base = {"estoi": 0.40, "speech/wer": 0.20, "comb": 4.5}
+    assert select_value(base, cfg, base) == -0.40
+    better = select_value({**base, "estoi": 0.42, "comb": 5.3}, cfg, base)
+    assert better == -0.42 and better < select_value(base, cfg, base)  # more ESTOI, buzz within the guard: preferred
+    assert select_value({**base, "estoi": 0.45, "comb": 5.6}, cfg, base) == float("inf")  # buzz regressed
+    assert select_value({**base, "estoi": 0.45, "speech/wer": 0.24}, cfg, base) == float("inf")  # WER regressed
+
+
 def test_unknown_discriminator_is_a_clear_error():
     from naturall2s.errors import NaturalL2SError
     from naturall2s.train import build_discriminators
