@@ -367,7 +367,8 @@ class LipToSpeech(nn.Module):
                generator: torch.Generator | None = None,
                retrieved: torch.Tensor | None = None, vocode: bool = True, teacher: dict | None = None,
                postnet: bool = True, temperature: float | None = None, flow_mel: torch.Tensor | None = None,
-               steps: int | None = None, guidance: float | None = None) -> dict[str, torch.Tensor]:
+               steps: int | None = None, guidance: float | None = None,
+               unit_input: bool = True) -> dict[str, torch.Tensor]:
         """Front-end features (B,T,dim) @25 fps → the variant's speech outputs.
 
         Returns a dict with ``ctc_log_probs`` (B,T,V), ``word_logits`` (B,T,V) with ``word_head``, and, per variant, ``mel`` (B,n_mels,4T) /
@@ -428,6 +429,8 @@ class LipToSpeech(nn.Module):
             if self.config.variant == "units":
                 out["unit_logits"] = self.unit_head(h)
                 units = out["units"] = out["unit_logits"].argmax(-1)
+                if not unit_input:  # the ablation: every unit equally likely, so the vocoder hears no content from them
+                    units = torch.full_like(out["unit_logits"], 1.0 / self.config.n_units)
             if self.config.variant in VOCODER_VARIANTS and vocode:
                 out["wav"] = self.vocoder(out["mel"].transpose(1, 2), units=units)
             return out
@@ -450,9 +453,10 @@ class LipToSpeech(nn.Module):
 
     def forward(self, roi=None, lips=None, mask=None, *, feats=None, mel=None, units=None, f0_hz=None,
                 generator=None, retrieved=None, vocode: bool = True, teacher=None, postnet: bool = True,
-                temperature=None, flow_mel=None, steps=None, guidance=None) -> dict[str, torch.Tensor]:
+                temperature=None, flow_mel=None, steps=None, guidance=None, unit_input=True) -> dict[str, torch.Tensor]:
         """Video tensors (or precomputed front-end ``feats``) → :meth:`decode`'s outputs (``teacher``, ``postnet``,
-        ``temperature``: the ltbs variant's; ``flow_mel``, ``steps``, ``guidance``: the lipvoicer variant's).
+        ``temperature``: the ltbs variant's; ``flow_mel``, ``steps``, ``guidance``: the lipvoicer variant's;
+        ``unit_input``: the units variant's).
 
         ``mel`` (B,n_mels,F) instead runs only the vocoder on it (how the cascade's vocoder trains on real mels),
         with ``units`` (B,F) for the units variant's (the real speech's units, :meth:`units_of`).
@@ -464,7 +468,7 @@ class LipToSpeech(nn.Module):
             feats = self.encode(roi, lips, mask)
         return self.decode(feats, f0_hz=f0_hz, generator=generator, retrieved=retrieved, vocode=vocode,
                            teacher=teacher, postnet=postnet, temperature=temperature, flow_mel=flow_mel, steps=steps,
-                           guidance=guidance)
+                           guidance=guidance, unit_input=unit_input)
 
     def sampling_options(self, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
         """(Euler steps, guidance scale) of a lipvoicer sampling: the given ones, checked, or the config's defaults
@@ -490,7 +494,7 @@ class LipToSpeech(nn.Module):
     @torch.inference_mode()
     def synthesize(self, video, *, detector=None, max_seconds: float | None = None,
                    seed: int = DEFAULT_SEED, postnet: bool = True, temperature: float | None = None,
-                   steps: int | None = None, guidance: float | None = None) -> Synthesis:
+                   steps: int | None = None, guidance: float | None = None, unit_input: bool = True) -> Synthesis:
         """Speech for a silent talking-face video.
 
         ``video``: a path, :class:`~naturall2s.video.VideoData` or a prepared :class:`~naturall2s.roi.MouthClip`
@@ -503,9 +507,14 @@ class LipToSpeech(nn.Module):
         ``steps`` and ``guidance`` (the lipvoicer variant only): Euler steps of the flow and the scale of the content
         judge's classifier guidance (0: none); None takes the model's defaults, chosen on val
         (``config.sampling_steps``, ``config.guidance_scale``). NaturalL2SError for bad values or for a variant that
-        does not sample.
+        does not sample. ``unit_input=False`` (the units variant only, its ablation): the vocoder reads every unit as
+        equally likely, so only the mel carries content.
         """
         from naturall2s.roi import MouthClip, extract_mouth
+
+        if unit_input is not True and (unit_input is not False or self.config.variant != "units"):
+            raise NaturalL2SError(f"unit_input=False is the units variant's ablation (True or False); got "
+                                  f"{unit_input!r} for a {self.config.variant} model")
 
         postnet_options = self.postnet_options(postnet, temperature)  # checked before any video is read
         steps, guidance = self.sampling_options(steps, guidance)
@@ -521,7 +530,7 @@ class LipToSpeech(nn.Module):
         roi = torch.as_tensor(np.asarray(video.roi), device=self.device)[None]
         lips = torch.as_tensor(np.asarray(video.lips, dtype=np.float32), device=self.device)[None]
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        out = self(roi, lips, generator=generator, **postnet_options, **sampling)
+        out = self(roi, lips, generator=generator, **postnet_options, **sampling, unit_input=unit_input)
         if self.config.variant == "mel-gl":
             wav = audio.griffin_lim(out["mel"][0].float().cpu())
             wav = torch.as_tensor(wav)

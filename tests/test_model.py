@@ -134,6 +134,25 @@ def test_units_vocoder_starts_as_the_plain_vocoder_and_reads_units():
     with pytest.raises(ValueError, match="n_units belongs to the units variant"):
         ModelConfig(variant="mel-vocoder", n_units=8)
     assert ModelConfig(variant="units").n_units == 200  # the default codebook size
+    # the ablation (scripts/units_ablation.py): every unit equally likely, i.e. the mean unit embedding
+    with torch.no_grad():
+        out = units(roi, lips, unit_input=False)
+        mean_unit = units(mel=out["mel"], units=torch.full((2, mel.shape[-1], 8), 1 / 8))["wav"]
+    torch.testing.assert_close(out["wav"], mean_unit)
+    assert not torch.allclose(out["wav"], units(roi, lips)["wav"])
+
+
+def test_unit_input_is_the_units_variants_option():
+    from naturall2s.errors import NaturalL2SError
+
+    roi, lips = inputs(batch=1)
+    clip = MouthClip(roi=roi[0].numpy(), lips=lips[0].numpy(), audio=None, fps=25.0,
+                     detected=np.ones(roi.shape[1], bool), source="")
+    with pytest.raises(NaturalL2SError, match="units variant's ablation"):
+        build("mel-vocoder", **TINY).synthesize(clip, unit_input=False)
+    with pytest.raises(NaturalL2SError, match="units variant's ablation"):
+        build("units", **TINY, n_units=8).synthesize(clip, unit_input="no")
+    assert build("units", **TINY, n_units=8).synthesize(clip, unit_input=False).wav.size > 0
 
 
 @pytest.mark.parametrize("variant", ["naturall2s", "mel-vocoder", "units"])
