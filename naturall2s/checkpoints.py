@@ -13,6 +13,8 @@ model with a new front end. :func:`pack` stores a tensor that is byte-identical 
 reference in the metadata (``"shared"``: the owner's file relative to this one, its tensor name and the SHA-256 of the
 bytes), and :func:`load_tensors` reads it back from the owner, checking the hash. A file written by :func:`save_model`
 (``train --export``, ``adapt``) holds all its weights; only the shipped set is packed (``scripts/pack_checkpoints.py``).
+:func:`quantize_file` stores a file's own large weight matrices as int8 with one fp16 scale per output channel (the
+tensor ``<name>`` + ``<name>`` :data:`QUANT_SUFFIX`), halving its size; :func:`load_tensors` gives them back as fp16.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ DISC_FOLDER = "discriminators"  # beside the model files: <folder>/discriminator
 MODELS_ENV = "NATURALL2S_MODELS"  # overrides the user models folder
 DEFAULT_USER_MODELS = Path("~/.cache/naturall2s/models")
 SHARED_KEY = "shared"  # metadata: {tensor name: [owner file relative to this one, owner tensor name, sha256 of bytes]}
+QUANT_SUFFIX = ":int8_scale"  # beside an int8 tensor: its per-output-channel fp16 scales (quantize_file)
+QUANT_MIN_NUMEL = 4096  # smaller tensors (biases, norms, small kernels) stay fp16
 
 
 def user_models_dir() -> Path:
@@ -96,11 +100,16 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def load_tensors(name_or_path: str | Path) -> dict[str, torch.Tensor]:
-    """The raw tensors of a checkpoint (as stored, fp16), e.g. to initialise part of another model; tensors the file
-    shares with another shipped file (:func:`pack`) are read from it and checked against their stored hash."""
+    """The tensors of a checkpoint (fp16 as stored; int8 ones of :func:`quantize_file` dequantized), e.g. to
+    initialise part of another model; tensors the file shares with another shipped file (:func:`pack`) are read from
+    it and checked against their stored hash."""
+    return dequantize(_stored_tensors(resolve(name_or_path)))
+
+
+def _stored_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors as stored (int8 ones with their scales), shared ones read from their owners."""
     from safetensors.torch import load_file
 
-    path = resolve(name_or_path)
     read_metadata(path)  # refuses files that are not ours
     try:
         state = load_file(str(path))
@@ -108,6 +117,58 @@ def load_tensors(name_or_path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is corrupt ({e})") from None
     state.update(_shared_tensors(path))
     return state
+
+
+def quantize_int8(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: ``t`` (out, ...) float -> (int8 of t's shape, fp16 scales (out, 1, ...)),
+    ``t ≈ q * scale`` (each channel's largest magnitude maps to 127)."""
+    w = t.float()
+    scale = w.reshape(w.shape[0], -1).abs().amax(1).clamp(min=1e-12) / 127.0
+    scale = scale.to(torch.float16).float().reshape(-1, *([1] * (w.dim() - 1)))  # the scale as stored
+    q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
+    return q, scale.to(torch.float16)
+
+
+def dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored tensors -> fp16 ones: each int8 tensor with a ``QUANT_SUFFIX`` scale becomes ``q * scale``."""
+    out = dict(state)
+    for key in [k for k in state if k.endswith(QUANT_SUFFIX)]:
+        name = key[: -len(QUANT_SUFFIX)]
+        if name not in out or out[name].dtype != torch.int8:
+            raise CheckpointError(f"the int8 scale {key} has no int8 tensor {name} beside it")
+        out[name] = (out[name].float() * out.pop(key).float()).to(torch.float16)
+    return out
+
+
+def quantize_file(path: str | Path, *, others: list[str | Path] = ()) -> tuple[int, int]:
+    """Store the file's own float tensors of at least ``QUANT_MIN_NUMEL`` values and 2 dimensions as int8
+    (:func:`quantize_int8`), in place; its shared references and metadata are kept. ``others``: the files that might
+    share from this one; CheckpointError if one does (its references would no longer match). -> (bytes before,
+    after); a file already quantized is not rewritten."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    for other in map(Path, others):
+        if other.resolve() != p.resolve() and any(
+                (other.parent / rel).resolve() == p.resolve() for rel, _, _ in _shared_refs(other).values()):
+            raise CheckpointError(f"{other} shares weights with {p}: quantizing {p} would break it")
+    read_metadata(p)
+    with safe_open(str(p), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        own = {k: f.get_tensor(k) for k in f.keys()}
+    before = p.stat().st_size
+    out = {}
+    for name, t in own.items():
+        if (t.is_floating_point() and t.dim() >= 2 and t.numel() >= QUANT_MIN_NUMEL
+                and name + QUANT_SUFFIX not in own and not name.endswith(QUANT_SUFFIX)):
+            out[name], out[name + QUANT_SUFFIX] = quantize_int8(t)
+        else:
+            out[name] = t.contiguous()
+    if out.keys() != own.keys():
+        with atomic_path(p) as tmp:
+            save_file(out, str(tmp), metadata=meta)
+    return before, p.stat().st_size
 
 
 def _tensor_digest(t: torch.Tensor) -> str:
@@ -169,7 +230,7 @@ def pack(paths: list[str | Path]) -> dict[str, tuple[int, int]]:
     stored: dict[str, tuple[Path, str]] = {}  # digest -> (file, name) of a tensor held in a file's own bytes
     sizes = {}
     for p in map(Path, paths):
-        state = load_tensors(p)  # already-shared tensors resolved, so packing twice gives the same files
+        state = _stored_tensors(p)  # already-shared tensors resolved (int8 ones kept), so packing twice is a no-op
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
         old_refs = json.loads(meta.get(SHARED_KEY, "{}"))

@@ -47,6 +47,46 @@ def test_pack_stores_each_tensor_once_and_loads_the_same(tmp_path):
     load_model(pb)  # and the model loads strict
 
 
+def test_int8_per_channel_round_trip():
+    from naturall2s.checkpoints import quantize_int8
+
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3) * torch.logspace(-3, 0, 16)[:, None, None]  # channels of very different scales
+    q, scale = quantize_int8(w)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float16 and scale.shape == (16, 1, 1)
+    err = (q.float() * scale.float() - w).abs()
+    assert (err <= scale.float() / 2 + 1e-6).all()  # at most half a step of its own channel
+    assert (q.abs().amax(dim=(1, 2)) == 127).all()
+
+
+def test_quantize_file_halves_a_model_that_still_loads_and_speaks(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    from naturall2s import checkpoints
+
+    monkeypatch.setattr(checkpoints, "QUANT_MIN_NUMEL", 256)  # TINY has no 4096-value matrix
+    pa, pb, _ = _pair(tmp_path)
+    torch.manual_seed(0)
+    roi, lips = torch.randint(0, 256, (1, 12, 32, 48), dtype=torch.uint8), torch.randn(1, 12, 40)
+    with torch.no_grad():
+        ref = load_model(pb)(roi, lips)["mel"]
+    pack([pa, pb])
+    with pytest.raises(CheckpointError, match="shares weights with"):  # b shares from a: a stays fp16
+        checkpoints.quantize_file(pa, others=[pa, pb])
+    b0, b1 = checkpoints.quantize_file(pb, others=[pa, pb])
+    assert b1 < 0.75 * b0
+    with safe_open(str(pb), framework="pt") as f:
+        stored = set(f.keys())
+        assert any(f.get_tensor(k).dtype == torch.int8 for k in stored)
+    assert checkpoints.quantize_file(pb, others=[pa, pb]) == (b1, b1)  # already int8: not rewritten
+    pack([pa, pb])  # packing keeps the int8 tensors and the references
+    with safe_open(str(pb), framework="pt") as f:
+        assert set(f.keys()) == stored
+    with torch.no_grad():
+        out = load_model(pb)(roi, lips)["mel"]
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
 def test_a_changed_or_missing_owner_is_refused(tmp_path):
     pa, pb, _ = _pair(tmp_path)
     pack([pa, pb])
