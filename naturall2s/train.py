@@ -180,8 +180,8 @@ HELP = {
     "guard_estoi": "--select guarded: refuse checkpoints whose val ESTOI fell more than this below the start's",
     "guard_comb": "--select intelligible: refuse checkpoints whose val pause buzz (comb dB) rose more than this "
                   "above the start's",
-    "guard_wer": "--select guarded or intelligible: refuse checkpoints whose val speech WER (the ASR on the generated speech) rose "
-                 "more than this above the start's",
+    "guard_wer": "--select guarded or intelligible: refuse checkpoints whose val speech WER (the ASR on the generated "
+                 "speech) rose more than this above the start's",
     "lambdas": "loss weights overriding losses.DEFAULT_LAMBDAS, a JSON object, e.g. '{\"stoi/neg\": 10, "
                "\"f0/l1\": 0}'",
     "arch": "ModelConfig overrides (the architecture, stored in the checkpoint), a JSON object, e.g. "

@@ -4,8 +4,8 @@
         [--data-root ../shared/data/grid] [--limit N] [--out DIR] [--asr auto] [--mos none]
 
 Two systems of :func:`naturall2s.evaluate.evaluate` on the same clips and seed: ``units`` (``synthesize()``: the
-multi-input vocoder reads the predicted mel and the unit head's units) and ``no units`` (``synthesize(unit_input=False)``:
-every unit equally likely, so the mel alone carries the content). The paired differences (units minus no units)
+multi-input vocoder reads the predicted mel and the unit head's units) and ``no units``
+(``synthesize(unit_input=False)``: every unit equally likely, so the mel alone carries the content). The paired differences (units minus no units)
 say what the method's own idea, the units beside the mel, does to intelligibility (ESTOI, the WER of the ASR under the
 GRID grammar) and to everything else.
 """
