@@ -331,6 +331,13 @@ def add_scoring_arguments(ap, *, out: str) -> None:
     ap.add_argument("--mos", default="none", help="MOS predictor, or none (default: %(default)s)")
 
 
+def evaluate_settings(systems: Sequence[SpeechSystem], args) -> dict:
+    """:func:`evaluate` of an ablation script's ``systems`` on ``args.split`` with the options of
+    :func:`add_scoring_arguments` (``--mos none``: no MOS)."""
+    return evaluate(systems, data_root=args.data_root, split=args.split, cache=args.cache, limit=args.limit,
+                    out_dir=args.out, asr=args.asr, mos=None if args.mos == "none" else args.mos)
+
+
 def evaluate(models: Sequence[str | SpeechSystem], *, data_root: str | Path, split: str = "test",
              cache: str | Path | None = None, reference: bool = False, out_dir: str | Path | None = None,
              limit: int | None = None, asr: str = "auto", grammar: str | None = "grid", speaker: str = "auto",

@@ -512,7 +512,7 @@ class LipToSpeech(nn.Module):
         """
         from naturall2s.roi import MouthClip, extract_mouth
 
-        if unit_input is not True and (unit_input is not False or self.config.variant != "units"):
+        if unit_input is not True and not (unit_input is False and self.config.variant == "units"):
             raise NaturalL2SError(f"unit_input=False is the units variant's ablation (True or False); got "
                                   f"{unit_input!r} for a {self.config.variant} model")
 

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from naturall2s.errors import NaturalL2SError  # noqa: E402
-from naturall2s.evaluate import add_scoring_arguments  # noqa: E402
+from naturall2s.evaluate import add_scoring_arguments, evaluate_settings  # noqa: E402
 
 
 class Setting:
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     import torch
 
     import naturall2s
-    from naturall2s.evaluate import evaluate, markdown_table
+    from naturall2s.evaluate import markdown_table
 
     torch.set_num_threads(1)  # the real-time factor of one CPU thread, as the variant's target is stated
     try:
@@ -95,8 +95,7 @@ def main(argv=None) -> int:
         if Path(args.model).suffix == ".safetensors":
             model.name = Path(args.model).stem  # as evaluate names a file's column
         systems = settings(model, args.steps, args.guidance)
-        results = evaluate(systems, data_root=args.data_root, split=args.split, cache=args.cache, limit=args.limit,
-                           out_dir=args.out, asr=args.asr, mos=None if args.mos == "none" else args.mos)
+        results = evaluate_settings(systems, args)
     except NaturalL2SError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,9 +5,9 @@
 
 Two systems of :func:`naturall2s.evaluate.evaluate` on the same clips and seed: ``units`` (``synthesize()``: the
 multi-input vocoder reads the predicted mel and the unit head's units) and ``no units``
-(``synthesize(unit_input=False)``: every unit equally likely, so the mel alone carries the content). The paired differences (units minus no units)
-say what the method's own idea, the units beside the mel, does to intelligibility (ESTOI, the WER of the ASR under the
-GRID grammar) and to everything else.
+(``synthesize(unit_input=False)``: every unit equally likely, so the mel alone carries the content). The paired
+differences (units minus no units) say what the method's own idea, the units beside the mel, does to intelligibility
+(ESTOI, the WER of the ASR under the GRID grammar) and to everything else.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from naturall2s.errors import NaturalL2SError  # noqa: E402
-from naturall2s.evaluate import add_scoring_arguments  # noqa: E402
+from naturall2s.evaluate import add_scoring_arguments, evaluate_settings  # noqa: E402
 
 
 class UnitInput:
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     import torch
 
     import naturall2s
-    from naturall2s.evaluate import evaluate, markdown_table
+    from naturall2s.evaluate import markdown_table
 
     torch.set_num_threads(1)
     try:
@@ -50,8 +50,7 @@ def main(argv=None) -> int:
         if model.config.variant != "units":
             raise NaturalL2SError(f"{model.name} is a {model.config.variant} model: it has no unit input to ablate")
         systems = [UnitInput(model, False), UnitInput(model, True)]  # the last is the one the others are paired with
-        results = evaluate(systems, data_root=args.data_root, split=args.split, cache=args.cache, limit=args.limit,
-                           out_dir=args.out, asr=args.asr, mos=None if args.mos == "none" else args.mos)
+        results = evaluate_settings(systems, args)
     except NaturalL2SError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
