@@ -56,10 +56,10 @@
 #                `synth` (variance adaptor, mel decoder and flow post-net on the shipped lip reader's frozen, cached
 #                features, the shipped cascade's vocoder fixed inside the model; 1 s crops, LTBS_STEPS x 16, selected
 #                on val ESTOI of the vocoded speech), then composed into WORK/runs/ltbs/ltbs.safetensors with the
-#                post-net temperature LTBS_TEMPERATURE (0 until chosen on val by `python scripts/postnet_ablation.py
-#                WORK/runs/ltbs/ltbs.safetensors --split val`; then rerun the plan with it: the finished stage returns
-#                at once, the composition is redone). Planned, not measured: the CPU-hours in checkpoints/README.md,
-#                from a 20-step run. Curves: python scripts/figure_runs.py ltbs --table.
+#                post-net temperature LTBS_TEMPERATURE (default 0, chosen on val by `python scripts/postnet_ablation.py
+#                WORK/runs/ltbs/ltbs.safetensors --split val`; another value: rerun the plan with it, the finished
+#                stage returns at once, the composition is redone). Trained 2026-12-07 in 1.62 CPU-hours and shipped
+#                (checkpoints/README.md). Curves: python scripts/figure_runs.py ltbs --table.
 #   lipvoicer    the lipvoicer variant (Yemini et al., ICLR 2024, at CPU scale) IN ORDER as one background job: `judge`
 #                (the content judge on the training split's real log-mels, 2000 x 32 one-second crops), then `flow`
 #                (the flow-matching denoiser on the shipped lip reader's frozen, cached features, that judge inside

@@ -227,8 +227,8 @@ train_stage --variant units --stage lipreader --cache "$CACHE" --run-dir "$RUNS/
 #    values while training), a mel decoder and a flow post-net (maximum likelihood of the real mel's residual), with
 #    the cascade's vocoder (mel-vocoder: the same lip reader, its vocoder trained on real mels) fixed inside the model
 #    so that validation scores the vocoded speech; selected on val ESTOI; then composed (--steps 0) with the cascade
-#    and the post-net temperature LTBS_TEMPERATURE chosen on val by `scripts/postnet_ablation.py
-#    OUT/ltbs.safetensors --split val` (rerun this last command with it). The CPU step count is the plan of
+#    and the post-net temperature LTBS_TEMPERATURE (default 0, chosen on val by `scripts/postnet_ablation.py
+#    OUT/ltbs.safetensors --split val`; another value: rerun this last command with it). The CPU step count is the run of
 #    scripts/cpu_runs.sh ltbs (checkpoints/README.md).
 LTBS_ARCH='{"word_head": true}'
 if [ "${GPU:-0}" = 1 ]; then
