@@ -65,11 +65,11 @@
 #                (the flow-matching denoiser on the shipped lip reader's frozen, cached features, that judge inside
 #                the model to guide the sampling, the shipped cascade's vocoder; 1 s crops, FLOW_STEPS x 16, selected
 #                on val ESTOI of the sampled speech), then composed into WORK/runs/lipvoicer/lipvoicer.safetensors with
-#                the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE (10 / 0.5 until chosen on val by
-#                `python scripts/sampling_ablation.py WORK/runs/lipvoicer/lipvoicer.safetensors --split val`; then
-#                rerun the plan with them: the finished stages return at once, the composition is redone). Planned,
-#                not measured: see checkpoints/README.md for the CPU-hours from 20-step runs. Curves: python
-#                scripts/figure_runs.py lipvoicer --table.
+#                the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE (default 2 / 0, chosen on val by
+#                `python scripts/sampling_ablation.py WORK/runs/lipvoicer/lipvoicer.safetensors --split val`; other
+#                values: rerun the plan with them, the finished stages return at once, the composition is redone).
+#                Trained 2026-12-07 in 1.71 CPU-hours (FLOW_STEPS 12000) and shipped (checkpoints/README.md).
+#                Curves: python scripts/figure_runs.py lipvoicer --table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLANS="adversarial|curves|retrieval|joint|units|ltbs|lipvoicer"
@@ -177,11 +177,11 @@ case "$PLAN" in
         --steps ${JUDGE_STEPS:-2000}"
       [flow]="--variant lipvoicer --stage flow --init checkpoints/mel-gl.safetensors,checkpoints/mel-vocoder.safetensors
         --judge $RUNS/judge/best.safetensors --segment-frames 25 --batch-size 16 --lr 5e-4 --warmup 200
-        --select estoi --eval-every 2000 --steps ${FLOW_STEPS:-16000}"
+        --select estoi --eval-every 2000 --steps ${FLOW_STEPS:-12000}"
     )
     CHAIN=(judge flow)
     THEN="--variant lipvoicer --stage flow --steps 0 --run-dir $RUNS/composed
-      --arch {\"sampling_steps\":${LIPVOICER_STEPS:-10},\"guidance_scale\":${LIPVOICER_GUIDANCE:-0.5}}
+      --arch {\"sampling_steps\":${LIPVOICER_STEPS:-2},\"guidance_scale\":${LIPVOICER_GUIDANCE:-0}}
       --init $RUNS/flow/best.safetensors,checkpoints/mel-vocoder.safetensors --export $RUNS/lipvoicer.safetensors"
     COMMON=()
     ;;

@@ -14,9 +14,9 @@
 # WORK_DIR/cache/grid), DEVICE (the GPU recipe's device, default cuda; cpu runs its commands under torchrun/gloo),
 # SMOKE=1 (every training command for 2 steps at batch 2, and UNITS=8 speech units: a test of the recipe's command
 # lines, not a training), UNITS (the units variant's codebook size, default 200), LTBS_TEMPERATURE (the ltbs
-# variant's post-net temperature, chosen on val with scripts/postnet_ablation.py; until that has run: 0, z = 0),
+# variant's post-net temperature, chosen on val with scripts/postnet_ablation.py: 0, z = 0),
 # LIPVOICER_STEPS and LIPVOICER_GUIDANCE (the lipvoicer variant's sampling defaults, chosen on val with
-# scripts/sampling_ablation.py; until that has run: 10 and 0.5).
+# scripts/sampling_ablation.py: 2 and 0, no guidance; 2026-12-07, checkpoints/README.md).
 #
 # Every stage is resumable: rerun the script and finished stages resume at their last step (and stop at once).
 set -euo pipefail
@@ -251,14 +251,15 @@ train_stage --variant ltbs --stage synth --cache "$CACHE" --run-dir "$RUNS/ltbs-
 #     the word head's reading) and the cascade's vocoder (mel-vocoder: the same lip reader, its vocoder trained on real
 #     mels), selected on val ESTOI of the sampled, vocoded speech; then composed (--steps 0) with the cascade's vocoder
 #     and the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE chosen on val by
-#     `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (rerun this last command with them). The
-#     CPU step counts are the plan of scripts/cpu_runs.sh lipvoicer (checkpoints/README.md).
+#     `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (2 and 0 for the shipped one; other values:
+#     rerun this last command with them). The CPU step counts are the run of scripts/cpu_runs.sh lipvoicer
+#     (checkpoints/README.md).
 if [ "${GPU:-0}" = 1 ]; then
   JUDGE=(--steps 4000 --batch-size 64 --lr 1e-3 --warmup 200)
   FLOW=(--steps 40000 --batch-size 64 --lr 5e-4 --warmup 1000 --eval-every 2000)
 else
   JUDGE=(--steps "${JUDGE_STEPS:-2000}" --batch-size 32 --lr 1e-3 --warmup 100 --threads 1)
-  FLOW=(--steps "${FLOW_STEPS:-16000}" --batch-size 16 --lr 5e-4 --warmup 200 --eval-every 2000 --threads 1
+  FLOW=(--steps "${FLOW_STEPS:-12000}" --batch-size 16 --lr 5e-4 --warmup 200 --eval-every 2000 --threads 1
         --save-minutes 10)
 fi
 "${ONE[@]}" --stage judge --cache "$CACHE" --run-dir "$RUNS/judge" --segment-frames 25 --eval-every 500 "${JUDGE[@]}" \
@@ -267,7 +268,7 @@ train_stage --variant lipvoicer --stage flow --cache "$CACHE" --run-dir "$RUNS/l
   --init "$OUT/mel-gl.safetensors,$OUT/mel-vocoder.safetensors" --judge "$RUNS/judge/best.safetensors" \
   --segment-frames 25 --select estoi "${FLOW[@]}"
 "$PY" -m naturall2s train --variant lipvoicer --stage flow --steps 0 --run-dir "$RUNS/lipvoicer" \
-  --arch "{\"sampling_steps\": ${LIPVOICER_STEPS:-10}, \"guidance_scale\": ${LIPVOICER_GUIDANCE:-0.5}}" \
+  --arch "{\"sampling_steps\": ${LIPVOICER_STEPS:-2}, \"guidance_scale\": ${LIPVOICER_GUIDANCE:-0}}" \
   --init "$RUNS/lipvoicer-flow/best.safetensors,$OUT/mel-vocoder.safetensors" --export "$OUT/lipvoicer.safetensors"
 
 "$PY" -m naturall2s models
