@@ -41,6 +41,9 @@
 #                end trained on whole clips (6 x 3 s, lr 1e-4) WITH the adversarial losses and `stoi/neg` 40, so that
 #                the joint stage's ESTOI gain need not be given back to naturalness afterwards; --select intelligible
 #                (the highest val ESTOI among checkpoints whose pause buzz rose < 1 dB and speech WER < 0.03 from v6's).
+#                A v7 candidate (2026-12-07, running): v6's recipe again from the shipped v6, in a work folder of its
+#                own whose cache/ links to the shared one: ONLY=unfrozen scripts/cpu_runs.sh joint ../naturall2s-work/v7,
+#                then ONLY=adversarial-stoi40 with the same folder (ADV_INIT defaults to that folder's unfrozen run).
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
 #                serves every checkpoint of the run): train --stage live, twice the shipped student's 1250 steps.
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
