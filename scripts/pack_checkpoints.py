@@ -13,7 +13,8 @@ left alone, so its git history does not grow. Run it after exporting a new shipp
 `units` and `ltbs` ship so (2026-12-07). Measured on `units`: 12.8 -> 6.5 MB; on the 50 `val` clips, paired
 against its fp16 file (`evaluate --split val --models units UNITS_INT8`), ESTOI +0.001 ± 0.002, WER +0.013 ± 0.013,
 MOS -0.010 ± 0.008, voicing error -0.011 ± 0.007: small, but not nothing for a model whose claim is its WER. Score a
-model on `val` both ways before shipping it int8 (results/int8/). A model whose tensors another file shares is refused (owners stay fp16).
+model on `val` both ways before shipping it int8 (results/int8/). A model whose tensors another file shares is
+refused (owners stay fp16).
 """
 from __future__ import annotations
 
