@@ -390,7 +390,8 @@ class LipToSpeech(nn.Module):
         the config's ``sampling_steps`` / ``guidance_scale``), the starting noise from ``generator``, and returns
         ``words`` (B,T), the word head's reading it was guided toward; given ``flow_mel`` (B,n_mels,4T), real
         log-mels, it instead returns one flow-matching draw (the flow stage's training): ``velocity`` and
-        ``velocity_target`` (B,n_mels,4T), the draw's noise and time from ``generator``.
+        ``velocity_target`` (B,n_mels,4T), the draw's noise and time from ``generator``, and the denoiser's clean
+        estimate ``mel_estimate`` (B,n_mels,4T), a log-mel (what the guidance shows the judge at that time).
         """
         out: dict[str, torch.Tensor] = {"ctc_log_probs": self.ctc(feats)}
         h = self.feature_dropout(feats)
@@ -416,6 +417,7 @@ class LipToSpeech(nn.Module):
                 x_t, t, out["velocity_target"] = flow_targets(self.normalise_mel(flow_mel[..., : h.shape[1]]),
                                                               generator=generator)
                 out["velocity"] = self.denoiser(x_t, t, self.denoiser.condition(h))
+                out["mel_estimate"] = self.denormalise_mel(x_t + (1 - t)[:, None, None] * out["velocity"])
                 return out
             out["words"] = out["word_logits"].argmax(-1)
             steps, guidance = self.sampling_options(steps, guidance)

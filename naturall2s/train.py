@@ -110,6 +110,8 @@ class TrainConfig:
     degrade_mel: bool = False
     teacher_f0: bool = False
     judge: str = ""
+    judge_flow: str = ""
+    judge_robust: float = 0.0
     select: str = "mel"
     guard_estoi: float = 0.01
     guard_wer: float = 0.03
@@ -173,6 +175,12 @@ HELP = {
     "teacher_f0": "synth: drive the DDSP synthesizer with the real F0 of voiced frames while training",
     "judge": "synth: a content judge checkpoint (--stage judge) for the content/ce loss and the content/acc probe; "
              "lipvoicer: the judge that guides its sampling, stored inside the model",
+    "judge_flow": "judge: a lipvoicer checkpoint whose judge is fine-tuned on the clean estimates of its own denoiser "
+                  "(x̂_1 at a random t: what its guidance shows the judge) instead of trained on real log-mels; "
+                  "validated on the estimates of val clips",
+    "judge_robust": "judge: adversarial training, so that the judge's gradient (the guidance) changes sounds rather "
+                    "than fooling it: each input first moves one gradient step (this RMS, in natural-log mel units) "
+                    "toward a higher word loss (robust classifier guidance, after Kawar et al. 2022; 0: off)",
     "select": f"which validation number picks best.safetensors: {', '.join(SELECT)} (mel: log-mel L1; estoi: "
               "differentiable ESTOI; guarded: least pause buzz among checkpoints without ESTOI or speech-WER "
               "regressions from the run's start; intelligible: highest ESTOI among checkpoints without pause-buzz or "
@@ -702,6 +710,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.judge and cfg.stage != "synth" and cfg.variant not in SAMPLING_VARIANTS:
         raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage (or guides the "
                               "lipvoicer variant's sampling)")
+    if cfg.judge_flow and cfg.stage != "judge":
+        raise NaturalL2SError("--judge-flow fine-tunes a lipvoicer model's judge on its flow estimates: it belongs to "
+                              "--stage judge")
     if loss_weights(cfg)["content/ce"] and not cfg.judge:
         raise NaturalL2SError("the content/ce loss needs a content judge: --judge PATH (a judge run's checkpoint)")
     if cfg.init_disc and cfg.steps and not (cfg.adv_start >= 0 and cfg.stage != "lipreader"):
@@ -737,7 +748,7 @@ class FrozenInputs:
     @classmethod
     def prepare(cls, model, cfg: TrainConfig, train_set, val_set, run_dir: Path, device, is_main: bool):
         feats = retrieved = None
-        if cfg.stage == "flow" or (cfg.freeze_frontend and cfg.stage == "synth"):
+        if cfg.stage == "flow" or cfg.judge_flow or (cfg.freeze_frontend and cfg.stage == "synth"):
             whole_clips = copy.copy(train_set)  # the same records in RAM, items not cut into segments
             whole_clips.segment_frames = None
             feats = cache_features(model, [whole_clips, val_set], device, is_main,
@@ -980,15 +991,25 @@ def train_judge(cfg: TrainConfig) -> dict:
     """Stage ``judge``: the content judge (:class:`~naturall2s.content.WordJudge`, ``--arch`` overrides its
     :class:`~naturall2s.content.JudgeConfig`) learns the frame word labels from the *real* log-mels of the training
     split (random ``--segment-frames`` crops, SpecAugment and gain), and is selected on its validation word accuracy
-    (``best`` is that accuracy). One process; resumable like the other stages."""
+    (``best`` is that accuracy). With ``--judge-flow`` (a lipvoicer checkpoint) it is that model's judge, fine-tuned
+    on what its guidance shows it: the denoiser's clean estimates (:class:`FlowEstimates`), on val too. One process;
+    resumable like the other stages."""
     from naturall2s.content import JudgeConfig, WordJudge, spec_augment
 
     device, run_dir = one_process_stage(cfg)
     train_set = CachedGrid(cfg.cache, "train", segment_frames=cfg.segment_frames or None, train=True)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                                collate_fn=collate, drop_last=True)
-    val_loader = torch.utils.data.DataLoader(CachedGrid(cfg.cache, "val"), batch_size=cfg.batch_size, collate_fn=collate)
-    judge = WordJudge(JudgeConfig(**cfg.arch)).to(device)
+    val_set = CachedGrid(cfg.cache, "val")
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, collate_fn=collate)
+    flow = FlowEstimates.prepare(cfg, train_set, val_set, run_dir, device) if cfg.judge_flow else None
+    if flow is not None:
+        judge = WordJudge(flow.model.judge.config).to(device)
+        judge.load_state_dict(flow.model.judge.state_dict())
+    else:
+        judge = WordJudge(JudgeConfig(**cfg.arch)).to(device)
+    judge.train()
+    inputs_of = flow.estimates if flow is not None else (lambda batch, generator=None: batch["mel"])
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
     step, best, cpu_before = 0, -1.0, -time.process_time()
     state_path = run_dir / "state.pt"
@@ -998,16 +1019,26 @@ def train_judge(cfg: TrainConfig) -> dict:
         opt.load_state_dict(st["opt"])
         step, best = st["step"], st["best"]
         cpu_before += st.get("cpu_seconds", 0.0)
-    print(f"judge: {sum(p.numel() for p in judge.parameters()) / 1e6:.2f}M parameters, {len(train_set)} train clips")
+    print(f"judge: {sum(p.numel() for p in judge.parameters()) / 1e6:.2f}M parameters, {len(train_set)} train clips"
+          + (f", on the flow estimates of {cfg.judge_flow}" if flow is not None else ""))
+    start_acc = None
+    if flow is not None and step == 0:  # where the model's own judge starts (logged; selection is among later steps)
+        start_acc = judge_accuracy(judge, val_loader, device, inputs_of)
+        print(f"step 0: val word/acc {start_acc:.4f} (the model's own judge)")
     bar = tqdm(total=cfg.steps, initial=step, desc="judge", dynamic_ncols=True)
     with open(run_dir / "log.csv", "a", newline="") as log_file:
         log = csv.writer(log_file)
+        if start_acc is not None:
+            log.writerow([0, "val", json.dumps({"word/acc": start_acc})])
         while step < cfg.steps:
             for batch in train_loader:
                 batch = to_device(batch, device)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, cfg)
-                logits = judge(spec_augment(batch["mel"]))
+                mel = spec_augment(inputs_of(batch))
+                if cfg.judge_robust > 0:
+                    mel = adversarial_input(judge, mel, batch["words"], cfg.judge_robust)
+                logits = judge(mel)
                 ls = losses.word_ce_loss(logits, batch["words"], ignore_index=UNKNOWN_WORD)
                 total = losses.weighted_sum(ls, loss_weights(cfg))
                 opt.zero_grad(set_to_none=True)
@@ -1022,7 +1053,7 @@ def train_judge(cfg: TrainConfig) -> dict:
                     log.writerow([step, "train", json.dumps({"word/ce": float(total.detach()),
                                                              "cpu_hours": (cpu_before + time.process_time()) / 3600})])
                 if step % cfg.eval_every == 0 or step >= cfg.steps:
-                    acc = judge_accuracy(judge, val_loader, device)
+                    acc = judge_accuracy(judge, val_loader, device, inputs_of)
                     log.writerow([step, "val", json.dumps({"word/acc": acc})])
                     log_file.flush()
                     tqdm.write(f"step {step}: val word/acc {acc:.4f}")
@@ -1039,17 +1070,58 @@ def train_judge(cfg: TrainConfig) -> dict:
     return {"step": step, "best": best, "run_dir": str(run_dir)}
 
 
+def adversarial_input(judge, log_mel: torch.Tensor, words: torch.Tensor, rms: float) -> torch.Tensor:
+    """``log_mel`` (B, n_mels, F) moved one step along the gradient that raises the judge's word loss on ``words``
+    (B, T), normalised per clip to ``rms`` per element: the worst nearby input, for adversarial training."""
+    x = log_mel.detach().clone().requires_grad_(True)
+    loss = losses.word_ce_loss(judge(x), words, ignore_index=UNKNOWN_WORD)["word/ce"]
+    (g,) = torch.autograd.grad(loss, x)
+    norm = g.flatten(1).norm(dim=1).clamp(min=1e-12)[:, None, None] / math.sqrt(g[0].numel())
+    return (log_mel + rms * g / norm).detach()
+
+
 @torch.no_grad()
-def judge_accuracy(judge, loader, device) -> float:
-    """Frame word accuracy of a content judge on the real log-mels of ``loader``'s clips (labelled frames)."""
+def judge_accuracy(judge, loader, device, inputs_of=None) -> float:
+    """Frame word accuracy of a content judge on ``loader``'s clips (labelled frames): on their real log-mels, or
+    on ``inputs_of(batch, generator)`` (e.g. :meth:`FlowEstimates.estimates`, the same draws at every call)."""
     judge.eval()
+    generator = torch.Generator(device=device).manual_seed(0)
     hits = total = 0
     for batch in loader:
         batch = to_device(batch, device)
-        h, t = frame_word_hits(judge(batch["mel"]), batch["words"])
+        mel = batch["mel"] if inputs_of is None else inputs_of(batch, generator)
+        h, t = frame_word_hits(judge(mel), batch["words"])
         hits, total = hits + h, total + t
     judge.train()
     return hits / max(1, total)
+
+
+@dataclass
+class FlowEstimates:
+    """A frozen lipvoicer model (``--judge-flow``) and its front end's cached features: the inputs on which its
+    judge is fine-tuned, the clean estimates ``x̂_1 = x_t + (1 - t)·v̂`` of its denoiser at a random ``t`` (uniform,
+    so every step of any sampling schedule), denormalised to log-mels, as its guidance hands them to the judge."""
+
+    model: LipToSpeech
+    frozen: FrozenInputs
+
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, train_set, val_set, run_dir: Path, device) -> "FlowEstimates":
+        model = load_model(cfg.judge_flow, device=device)
+        if not model.config.samples_mel:
+            raise NaturalL2SError(f"--judge-flow {cfg.judge_flow} is a {model.config.variant} model, not lipvoicer")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        return cls(model, FrozenInputs.prepare(model, cfg, train_set, val_set, run_dir, device, True))
+
+    @torch.no_grad()
+    def estimates(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The batch's clean estimates (B, n_mels, 4T), one flow draw per clip (noise and ``t`` from
+        ``generator``)."""
+        out = self.model.decode(self.frozen.feats_of(batch), flow_mel=batch["mel"], generator=generator,
+                                vocode=False)
+        return out["mel_estimate"]
 
 
 def unit_codebook(n_units: int, train_set: CachedGrid, run_dir: Path, *, rank: int = 0, world: int = 1):

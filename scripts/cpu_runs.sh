@@ -67,11 +67,14 @@
 #                (the content judge on the training split's real log-mels, 2000 x 32 one-second crops), then `flow`
 #                (the flow-matching denoiser on the shipped lip reader's frozen, cached features, that judge inside
 #                the model to guide the sampling, the shipped cascade's vocoder; 1 s crops, FLOW_STEPS x 16, selected
-#                on val ESTOI of the sampled speech), then composed into WORK/runs/lipvoicer/lipvoicer.safetensors with
-#                the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE (default 2 / 0, chosen on val by
-#                `python scripts/sampling_ablation.py WORK/runs/lipvoicer/lipvoicer.safetensors --split val`; other
-#                values: rerun the plan with them, the finished stages return at once, the composition is redone).
-#                Trained 2026-12-07 in 1.71 CPU-hours (FLOW_STEPS 12000) and shipped (checkpoints/README.md).
+#                on val ESTOI of the sampled speech), then `judge-robust` (that judge fine-tuned on the flow's own
+#                clean estimates, adversarially with --judge-robust JUDGE_ROBUST (default 0.5): the judge that
+#                guides; 2000 x 16, selected on its val word accuracy), then composed into
+#                WORK/runs/lipvoicer/lipvoicer.safetensors with that judge and the sampling defaults LIPVOICER_STEPS /
+#                LIPVOICER_GUIDANCE (default 2 / 0.15, chosen on val by `python scripts/sampling_ablation.py
+#                WORK/runs/lipvoicer/lipvoicer.safetensors --split val`; other values: rerun the plan with them, the
+#                finished stages return at once, the composition is redone). Trained 2026-12-07 in 1.71 CPU-hours
+#                (FLOW_STEPS 12000) and shipped; its robust judge 2026-12-07 in 0.16 CPU-hours (checkpoints/README.md).
 #                Curves: python scripts/figure_runs.py lipvoicer --table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -181,11 +184,14 @@ case "$PLAN" in
       [flow]="--variant lipvoicer --stage flow --init checkpoints/mel-gl.safetensors,checkpoints/mel-vocoder.safetensors
         --judge $RUNS/judge/best.safetensors --segment-frames 25 --batch-size 16 --lr 5e-4 --warmup 200
         --select estoi --eval-every 2000 --steps ${FLOW_STEPS:-12000}"
+      [judge-robust]="--stage judge --judge-flow $RUNS/flow/best.safetensors --judge-robust ${JUDGE_ROBUST:-0.5}
+        --segment-frames 25 --batch-size 16 --lr 3e-4 --warmup 50 --eval-every 250 --steps ${ROBUST_STEPS:-2000}"
     )
-    CHAIN=(judge flow)
+    CHAIN=(judge flow judge-robust)
     THEN="--variant lipvoicer --stage flow --steps 0 --run-dir $RUNS/composed
-      --arch {\"sampling_steps\":${LIPVOICER_STEPS:-2},\"guidance_scale\":${LIPVOICER_GUIDANCE:-0}}
-      --init $RUNS/flow/best.safetensors,checkpoints/mel-vocoder.safetensors --export $RUNS/lipvoicer.safetensors"
+      --arch {\"sampling_steps\":${LIPVOICER_STEPS:-2},\"guidance_scale\":${LIPVOICER_GUIDANCE:-0.15}}
+      --init $RUNS/flow/best.safetensors,checkpoints/mel-vocoder.safetensors --judge $RUNS/judge-robust/best.safetensors
+      --export $RUNS/lipvoicer.safetensors"
     COMMON=()
     ;;
   *) echo "unknown plan $PLAN (adversarial, curves, retrieval, joint, units, ltbs or lipvoicer)" >&2; exit 2 ;;

@@ -16,7 +16,8 @@
 # lines, not a training), UNITS (the units variant's codebook size, default 200), LTBS_TEMPERATURE (the ltbs
 # variant's post-net temperature, chosen on val with scripts/postnet_ablation.py: 0, z = 0),
 # LIPVOICER_STEPS and LIPVOICER_GUIDANCE (the lipvoicer variant's sampling defaults, chosen on val with
-# scripts/sampling_ablation.py: 2 and 0, no guidance; 2026-12-07, checkpoints/README.md).
+# scripts/sampling_ablation.py: 2 and 0.15, with the adversarially trained judge; 2026-12-07, checkpoints/README.md),
+# JUDGE_ROBUST (that judge's adversarial step, RMS in log-mel units: 0.5, chosen on val against 1.0).
 #
 # Every stage is resumable: rerun the script and finished stages resume at their last step (and stop at once).
 set -euo pipefail
@@ -250,15 +251,19 @@ train_stage --variant ltbs --stage synth --cache "$CACHE" --run-dir "$RUNS/ltbs-
 #     (front end + embedded word posteriors at 100 Hz) with that judge inside the model (it guides the sampling toward
 #     the word head's reading) and the cascade's vocoder (mel-vocoder: the same lip reader, its vocoder trained on real
 #     mels), selected on val ESTOI of the sampled, vocoded speech; then composed (--steps 0) with the cascade's vocoder
-#     and the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE chosen on val by
-#     `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (2 and 0 for the shipped one; other values:
-#     rerun this last command with them). The CPU step counts are the run of scripts/cpu_runs.sh lipvoicer
+#     with the judge that guides it: the content judge fine-tuned on the flow's own clean estimates, adversarially
+#     (--judge-flow, --judge-robust JUDGE_ROBUST: a robust recogniser's gradient changes the sounds instead of fooling
+#     it), and the sampling defaults LIPVOICER_STEPS / LIPVOICER_GUIDANCE chosen on val by
+#     `scripts/sampling_ablation.py OUT/lipvoicer.safetensors --split val` (2 and 0.15 for the shipped one; other
+#     values: rerun this last command with them). The CPU step counts are the run of scripts/cpu_runs.sh lipvoicer
 #     (checkpoints/README.md).
 if [ "${GPU:-0}" = 1 ]; then
   JUDGE=(--steps 4000 --batch-size 64 --lr 1e-3 --warmup 200)
   FLOW=(--steps 40000 --batch-size 64 --lr 5e-4 --warmup 1000 --eval-every 2000)
+  ROBUST=(--steps 2000 --batch-size 64 --lr 3e-4 --warmup 50)
 else
   JUDGE=(--steps "${JUDGE_STEPS:-2000}" --batch-size 32 --lr 1e-3 --warmup 100 --threads 1)
+  ROBUST=(--steps "${ROBUST_STEPS:-2000}" --batch-size 16 --lr 3e-4 --warmup 50 --threads 1)
   FLOW=(--steps "${FLOW_STEPS:-12000}" --batch-size 16 --lr 5e-4 --warmup 200 --eval-every 2000 --threads 1
         --save-minutes 10)
 fi
@@ -267,8 +272,11 @@ fi
 train_stage --variant lipvoicer --stage flow --cache "$CACHE" --run-dir "$RUNS/lipvoicer-flow" \
   --init "$OUT/mel-gl.safetensors,$OUT/mel-vocoder.safetensors" --judge "$RUNS/judge/best.safetensors" \
   --segment-frames 25 --select estoi "${FLOW[@]}"
+"${ONE[@]}" --stage judge --judge-flow "$RUNS/lipvoicer-flow/best.safetensors" --judge-robust "${JUDGE_ROBUST:-0.5}" \
+  --cache "$CACHE" --run-dir "$RUNS/judge-robust" --segment-frames 25 --eval-every 250 "${ROBUST[@]}" "${SMOKE_ARGS[@]}"
 "$PY" -m naturall2s train --variant lipvoicer --stage flow --steps 0 --run-dir "$RUNS/lipvoicer" \
-  --arch "{\"sampling_steps\": ${LIPVOICER_STEPS:-2}, \"guidance_scale\": ${LIPVOICER_GUIDANCE:-0}}" \
-  --init "$RUNS/lipvoicer-flow/best.safetensors,$OUT/mel-vocoder.safetensors" --export "$OUT/lipvoicer.safetensors"
+  --arch "{\"sampling_steps\": ${LIPVOICER_STEPS:-2}, \"guidance_scale\": ${LIPVOICER_GUIDANCE:-0.15}}" \
+  --init "$RUNS/lipvoicer-flow/best.safetensors,$OUT/mel-vocoder.safetensors" \
+  --judge "$RUNS/judge-robust/best.safetensors" --export "$OUT/lipvoicer.safetensors"
 
 "$PY" -m naturall2s models

@@ -278,8 +278,11 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
     assert student.info["live_student"]["train_config"]["steps"] == 2
     assert load_model(out / "ltbs.safetensors").config.ltbs["postnet_temperature"] == 0.0  # as chosen on val
     lipvoicer = load_model(out / "lipvoicer.safetensors")  # the flow run + the cascade's vocoder, sampling defaults
-    # the recipe's defaults are those chosen on val for the shipped checkpoint: 2 Euler steps, no guidance
-    assert lipvoicer.has_mel_stats and lipvoicer.config.sampling_steps == 2 and lipvoicer.config.guidance_scale == 0
+    # the recipe's defaults are those chosen on val for the shipped checkpoint: 2 Euler steps, guidance 0.15, by the
+    # judge the robust stage fine-tuned on the flow's estimates
+    assert lipvoicer.has_mel_stats and lipvoicer.config.sampling_steps == 2 and lipvoicer.config.guidance_scale == 0.15
+    robust = load_model(out / "lipvoicer.safetensors").info["train_config"]["judge"]
+    assert robust.endswith("judge-robust/best.safetensors")
     cascade = load_model(out / "mel-vocoder.safetensors").state_dict()
     assert all(torch.equal(v, cascade[k]) for k, v in lipvoicer.state_dict().items() if k.startswith("vocoder."))
 
@@ -603,6 +606,7 @@ def test_lipvoicer_stages_train_compose_load_and_synthesize(cache, tmp_path):
     composed with a cascade's vocoder (--steps 0); the loaded model speaks a clip of 640 samples per frame, the same
     waveform every time, and guidance changes it."""
     from naturall2s.content import load_judge
+    from naturall2s.errors import NaturalL2SError
     from naturall2s.roi import MouthClip
 
     judge_path = tmp_path / "judge.safetensors"
@@ -654,6 +658,45 @@ def test_lipvoicer_stages_train_compose_load_and_synthesize(cache, tmp_path):
     unguided = model.synthesize(mouth, guidance=0.0)
     assert not np.array_equal(first.wav, unguided.wav)
     assert not np.array_equal(first.wav, model.synthesize(mouth, seed=1).wav)  # another seed, other noise
+
+    # its judge fine-tuned (adversarially) on the model's own flow estimates, then composed into the model
+    tuned_run = Path(train(cfg_for(cache, tmp_path / "jf", stage="judge", judge_flow=str(out), judge_robust=0.5,
+                                   segment_frames=6))["run_dir"])
+    rows = [r for r in csv.reader((tuned_run / "log.csv").read_text().splitlines()) if r[1] == "val"]
+    assert [int(r[0]) for r in rows] == [0, 2]  # the model's own judge on the same val estimates, then step 2
+    assert (tuned_run / "features.pt").is_file()  # the model's front end, cached
+    tuned = load_judge(tuned_run / "best.safetensors")
+    assert tuned.config.dim == 16 and load_state(tuned_run / "state.pt")["step"] == 2
+    assert not torch.equal(tuned.out.weight, model.judge.out.weight.to(tuned.out.weight.dtype))
+    guided = tmp_path / "guided.safetensors"
+    train(TrainConfig(variant="lipvoicer", stage="flow", steps=0, arch=LIPVOICER_ARCH, run_dir=str(tmp_path / "c2"),
+                      cache=str(tmp_path / "nowhere"), init=str(out), judge=str(tuned_run / "best.safetensors"),
+                      export=str(guided)))
+    regided = load_model(guided)
+    assert torch.equal(regided.judge.out.weight, tuned.out.weight)
+    assert torch.equal(regided.denoiser.out.weight, model.denoiser.out.weight)
+    with pytest.raises(NaturalL2SError, match="belongs to --stage judge"):
+        train(cfg_for(cache, tmp_path / "jx", variant="lipvoicer", stage="flow", judge_flow=str(out)))
+
+
+def test_adversarial_input_raises_the_judges_loss_by_a_step_of_the_given_size():
+    """Adversarial training's inputs: one step of RMS ``rms`` per element that raises the judge's word loss."""
+    from naturall2s import losses
+    from naturall2s.content import JudgeConfig, WordJudge
+    from naturall2s.data import UNKNOWN_WORD
+    from naturall2s.train import adversarial_input
+
+    torch.manual_seed(0)
+    judge = WordJudge(JudgeConfig(dim=16, dilations=(1,))).eval()
+    mel, words = torch.randn(3, audio.N_MELS, 40), torch.randint(1, 10, (3, 10))
+    moved = adversarial_input(judge, mel, words, 0.5)
+    rms = (moved - mel).flatten(1).pow(2).mean(dim=1).sqrt()
+    assert torch.allclose(rms, torch.full((3,), 0.5), atol=1e-4)
+
+    def loss(x):
+        return float(losses.word_ce_loss(judge(x), words, ignore_index=UNKNOWN_WORD)["word/ce"])
+
+    assert loss(moved) > loss(mel) + 0.01
 
 
 def test_lipvoicer_bad_configurations_are_clear_errors(cache, tmp_path):
