@@ -133,6 +133,10 @@ case "$PLAN" in
     ADV="$NATURALL2S_SYNTH --arch {$NATURALL2S_ARCH} --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --disc mrd
       --init-disc checkpoints/discriminators/naturall2s.safetensors --segment-frames 25 --batch-size 8 --lr 1e-4
       --lr-disc 2e-4 --warmup 50 --adv-start 0 --select guarded --steps ${ADV_STEPS:-1000}"
+    # the content runs: v6's adversarial stage again from the shipped v6, with and without the content loss of an
+    # adversarially trained judge (judge-robust first, alone; then ONLY="content content-control")
+    ADV_V6="${ADV/--init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors}/--init checkpoints/naturall2s.safetensors}"
+    ADV_V6="${ADV_V6/--select guarded --steps ${ADV_STEPS:-1000}/--select intelligible --steps ${CONTENT_STEPS:-600}}"
     ARGS=(
       [unfrozen]="$JOINT --init checkpoints/naturall2s.safetensors --lr 2e-4 --steps ${STEPS:-800}"
       [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"
@@ -144,6 +148,11 @@ case "$PLAN" in
         --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1} --steps ${AU_STEPS:-2400}"
       [student]="--variant naturall2s --stage live --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --steps 2500
         --batch-size 32 --lr 3e-4 --warmup 60 --weight-decay 0"
+      [judge-robust]="--stage judge --judge-robust 0.5 --segment-frames 25 --batch-size 32 --lr 1e-3 --warmup 100
+        --steps 2000"
+      [content]="$ADV_V6 --judge $RUNS/judge-robust/best.safetensors
+        --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1,\"content/ce\":2}"
+      [content-control]="$ADV_V6 --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1}"
     )
     COMMON=(--eval-every 200)
     ;;
