@@ -44,6 +44,9 @@
 #                A v7 candidate (2026-12-07, running): v6's recipe again from the shipped v6, in a work folder of its
 #                own whose cache/ links to the shared one: ONLY=unfrozen scripts/cpu_runs.sh joint ../naturall2s-work/v7,
 #                then ONLY=adversarial-stoi40 with the same folder (ADV_INIT defaults to that folder's unfrozen run).
+#                `judge-robust`, then `content` and `content-control` (2026-12-07, late; measured, not shipped:
+#                docs/results.md): a content judge trained adversarially on real log-mels, then v6's adversarial stage
+#                again from the shipped v6 with its content/ce loss (weight 2) and without, 600 steps each.
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
 #                serves every checkpoint of the run): train --stage live, twice the shipped student's 1250 steps.
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
