@@ -1008,8 +1008,7 @@ def train_judge(cfg: TrainConfig) -> dict:
         judge.load_state_dict(flow.model.judge.state_dict())
     else:
         judge = WordJudge(JudgeConfig(**cfg.arch)).to(device)
-    judge.train()
-    inputs_of = flow.estimates if flow is not None else (lambda batch, generator=None: batch["mel"])
+    inputs_of = flow.estimates if flow is not None else real_mel
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
     step, best, cpu_before = 0, -1.0, -time.process_time()
     state_path = run_dir / "state.pt"
@@ -1080,17 +1079,21 @@ def adversarial_input(judge, log_mel: torch.Tensor, words: torch.Tensor, rms: fl
     return (log_mel + rms * g / norm).detach()
 
 
+def real_mel(batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The batch's real log-mels (B, n_mels, F): what a content judge reads unless ``--judge-flow`` says otherwise."""
+    return batch["mel"]
+
+
 @torch.no_grad()
-def judge_accuracy(judge, loader, device, inputs_of=None) -> float:
-    """Frame word accuracy of a content judge on ``loader``'s clips (labelled frames): on their real log-mels, or
-    on ``inputs_of(batch, generator)`` (e.g. :meth:`FlowEstimates.estimates`, the same draws at every call)."""
+def judge_accuracy(judge, loader, device, inputs_of=real_mel) -> float:
+    """Frame word accuracy of a content judge on ``loader``'s clips (labelled frames): on ``inputs_of(batch,
+    generator)``, their real log-mels or e.g. :meth:`FlowEstimates.estimates` (the same draws at every call)."""
     judge.eval()
     generator = torch.Generator(device=device).manual_seed(0)
     hits = total = 0
     for batch in loader:
         batch = to_device(batch, device)
-        mel = batch["mel"] if inputs_of is None else inputs_of(batch, generator)
-        h, t = frame_word_hits(judge(mel), batch["words"])
+        h, t = frame_word_hits(judge(inputs_of(batch, generator)), batch["words"])
         hits, total = hits + h, total + t
     judge.train()
     return hits / max(1, total)

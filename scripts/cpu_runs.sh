@@ -41,8 +41,8 @@
 #                end trained on whole clips (6 x 3 s, lr 1e-4) WITH the adversarial losses and `stoi/neg` 40, so that
 #                the joint stage's ESTOI gain need not be given back to naturalness afterwards; --select intelligible
 #                (the highest val ESTOI among checkpoints whose pause buzz rose < 1 dB and speech WER < 0.03 from v6's).
-#                A v7 candidate (2026-12-07, running): v6's recipe again from the shipped v6, in a work folder of its
-#                own whose cache/ links to the shared one: ONLY=unfrozen scripts/cpu_runs.sh joint ../naturall2s-work/v7,
+#                A v7 candidate (2026-12-07; measured, not shipped: it returned v6, docs/results.md): v6's recipe
+#                again from the shipped v6, in a work folder of its own whose cache/ links to the shared one: ONLY=unfrozen scripts/cpu_runs.sh joint ../naturall2s-work/v7,
 #                then ONLY=adversarial-stoi40 with the same folder (ADV_INIT defaults to that folder's unfrozen run).
 #                `judge-robust`, then `content` and `content-control` (2026-12-07, late; measured, not shipped:
 #                docs/results.md): a content judge trained adversarially on real log-mels, then v6's adversarial stage
@@ -133,13 +133,13 @@ case "$PLAN" in
     RUNS=$WORK/runs/joint
     JOINT="$NATURALL2S_SYNTH --no-freeze-frontend --arch {$NATURALL2S_ARCH} --lambdas {\"f0/l1\":0,\"stoi/neg\":20}
       --segment-frames 0 --batch-size 6 --warmup 50 --adv-start -1 --eval-train 200"
-    ADV="$NATURALL2S_SYNTH --arch {$NATURALL2S_ARCH} --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --disc mrd
+    ADV_STAGE="$NATURALL2S_SYNTH --arch {$NATURALL2S_ARCH} --disc mrd
       --init-disc checkpoints/discriminators/naturall2s.safetensors --segment-frames 25 --batch-size 8 --lr 1e-4
-      --lr-disc 2e-4 --warmup 50 --adv-start 0 --select guarded --steps ${ADV_STEPS:-1000}"
+      --lr-disc 2e-4 --warmup 50 --adv-start 0"
+    ADV="$ADV_STAGE --init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors} --select guarded --steps ${ADV_STEPS:-1000}"
     # the content runs: v6's adversarial stage again from the shipped v6, with and without the content loss of an
     # adversarially trained judge (judge-robust first, alone; then ONLY="content content-control")
-    ADV_V6="${ADV/--init ${ADV_INIT:-$RUNS/unfrozen/best.safetensors}/--init checkpoints/naturall2s.safetensors}"
-    ADV_V6="${ADV_V6/--select guarded --steps ${ADV_STEPS:-1000}/--select intelligible --steps ${CONTENT_STEPS:-600}}"
+    ADV_V6="$ADV_STAGE --init checkpoints/naturall2s.safetensors --select intelligible --steps ${CONTENT_STEPS:-600}"
     ARGS=(
       [unfrozen]="$JOINT --init checkpoints/naturall2s.safetensors --lr 2e-4 --steps ${STEPS:-800}"
       [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"

@@ -281,8 +281,7 @@ def test_recipe_command_lines_run(cache, tmp_path, gpu):
     # the recipe's defaults are those chosen on val for the shipped checkpoint: 2 Euler steps, guidance 0.15, by the
     # judge the robust stage fine-tuned on the flow's estimates
     assert lipvoicer.has_mel_stats and lipvoicer.config.sampling_steps == 2 and lipvoicer.config.guidance_scale == 0.15
-    robust = load_model(out / "lipvoicer.safetensors").info["train_config"]["judge"]
-    assert robust.endswith("judge-robust/best.safetensors")
+    assert lipvoicer.info["train_config"]["judge"].endswith("judge-robust/best.safetensors")
     cascade = load_model(out / "mel-vocoder.safetensors").state_dict()
     assert all(torch.equal(v, cascade[k]) for k, v in lipvoicer.state_dict().items() if k.startswith("vocoder."))
 
@@ -672,9 +671,9 @@ def test_lipvoicer_stages_train_compose_load_and_synthesize(cache, tmp_path):
     train(TrainConfig(variant="lipvoicer", stage="flow", steps=0, arch=LIPVOICER_ARCH, run_dir=str(tmp_path / "c2"),
                       cache=str(tmp_path / "nowhere"), init=str(out), judge=str(tuned_run / "best.safetensors"),
                       export=str(guided)))
-    regided = load_model(guided)
-    assert torch.equal(regided.judge.out.weight, tuned.out.weight)
-    assert torch.equal(regided.denoiser.out.weight, model.denoiser.out.weight)
+    reguided = load_model(guided)
+    assert torch.equal(reguided.judge.out.weight, tuned.out.weight)
+    assert torch.equal(reguided.denoiser.out.weight, model.denoiser.out.weight)
     with pytest.raises(NaturalL2SError, match="belongs to --stage judge"):
         train(cfg_for(cache, tmp_path / "jx", variant="lipvoicer", stage="flow", judge_flow=str(out)))
 
