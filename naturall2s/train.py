@@ -42,6 +42,7 @@ as fp16 safetensors to ``<run-dir>/best.safetensors`` (and to ``--export`` if gi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import json
@@ -101,6 +102,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: int = 200
     grad_clip: float = 1.0
+    ema: float = 0.0
     adv_start: int = -1
     adv_segment: int = 16000
     disc: str = "mpd+mrd"
@@ -158,6 +160,8 @@ HELP = {
     "weight_decay": "AdamW weight decay",
     "warmup": "steps of linear learning-rate warm-up",
     "grad_clip": "clip the model's gradient norm to this (0: no clipping)",
+    "ema": "validate, select and export an exponential moving average of the trained weights with this decay per "
+           "step (e.g. 0.98: about the last 50 steps); 0: the weights themselves",
     "adv_start": "step from which the adversarial and feature-matching losses are on (-1: never; 0: from the start, "
                  "for adversarial fine-tuning of a trained model)",
     "adv_segment": "samples of each clip the discriminators see (a random window; 16000 = 1 s)",
@@ -707,6 +711,10 @@ def check_config(cfg: TrainConfig) -> None:
                               "stage")
     if cfg.select not in SELECT:
         raise NaturalL2SError(f"unknown --select {cfg.select!r}; choose one of {', '.join(SELECT)}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise NaturalL2SError(f"--ema is a decay per step in [0, 1) (0: off), got {cfg.ema}")
+    if cfg.ema and cfg.stage in ("judge", "live"):
+        raise NaturalL2SError(f"--ema averages the weights of the model stages; the {cfg.stage} stage has none")
     if cfg.judge and cfg.stage != "synth" and cfg.variant not in SAMPLING_VARIANTS:
         raise NaturalL2SError("--judge supervises generated speech: it belongs to the synth stage (or guides the "
                               "lipvoicer variant's sampling)")
@@ -733,6 +741,44 @@ def compose(cfg: TrainConfig) -> dict:
     if cfg.export:
         save_model(model, cfg.export, info=info)
     return {"step": 0, "best": float("nan"), "run_dir": cfg.run_dir}
+
+
+class WeightEMA:
+    """An exponential moving average of a model's trained parameters (``--ema DECAY``): after each step
+    ``avg ← decay·avg + (1 - decay)·weights``; :meth:`applied` puts the average in the model for a validation or an
+    export. It starts at the start's weights, so a short fine-tune's average stays near its start. Its state goes into
+    ``state.pt``, so a resumed run goes on exactly."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.average = {n: p.detach().clone() for n, p in self.params.items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for n, p in self.params.items():
+            self.average[n].lerp_(p.detach(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Within the block the model's trained parameters are the average; afterwards the weights again."""
+        weights = {n: p.detach().clone() for n, p in self.params.items()}
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(self.average[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(weights[n])
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "average": self.average}
+
+    def load_state_dict(self, state: dict) -> None:
+        for n, t in state["average"].items():
+            self.average[n].copy_(t)
 
 
 @dataclass
@@ -818,6 +864,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema > 0 else None
+    averaged = ema.applied if ema is not None else contextlib.nullcontext  # what is validated and exported
     use_adv = cfg.adv_start >= 0 and cfg.stage != "lipreader"
     disc = disc_opt = None
     if use_adv:
@@ -856,6 +904,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
             disc.load_state_dict(resumed["disc"])
             disc_opt.load_state_dict(resumed["disc_opt"])
         step, best, baseline = resumed["step"], resumed["best"], resumed.get("baseline")
+        if ema is not None and "ema" in resumed:
+            ema.load_state_dict(resumed["ema"])
         cpu_before += resumed.get("cpu_seconds", 0.0)
         if is_main:
             print(f"resumed {state_path} at step {step} (best score {best:.4f})")
@@ -886,6 +936,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
               "baseline": baseline, "rng": rng_state(), "cpu_seconds": cpu_seconds()}
         if disc is not None:
             st |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
+        if ema is not None:
+            st["ema"] = ema.state_dict()
         save_state(st, state_path)
 
     log_file = open(run_dir / "log.csv", "a", newline="") if is_main else None
@@ -940,6 +992,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update()
             step += 1
             clips_seen += len(batch["frames"]) * world
             bar.update(1)
@@ -955,18 +1009,19 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
             if step % cfg.eval_every == 0 or step >= end or timed_out:
                 if is_main:
-                    val = validate()
-                    val["select"] = select_value(val, cfg, baseline)
-                    log.writerow([step, "val", json.dumps(val)])
-                    log_file.flush()
-                    tqdm.write(f"step {step}: val {format_val(val, keys)}")
-                    last_val = f", val {cfg.select} {val['select']:.4f}"
-                    if val["select"] < best:
-                        best = val["select"]
-                        info = {"step": step, "val": val, "stage": cfg.stage, "train_config": asdict(cfg)}
-                        save_model(model, run_dir / "best.safetensors", info=info)
-                        if cfg.export:
-                            save_model(model, cfg.export, info=info)
+                    with averaged():
+                        val = validate()
+                        val["select"] = select_value(val, cfg, baseline)
+                        log.writerow([step, "val", json.dumps(val)])
+                        log_file.flush()
+                        tqdm.write(f"step {step}: val {format_val(val, keys)}")
+                        last_val = f", val {cfg.select} {val['select']:.4f}"
+                        if val["select"] < best:
+                            best = val["select"]
+                            info = {"step": step, "val": val, "stage": cfg.stage, "train_config": asdict(cfg)}
+                            save_model(model, run_dir / "best.safetensors", info=info)
+                            if cfg.export:
+                                save_model(model, cfg.export, info=info)
                     save_training_state()
                     t_saved = time.time()
                 if world > 1:

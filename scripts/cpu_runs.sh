@@ -49,7 +49,8 @@
 #                again from the shipped v6 with its content/ce loss (weight 2) and without, 600 steps each.
 #                `long` (2026-12-08): the "scale on the CPU" design as one multi-session run: the shipped v6 with its
 #                front end trained on whole clips AND the video augmented, 7.5x `unfrozen`'s steps (LONG_STEPS,
-#                6000 x 6 clips, lr 1e-4, a fresh cosine), val + 200 train clips every 200 steps; then the adversarial
+#                6000 x 6 clips, lr 1e-4, a fresh cosine; validated and selected on the moving average of its
+#                weights, --ema 0.998, from step 400 on), val + 200 train clips every 200 steps; then the adversarial
 #                stage from its best in a folder of its own (ADV_INIT=WORK/runs/joint/long/best.safetensors
 #                ONLY=adversarial-stoi40 scripts/cpu_runs.sh joint OTHER_WORK).
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
@@ -148,7 +149,7 @@ case "$PLAN" in
     ARGS=(
       [unfrozen]="$JOINT --init checkpoints/naturall2s.safetensors --lr 2e-4 --steps ${STEPS:-800}"
       [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"
-      [long]="$JOINT --init checkpoints/naturall2s.safetensors --augment --lr 1e-4 --steps ${LONG_STEPS:-6000}"
+      [long]="$JOINT --init checkpoints/naturall2s.safetensors --augment --lr 1e-4 --ema 0.998 --steps ${LONG_STEPS:-6000}"
       [adversarial]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1}"
       [adversarial-stoi40]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1}"
       [adv-unfrozen]="$NATURALL2S_SYNTH --no-freeze-frontend --arch {$NATURALL2S_ARCH}

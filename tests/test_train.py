@@ -17,6 +17,7 @@ from naturall2s.checkpoints import load_model, load_state
 from naturall2s.data import CachedGrid, clip_features, collate, save_npz_atomic
 from naturall2s.grid import name_transcript, text_to_tokens
 from naturall2s.roi import LIP_DIM, ROI_HEIGHT, ROI_WIDTH
+from naturall2s.errors import NaturalL2SError
 from naturall2s.train import TrainConfig, compute_losses, build_model, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,6 +321,65 @@ def test_adversarial_run_resumes_exactly_to_the_step(cache, tmp_path, monkeypatc
             assert a[part].keys() == b[part].keys()
             for k in a[part]:
                 assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resuming ({other})"
+
+
+def test_weight_ema_averages_swaps_in_and_restores():
+    from naturall2s.train import WeightEMA
+
+    model = torch.nn.Linear(2, 1)
+    frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+    model.register_parameter("fixed", frozen)
+    start = model.weight.detach().clone()
+    ema = WeightEMA(model, 0.75)
+    assert set(ema.average) == {"weight", "bias"}  # only what trains
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    ema.update()
+    assert torch.allclose(ema.average["weight"], start + 1.0)  # 0.75·start + 0.25·(start + 4)
+    with ema.applied():
+        assert torch.allclose(model.weight, start + 1.0)
+    assert torch.allclose(model.weight, start + 4.0)  # the weights themselves again
+    other = WeightEMA(model, 0.75)
+    other.load_state_dict(ema.state_dict())
+    assert torch.equal(other.average["weight"], ema.average["weight"])
+
+
+def test_ema_run_selects_the_average_and_resumes_exactly(cache, tmp_path, monkeypatch):
+    """With --ema the validated and exported model is the average (not the last weights), and the average travels in
+    state.pt: a run stopped at its step-2 save and resumed ends with the same average as the run uninterrupted."""
+    import naturall2s.train as train_module
+    from safetensors.torch import load_file
+
+    extra = dict(variant="naturall2s", stage="synth", freeze_frontend=True, segment_frames=6, steps=4, eval_every=2,
+                 lr=1e-2, ema=0.5)
+    train(cfg_for(cache, tmp_path / "whole", **extra))
+    st = load_state(tmp_path / "whole" / "run" / "state.pt")
+    avg, weights = st["ema"]["average"], st["model"]
+    assert any(not torch.equal(avg[k], weights[k]) for k in avg)
+    best = load_file(tmp_path / "whole" / "run" / "best.safetensors")
+    info = json.loads(__import__("safetensors").safe_open(
+        str(tmp_path / "whole" / "run" / "best.safetensors"), "pt").metadata()["info"])
+    if info["step"] == 4:  # the exported model is the average of the last step, not its weights
+        k = next(k for k in avg if not torch.equal(avg[k], weights[k]) and k in best)
+        assert torch.allclose(best[k].float(), avg[k].float(), atol=2e-3)
+
+    real_lr_at = train_module.lr_at
+
+    def crash_at_step_3(step, cfg):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_lr_at(step, cfg)
+
+    monkeypatch.setattr(train_module, "lr_at", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(cache, tmp_path / "split", **extra))
+    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+    assert train(cfg_for(cache, tmp_path / "split", **extra))["step"] == 4
+    split = load_state(tmp_path / "split" / "run" / "state.pt")["ema"]["average"]
+    for k in avg:
+        assert torch.equal(avg[k], split[k]), f"ema {k} differs after resuming"
+    with pytest.raises(NaturalL2SError, match="--ema"):
+        train(cfg_for(cache, tmp_path / "bad", **{**extra, "ema": 1.0}))
 
 
 def test_epoch_batches_are_a_function_of_seed_and_epoch_and_shard_without_overlap():
