@@ -53,6 +53,8 @@
 #                weights, --ema 0.998, from step 400 on), val + 200 train clips every 200 steps; then the adversarial
 #                stage from its best in a folder of its own (ADV_INIT=WORK/runs/joint/long/best.safetensors
 #                ONLY=adversarial-stoi40 scripts/cpu_runs.sh joint OTHER_WORK).
+#                `long-control`: the same without the video augmentation (the EMA from step 0), beside it on the
+#                other core, so that the two tell length from augmentation.
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
 #                serves every checkpoint of the run): train --stage live, twice the shipped student's 1250 steps.
 #   units        the units variant (Choi, Kim & Ro, Interspeech 2023, at CPU scale) to a shipped-quality checkpoint,
@@ -150,6 +152,7 @@ case "$PLAN" in
       [unfrozen]="$JOINT --init checkpoints/naturall2s.safetensors --lr 2e-4 --steps ${STEPS:-800}"
       [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"
       [long]="$JOINT --init checkpoints/naturall2s.safetensors --augment --lr 1e-4 --ema 0.998 --steps ${LONG_STEPS:-6000}"
+      [long-control]="$JOINT --init checkpoints/naturall2s.safetensors --lr 1e-4 --ema 0.998 --steps ${LONG_STEPS:-6000}"
       [adversarial]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1}"
       [adversarial-stoi40]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1}"
       [adv-unfrozen]="$NATURALL2S_SYNTH --no-freeze-frontend --arch {$NATURALL2S_ARCH}
