@@ -3,7 +3,8 @@
     python scripts/figure_runs.py adversarial   # -> assets/adversarial_val.png: ESTOI, speech WER, pause buzz, MOS on val
     python scripts/figure_runs.py curves        # -> assets/curves.png: ESTOI and log-mel L1, val and the 200 train clips
     python scripts/figure_runs.py retrieval     # -> assets/retrieval.png (the same panels as curves)
-    python scripts/figure_runs.py joint         # -> assets/joint.png: the front end trained against frozen (retrieval's control)
+    python scripts/figure_runs.py joint         # -> assets/joint.png: the front end trained against frozen (retrieval's control),
+                                                #    and the long runs from v6 (augmented and not)
     python scripts/figure_runs.py ltbs          # -> assets/ltbs.png: ESTOI and log-mel L1 of the vocoded speech, the
                                                 #    post-net's NLL, the pitch predictor's log-F0 L1
     python scripts/figure_runs.py units         # -> assets/units.png: ESTOI, log-mel L1, unit accuracy, lip-read WER
@@ -33,7 +34,8 @@ PLANS = {  # runs and panels (log key, title); a fit panel draws `train/<key>` d
                      ("judge/mos", "MOS, distillmos ↑ (val; read only)"))),
     "curves": (("size1x", "size2x"), FIT_PANELS),
     "retrieval": (("control", "prior"), FIT_PANELS),
-    "joint": (("unfrozen", "augmented", "../retrieval/control"), FIT_PANELS),  # a name is a run folder under runs/PLAN
+    "joint": (("unfrozen", "augmented", "../retrieval/control", "long", "long-control"),  # a run folder under runs/PLAN
+              FIT_PANELS),
     # one run: the speech synthesize makes (predicted pitch and energy, post-net), vocoded by the cascade's vocoder
     "ltbs": (("synth",), (("estoi", "ESTOI ↑ (val)"), ("score", "log-mel L1 ↓ (val)"),
                           ("flow/nll", "post-net NLL, nats per value ↓ (val)"), ("pitch/l1", "log-F0 L1 ↓ (val)"))),
