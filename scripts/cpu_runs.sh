@@ -51,8 +51,9 @@
 #                front end trained on whole clips AND the video augmented, 7.5x `unfrozen`'s steps (LONG_STEPS,
 #                6000 x 6 clips, lr 1e-4, a fresh cosine; validated and selected on the moving average of its
 #                weights, --ema 0.998, from step 400 on), val + 200 train clips every 200 steps; then the adversarial
-#                stage from its best in a folder of its own (ADV_INIT=WORK/runs/joint/long/best.safetensors
-#                ONLY=adversarial-stoi40 scripts/cpu_runs.sh joint OTHER_WORK).
+#                stage from its best in a folder of its own whose cache/ links to the shared one
+#                (ADV_INIT=WORK/runs/joint/long/best.safetensors ONLY=adversarial-stoi40 scripts/cpu_runs.sh joint
+#                ../naturall2s-work/long-adv).
 #                `long-control`: the same without the video augmentation (the EMA from step 0), beside it on the
 #                other core, so that the two tell length from augmentation.
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
