@@ -782,6 +782,90 @@ class WeightEMA:
 
 
 @dataclass
+class Optimisation:
+    """What a training step changes, saved and resumed as one: the model's trained parameters and their optimiser,
+    the discriminators and theirs (adversarial training), the moving average of the weights (``--ema``)."""
+
+    model: LipToSpeech
+    params: list
+    opt: torch.optim.Optimizer
+    disc: torch.nn.ModuleDict | None = None
+    disc_opt: torch.optim.Optimizer | None = None
+    ema: WeightEMA | None = None
+
+    @classmethod
+    def build(cls, model: LipToSpeech, cfg: TrainConfig, device) -> "Optimisation":
+        params = trainable_parameters(model, cfg)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
+        disc = disc_opt = None
+        if cfg.adv_start >= 0 and cfg.stage != "lipreader":
+            disc = build_discriminators(cfg.disc, cfg.init_disc).to(device)  # a resumed run's are loaded later
+            disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
+        return cls(model, params, opt, disc, disc_opt, WeightEMA(model, cfg.ema) if cfg.ema > 0 else None)
+
+    def averaged(self):
+        """A context in which the model holds what is validated and exported (the average with ``--ema``)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+    def state_dict(self) -> dict:
+        st = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+        if self.disc is not None:
+            st |= {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+        if self.ema is not None:
+            st["ema"] = self.ema.state_dict()
+        return st
+
+    def load_state_dict(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        if self.disc is not None and "disc" in st:
+            self.disc.load_state_dict(st["disc"])
+            self.disc_opt.load_state_dict(st["disc_opt"])
+        if self.ema is not None and "ema" in st:
+            self.ema.load_state_dict(st["ema"])
+
+    def update(self, train_model, batch: dict, cfg: TrainConfig, *, step: int, feats, judge, keys,
+               lambdas: dict) -> tuple[dict, torch.Tensor]:
+        """One optimisation step (the model's, after the discriminators' when adversarial) -> (losses, total)."""
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        ls, out = compute_losses(train_model, batch, cfg, feats, judge)
+        adv_on = self.disc is not None and step >= cfg.adv_start
+        if adv_on:
+            ls |= adversarial_losses(self.disc, self.disc_opt, batch["audio"], out["wav"], cfg)
+        active = {k: v for k, v in ls.items() if k in keys or (adv_on and k in ADV_KEYS)}
+        total = losses.weighted_sum(active, lambdas)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update()
+        return ls, total
+
+
+def speech_scorers(cfg: TrainConfig, is_main: bool) -> tuple:
+    """(asr, mos) that score the generated speech at every validation of a selection that needs them (the
+    guarded and intelligible ones), else (None, None). The MOS is read, never optimised or selected on."""
+    if cfg.select not in BASELINE_SELECTS or not is_main:
+        return None, None
+    from naturall2s.asr import get_asr
+    from naturall2s.naturalness import MOSPredictorUnavailableError, get_mos_predictor
+
+    asr = get_asr("auto", grammar="grid")
+    try:
+        return asr, get_mos_predictor("auto")
+    except MOSPredictorUnavailableError as e:
+        print(f"no MOS in the learning curve: {e}")
+        return asr, None
+
+
+@dataclass
 class FrozenInputs:
     """What a frozen front end gives every step, computed once per clip: its features (``feats``: {clip name:
     (T, D)}, the flow stage and ``--freeze-frontend`` synth stages) and the retrieval prior's retrieved real mel
@@ -858,37 +942,17 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     require_sampling_parts(model)
     if model.config.samples_mel and not model.has_mel_stats:  # the flow's normalisation, from the training split
         model.set_mel_stats(*mel_statistics(train_set))
-    params = trainable_parameters(model, cfg)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
-    ema = WeightEMA(model, cfg.ema) if cfg.ema > 0 else None
-    averaged = ema.applied if ema is not None else contextlib.nullcontext  # what is validated and exported
-    use_adv = cfg.adv_start >= 0 and cfg.stage != "lipreader"
-    disc = disc_opt = None
-    if use_adv:
-        disc = build_discriminators(cfg.disc, cfg.init_disc).to(device)  # a resumed run's are loaded below
-        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr_disc, betas=(0.8, 0.99))
+    optim = Optimisation.build(model, cfg, device)
+    use_adv = optim.disc is not None
     judge = None
     if cfg.judge:
         from naturall2s.content import load_judge
 
         judge = load_judge(cfg.judge, device=device)
-    asr = mos = None
-    if cfg.select in BASELINE_SELECTS and is_main:  # the speech is transcribed and scored at every validation
-        from naturall2s.asr import get_asr
-        from naturall2s.naturalness import MOSPredictorUnavailableError, get_mos_predictor
-
-        asr = get_asr("auto", grammar="grid")
-        try:  # the learning curve's naturalness: read, never optimised or selected on
-            mos = get_mos_predictor("auto")
-        except MOSPredictorUnavailableError as e:
-            print(f"no MOS in the learning curve: {e}")
+    asr, mos = speech_scorers(cfg, is_main)
     lambdas = loss_weights(cfg)
     keys = STAGE_KEYS[cfg.stage] + (("ctc", "word/ce") if cfg.stage == "synth" and not cfg.freeze_frontend else ())
-    n_params = sum(p.numel() for p in params)
+    n_params = sum(p.numel() for p in optim.params)
 
     frozen = FrozenInputs.prepare(model, cfg, train_set, val_set, run_dir, device, is_main)
     feats_of, retrieved_of = frozen.feats_of, frozen.retrieved_of
@@ -898,14 +962,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
     state_path = run_dir / "state.pt"
     resumed = load_state(state_path, map_location=device) if state_path.exists() else None
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["opt"])
-        if disc is not None and "disc" in resumed:
-            disc.load_state_dict(resumed["disc"])
-            disc_opt.load_state_dict(resumed["disc_opt"])
+        optim.load_state_dict(resumed)
         step, best, baseline = resumed["step"], resumed["best"], resumed.get("baseline")
-        if ema is not None and "ema" in resumed:
-            ema.load_state_dict(resumed["ema"])
         cpu_before += resumed.get("cpu_seconds", 0.0)
         if is_main:
             print(f"resumed {state_path} at step {step} (best score {best:.4f})")
@@ -932,13 +990,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
         return val
 
     def save_training_state():
-        st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-              "baseline": baseline, "rng": rng_state(), "cpu_seconds": cpu_seconds()}
-        if disc is not None:
-            st |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
-        if ema is not None:
-            st["ema"] = ema.state_dict()
-        save_state(st, state_path)
+        save_state({**optim.state_dict(), "step": step, "best": best, "baseline": baseline, "rng": rng_state(),
+                    "cpu_seconds": cpu_seconds()}, state_path)
 
     log_file = open(run_dir / "log.csv", "a", newline="") if is_main else None
     log = csv.writer(log_file) if log_file else None
@@ -979,21 +1032,8 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
             batch = to_device(batch, device)
             if frozen.retrieved is not None:
                 batch["retrieved"] = retrieved_of(batch)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            ls, out = compute_losses(train_model, batch, cfg, feats_of(batch), judge)
-            adv_on = use_adv and step >= cfg.adv_start
-            if adv_on:
-                ls |= adversarial_losses(disc, disc_opt, batch["audio"], out["wav"], cfg)
-            active = {k: v for k, v in ls.items() if k in keys or (adv_on and k in ADV_KEYS)}
-            total = losses.weighted_sum(active, lambdas)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if ema is not None:
-                ema.update()
+            ls, total = optim.update(train_model, batch, cfg, step=step, feats=feats_of(batch), judge=judge,
+                                     keys=keys, lambdas=lambdas)
             step += 1
             clips_seen += len(batch["frames"]) * world
             bar.update(1)
@@ -1009,7 +1049,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> dict:
             timed_out = cfg.max_minutes > 0 and (time.time() - start_time) / 60 > cfg.max_minutes
             if step % cfg.eval_every == 0 or step >= end or timed_out:
                 if is_main:
-                    with averaged():
+                    with optim.averaged():
                         val = validate()
                         val["select"] = select_value(val, cfg, baseline)
                         log.writerow([step, "val", json.dumps(val)])
