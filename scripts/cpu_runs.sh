@@ -53,7 +53,9 @@
 #                weights, --ema 0.998, from step 400 on), val + 200 train clips every 200 steps; then the adversarial
 #                stage from its best in a folder of its own whose cache/ links to the shared one
 #                (ADV_INIT=WORK/runs/joint/long/best.safetensors ONLY=adversarial-stoi40 scripts/cpu_runs.sh joint
-#                ../naturall2s-work/long-adv).
+#                ../naturall2s-work/long-adv). An early look at that stage, from `long`'s step 1400 (a copy of its
+#                best.safetensors then): ADV_INIT=../naturall2s-work/long-adv-early/long-step1400.safetensors
+#                ONLY=adversarial-stoi40 scripts/cpu_runs.sh joint ../naturall2s-work/long-adv-early
 #                `long-control`: the same without the video augmentation (the EMA from step 0), beside it on the
 #                other core, so that the two tell length from augmentation.
 #                `student`: the live student of that front end (the adversarial stage keeps it frozen, so one student
@@ -149,11 +151,12 @@ case "$PLAN" in
     # the content runs: v6's adversarial stage again from the shipped v6, with and without the content loss of an
     # adversarially trained judge (judge-robust first, alone; then ONLY="content content-control")
     ADV_V6="$ADV_STAGE --init checkpoints/naturall2s.safetensors --select intelligible --steps ${CONTENT_STEPS:-600}"
+    LONG="$JOINT --init checkpoints/naturall2s.safetensors --lr 1e-4 --ema 0.998 --steps ${LONG_STEPS:-6000}"
     ARGS=(
       [unfrozen]="$JOINT --init checkpoints/naturall2s.safetensors --lr 2e-4 --steps ${STEPS:-800}"
       [augmented]="$JOINT --init $RUNS/unfrozen/best.safetensors --augment --lr 1e-4 --steps ${AUG_STEPS:-1600}"
-      [long]="$JOINT --init checkpoints/naturall2s.safetensors --augment --lr 1e-4 --ema 0.998 --steps ${LONG_STEPS:-6000}"
-      [long-control]="$JOINT --init checkpoints/naturall2s.safetensors --lr 1e-4 --ema 0.998 --steps ${LONG_STEPS:-6000}"
+      [long]="$LONG --augment"
+      [long-control]="$LONG"
       [adversarial]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":20,\"adv/gen\":0.5,\"adv/feat\":1}"
       [adversarial-stoi40]="$ADV --lambdas {\"f0/l1\":0,\"stoi/neg\":40,\"adv/gen\":0.5,\"adv/feat\":1}"
       [adv-unfrozen]="$NATURALL2S_SYNTH --no-freeze-frontend --arch {$NATURALL2S_ARCH}
